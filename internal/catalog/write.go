@@ -1,0 +1,156 @@
+package catalog
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/amexd/amexd/internal/cache"
+	"github.com/amexd/amexd/internal/eventapi"
+)
+
+// Limits on a new event's fields, in characters.
+const (
+	MaxNameLen    = 200
+	MaxDetailsLen = 2000
+)
+
+// NewEvent is a client's request to create an event.
+type NewEvent struct {
+	Name    string `json:"name"`
+	UserID  int    `json:"userId"`
+	Details string `json:"details,omitempty"`
+}
+
+// InvalidError reports a request that cannot be served as it stands; Code is
+// a stable machine-readable reason and Field the offending input, if any.
+type InvalidError struct {
+	Code    string
+	Field   string
+	Message string
+}
+
+func (e *InvalidError) Error() string { return e.Message }
+
+func invalid(code, field, format string, args ...any) *InvalidError {
+	return &InvalidError{Code: code, Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// DecodeNewEvent parses a create request strictly: one JSON object, known
+// fields only, with the types of NewEvent. The result is not yet validated.
+func DecodeNewEvent(body []byte) (NewEvent, error) {
+	var ev NewEvent
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ev); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &typeErr):
+			return NewEvent{}, invalid("invalid_field", typeErr.Field, "field %q must be a %s", typeErr.Field, typeErr.Type)
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return NewEvent{}, invalid("unknown_field", field, "unknown field %q", field)
+		default:
+			return NewEvent{}, invalid("malformed_json", "", "request body is not a JSON object: %v", err)
+		}
+	}
+	if dec.More() {
+		return NewEvent{}, invalid("malformed_json", "", "request body holds more than one JSON value")
+	}
+	return ev, nil
+}
+
+// Validate trims the event's text and checks every field, returning an
+// *InvalidError for the first problem.
+func (ev *NewEvent) Validate() error {
+	ev.Name = strings.TrimSpace(ev.Name)
+	ev.Details = strings.TrimSpace(ev.Details)
+	switch {
+	case ev.Name == "":
+		return invalid("invalid_field", "name", "name is required")
+	case !utf8.ValidString(ev.Name):
+		return invalid("invalid_field", "name", "name must be valid UTF-8")
+	case utf8.RuneCountInString(ev.Name) > MaxNameLen:
+		return invalid("invalid_field", "name", "name must be at most %d characters", MaxNameLen)
+	case utf8.RuneCountInString(ev.Details) > MaxDetailsLen:
+		return invalid("invalid_field", "details", "details must be at most %d characters", MaxDetailsLen)
+	case ev.UserID <= 0:
+		return invalid("invalid_field", "userId", "userId is required and must be a positive integer")
+	}
+	return nil
+}
+
+// CreateEvent validates ev, checks that its user exists, creates it upstream
+// under an ID chosen once (so the client's retries cannot duplicate it), and
+// drops every cache entry it made stale, in this worker and, through the
+// Invalidator, in the others, before it returns.
+func (c *Catalog) CreateEvent(ctx context.Context, ev NewEvent) (eventapi.Event, error) {
+	if err := ev.Validate(); err != nil {
+		return eventapi.Event{}, err
+	}
+	if _, err := c.User(ctx, ev.UserID); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return eventapi.Event{}, invalid("unknown_user", "userId", "user %d does not exist", ev.UserID)
+		}
+		return eventapi.Event{}, err
+	}
+	created, err := c.up.AddEvent(ctx, eventapi.Event{
+		ID:      c.newID(),
+		Name:    ev.Name,
+		UserID:  ev.UserID,
+		Details: ev.Details,
+	})
+	if err != nil {
+		return eventapi.Event{}, err
+	}
+	user := strconv.Itoa(created.UserID)
+	stale := []string{
+		cache.Key(cache.KindUsers, ""),
+		cache.Key(cache.KindEvents, ""),
+		cache.Key(cache.KindUser, user),
+		cache.Key(cache.KindUserEvents, user),
+	}
+	c.cache.Delete(stale...)
+	if b, err := json.Marshal(created); err == nil {
+		c.cache.Set(cache.KindEvent, cache.Key(cache.KindEvent, created.ID), b)
+	}
+	if err := c.invalidate(ctx, stale); err != nil {
+		// The event exists upstream; failing the request now would invite a
+		// duplicate. Siblings' entries expire with their fresh TTL.
+		c.log.WarnContext(ctx, "cluster invalidation incomplete", "event", created.ID, "err", err)
+	}
+	return created, nil
+}
+
+// ParseUserID parses a user ID path segment: a positive decimal integer.
+func ParseUserID(s string) (int, error) {
+	n, err := strconv.ParseInt(s, 10, 32)
+	if err != nil || n <= 0 {
+		return 0, invalid("invalid_id", "id", "user id %q must be a positive integer", truncate(s))
+	}
+	return int(n), nil
+}
+
+// ParseEventID parses an event ID path segment, "3" or "event-3", and
+// returns the canonical form "event-3".
+func ParseEventID(s string) (string, error) {
+	digits := strings.TrimPrefix(s, "event-")
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || n <= 0 || strconv.FormatInt(n, 10) != digits {
+		return "", invalid("invalid_id", "id", "event id %q must be N or event-N with N a positive integer", truncate(s))
+	}
+	return "event-" + digits, nil
+}
+
+func truncate(s string) string {
+	const limit = 64
+	if len(s) <= limit {
+		return s
+	}
+	return s[:limit] + "…"
+}

@@ -1,0 +1,186 @@
+// Package worker is amexd's HTTP layer: the Echo application every worker
+// process serves (routes, middleware, handlers) and the worker process's
+// main loop under the supervisor. Business logic lives in internal/catalog.
+package worker
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/ulule/limiter/v3"
+
+	"github.com/amexd/amexd/internal/catalog"
+	"github.com/amexd/amexd/internal/config"
+	"github.com/amexd/amexd/internal/control"
+	"github.com/amexd/amexd/internal/metrics"
+	"github.com/amexd/amexd/internal/upstream"
+)
+
+// Deps are what the application serves from. Catalog, Limiter and Metrics
+// are required.
+type Deps struct {
+	Catalog *catalog.Catalog
+	// Limiter stores the rate-limit counters.
+	Limiter limiter.Store
+	Metrics *metrics.Worker
+	// Breakers reports this worker's circuit breakers.
+	Breakers func() []upstream.BreakerStatus
+	// Cluster reports every worker's breakers; nil outside a supervisor.
+	Cluster func(ctx context.Context) (control.ClusterStatus, error)
+	// Ready checks that the upstream is reachable, for /readyz.
+	Ready func(ctx context.Context) error
+	Log   *slog.Logger
+	// Slot and PID identify this worker in circuit status answers.
+	Slot, PID int
+}
+
+// App is one worker's HTTP application.
+type App struct {
+	echo       *echo.Echo
+	deps       Deps
+	cat        *catalog.Catalog
+	metrics    *metrics.Worker
+	log        *slog.Logger
+	accessLogs bool
+	draining   atomic.Bool
+	requests   atomic.Uint64
+	rejections atomic.Uint64
+	inflight   atomic.Int64
+}
+
+// New builds the application for cfg.
+func New(cfg config.Config, deps Deps) (*App, error) {
+	if deps.Catalog == nil || deps.Limiter == nil || deps.Metrics == nil {
+		return nil, fmt.Errorf("worker: Catalog, Limiter and Metrics are required")
+	}
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	if deps.Breakers == nil {
+		deps.Breakers = func() []upstream.BreakerStatus { return nil }
+	}
+	if deps.Ready == nil {
+		deps.Ready = func(context.Context) error { return nil }
+	}
+	a := &App{
+		echo:       echo.New(),
+		deps:       deps,
+		cat:        deps.Catalog,
+		metrics:    deps.Metrics,
+		log:        deps.Log,
+		accessLogs: cfg.Log.Access,
+	}
+	e := a.echo
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = a.handleError
+	ipx, err := ipExtractor(cfg.RateLimit.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
+	e.IPExtractor = ipx
+
+	limits, err := buildLimits(cfg, deps.Limiter)
+	if err != nil {
+		return nil, err
+	}
+	e.Use(
+		assignRequestID,
+		a.accessLog,
+		a.recoverPanics,
+		securityHeaders(cfg.TLS.Enabled()),
+	)
+	if len(cfg.CORS.AllowOrigins) > 0 {
+		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
+			AllowOrigins:     cfg.CORS.AllowOrigins,
+			AllowMethods:     cfg.CORS.AllowMethods,
+			AllowHeaders:     cfg.CORS.AllowHeaders,
+			AllowCredentials: cfg.CORS.AllowCredentials,
+			MaxAge:           cfg.CORS.MaxAge,
+			ExposeHeaders: []string{"X-Request-ID", "X-Cache", "ETag", "Retry-After", "Location",
+				"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"},
+		}))
+	}
+	e.Use(limitBody(cfg.HTTP.MaxBodyBytes), a.limitRate(limits))
+	a.routes()
+	return a, nil
+}
+
+// Handler is the application as an http.Handler.
+func (a *App) Handler() http.Handler { return a.echo }
+
+// Drain marks the application as going away: /readyz answers 503 from now on.
+func (a *App) Drain() { a.draining.Store(true) }
+
+// Requests is the number of requests answered so far.
+func (a *App) Requests() uint64 { return a.requests.Load() }
+
+// Inflight is the number of requests being served now.
+func (a *App) Inflight() int64 { return a.inflight.Load() }
+
+// Rejections is the number of requests refused by the rate limiter.
+func (a *App) Rejections() uint64 { return a.rejections.Load() }
+
+func ipExtractor(trusted []string) (echo.IPExtractor, error) {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect(), nil
+	}
+	var opts []echo.TrustOption
+	// Only the configured proxies are trusted; Echo would otherwise trust
+	// loopback and private ranges by default.
+	opts = append(opts, echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false))
+	for _, cidr := range trusted {
+		_, n, err := net.ParseCIDR(cidr)
+		if err != nil {
+			return nil, fmt.Errorf("ratelimit.trusted_proxies: %w", err)
+		}
+		opts = append(opts, echo.TrustIPRange(n))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...), nil
+}
+
+func buildLimits(cfg config.Config, store limiter.Store) ([]rateLimit, error) {
+	global, err := limiter.NewRateFromFormatted(cfg.RateLimit.Rate)
+	if err != nil {
+		return nil, fmt.Errorf("ratelimit.rate: %w", err)
+	}
+	limits := []rateLimit{{
+		name:    "global",
+		limiter: limiter.New(store, global),
+		applies: func(echo.Context) bool { return true },
+	}}
+	for _, r := range cfg.RateLimit.Routes {
+		rate, err := limiter.NewRateFromFormatted(r.Rate)
+		if err != nil {
+			return nil, fmt.Errorf("ratelimit.routes %s %s: %w", r.Method, r.Path, err)
+		}
+		method, path := strings.ToUpper(r.Method), r.Path
+		limits = append(limits, rateLimit{
+			name:    method + " " + path,
+			limiter: limiter.New(store, rate),
+			applies: func(c echo.Context) bool { return c.Request().Method == method && c.Path() == path },
+		})
+	}
+	return limits, nil
+}
+
+// Server returns an http.Server for h with cfg's limits.
+func Server(cfg config.Config, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+		ReadTimeout:       cfg.HTTP.ReadTimeout,
+		WriteTimeout:      cfg.HTTP.WriteTimeout,
+		IdleTimeout:       cfg.HTTP.IdleTimeout,
+		MaxHeaderBytes:    cfg.HTTP.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}

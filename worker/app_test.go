@@ -1,0 +1,268 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amexd/amexd/internal/config"
+	"github.com/amexd/amexd/internal/eventapi"
+)
+
+// env is a worker application in front of a simulator, both on loopback.
+type env struct {
+	sim  *eventapi.Simulator
+	app  *Worker
+	srv  *httptest.Server
+	cfg  config.Config
+	http *http.Client
+}
+
+// testConfig is the default configuration made deterministic and quick:
+// no random drops, short delays, a memory rate-limit store.
+func testConfig() config.Config {
+	cfg := config.Default()
+	cfg.Simulator.Seed = 1
+	cfg.Simulator.ListErrorRate = 0
+	cfg.Simulator.EventDelay = 20 * time.Millisecond
+	cfg.Simulator.AddFailDelay = time.Millisecond
+	cfg.RateLimit.Store = "memory"
+	cfg.RateLimit.Rate = "100000-M"
+	cfg.Log.Access = false
+	cfg.Upstream.RetryBase = time.Millisecond
+	cfg.Upstream.RetryMax = 5 * time.Millisecond
+	return cfg
+}
+
+func newEnv(t testing.TB, cfg config.Config) *env {
+	t.Helper()
+	sim, err := eventapi.NewSimulator(cfg.Simulator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := httptest.NewServer(sim)
+	t.Cleanup(up.Close)
+	cfg.Upstream.URL = up.URL
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	w, err := Build(context.Background(), cfg, Options{Slot: 0, PID: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+	srv := httptest.NewServer(w.App.Handler())
+	t.Cleanup(srv.Close)
+	return &env{sim: sim, app: w, srv: srv, cfg: cfg, http: srv.Client()}
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (e *env) do(t testing.TB, method, path, body string, headers ...string) answer {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := e.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answer{status: res.StatusCode, header: res.Header, body: b}
+}
+
+// errorCode checks the one error shape and returns its code.
+func (a answer) errorCode(t testing.TB) string {
+	t.Helper()
+	var body struct {
+		Error struct {
+			Code      string `json:"code"`
+			Message   string `json:"message"`
+			RequestID string `json:"request_id"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(a.body, &body); err != nil {
+		t.Fatalf("error body %q is not JSON: %v", a.body, err)
+	}
+	if body.Error.Code == "" || body.Error.Message == "" || body.Error.RequestID == "" {
+		t.Fatalf("error body %s lacks code, message or request_id", a.body)
+	}
+	if got := a.header.Get("X-Request-ID"); got != body.Error.RequestID {
+		t.Errorf("request_id %q differs from X-Request-ID %q", body.Error.RequestID, got)
+	}
+	return body.Error.Code
+}
+
+func TestReadRoutes(t *testing.T) {
+	e := newEnv(t, testConfig())
+	var users []eventapi.User
+	a := e.do(t, "GET", "/users", "")
+	if a.status != 200 || json.Unmarshal(a.body, &users) != nil || len(users) != 3 {
+		t.Fatalf("GET /users = %d %s", a.status, a.body)
+	}
+	for _, tc := range []struct {
+		path   string
+		status int
+		check  func(t *testing.T, body []byte)
+	}{
+		{"/users/1", 200, func(t *testing.T, b []byte) {
+			var u eventapi.User
+			if json.Unmarshal(b, &u) != nil || u.ID != 1 || len(u.Events) == 0 {
+				t.Errorf("user 1 = %s", b)
+			}
+		}},
+		{"/getUsers", 200, func(t *testing.T, b []byte) {
+			var us []eventapi.User
+			if json.Unmarshal(b, &us) != nil || len(us) != 3 {
+				t.Errorf("getUsers = %s", b)
+			}
+		}},
+		{"/events", 200, func(t *testing.T, b []byte) {
+			var evs []eventapi.Event
+			if json.Unmarshal(b, &evs) != nil || len(evs) < 6 {
+				t.Errorf("events = %s", b)
+			}
+		}},
+		{"/getEvents", 200, nil},
+		{"/events/3", 200, func(t *testing.T, b []byte) {
+			var ev eventapi.Event
+			if json.Unmarshal(b, &ev) != nil || ev.ID != "event-3" {
+				t.Errorf("event 3 = %s", b)
+			}
+		}},
+		{"/events/event-3", 200, func(t *testing.T, b []byte) {
+			var ev eventapi.Event
+			if json.Unmarshal(b, &ev) != nil || ev.ID != "event-3" {
+				t.Errorf("event-3 = %s", b)
+			}
+		}},
+		{"/events/user/1", 200, func(t *testing.T, b []byte) {
+			var evs []eventapi.Event
+			if json.Unmarshal(b, &evs) != nil || len(evs) != len(users[0].Events) {
+				t.Fatalf("user 1 events = %s, want %d", b, len(users[0].Events))
+			}
+			for i, ev := range evs {
+				if ev.ID != users[0].Events[i] || ev.UserID != 1 {
+					t.Errorf("event %d = %+v, want %s of user 1", i, ev, users[0].Events[i])
+				}
+			}
+		}},
+		{"/getEventsByUserId/2", 200, nil},
+		{"/healthz", 200, nil},
+		{"/readyz", 200, nil},
+		{"/events/circuit-status", 200, func(t *testing.T, b []byte) {
+			var st struct {
+				Workers []struct {
+					Breakers []struct{ Name, State string }
+				}
+				Summary []struct {
+					Name   string
+					Closed int
+				}
+			}
+			if json.Unmarshal(b, &st) != nil || len(st.Workers) != 1 || len(st.Workers[0].Breakers) != 5 || len(st.Summary) != 5 {
+				t.Errorf("circuit status = %s", b)
+			}
+		}},
+		{"/openapi.json", 200, nil},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			a := e.do(t, "GET", tc.path, "")
+			if a.status != tc.status {
+				t.Fatalf("status %d, want %d: %s", a.status, tc.status, a.body)
+			}
+			if ct := a.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Errorf("Content-Type %q", ct)
+			}
+			if tc.check != nil {
+				tc.check(t, a.body)
+			}
+		})
+	}
+}
+
+func TestCacheHeadersAndConditionalGet(t *testing.T) {
+	e := newEnv(t, testConfig())
+	first := e.do(t, "GET", "/users/2", "")
+	second := e.do(t, "GET", "/users/2", "")
+	if first.header.Get("X-Cache") != "MISS" || second.header.Get("X-Cache") != "HIT" {
+		t.Fatalf("X-Cache %q then %q, want MISS then HIT", first.header.Get("X-Cache"), second.header.Get("X-Cache"))
+	}
+	etag := first.header.Get("ETag")
+	if etag == "" || etag != second.header.Get("ETag") || string(first.body) != string(second.body) {
+		t.Fatalf("ETag %q/%q or body changed between MISS and HIT", etag, second.header.Get("ETag"))
+	}
+	if got := e.sim.Stats().Calls.GetUserByID; got != 1 {
+		t.Errorf("upstream getUserById called %d times, want 1", got)
+	}
+	nm := e.do(t, "GET", "/users/2", "", "If-None-Match", etag)
+	if nm.status != http.StatusNotModified || len(nm.body) != 0 {
+		t.Errorf("If-None-Match with the current ETag: %d %q, want 304 and no body", nm.status, nm.body)
+	}
+	other := e.do(t, "GET", "/users/2", "", "If-None-Match", `"0000"`)
+	if other.status != 200 {
+		t.Errorf("If-None-Match with another ETag: %d, want 200", other.status)
+	}
+}
+
+func TestSecurityHeadersAndRequestID(t *testing.T) {
+	e := newEnv(t, testConfig())
+	a := e.do(t, "GET", "/healthz", "", "X-Request-ID", "abc-123")
+	for h, want := range map[string]string{
+		"X-Content-Type-Options":       "nosniff",
+		"X-Frame-Options":              "DENY",
+		"Referrer-Policy":              "no-referrer",
+		"Cross-Origin-Resource-Policy": "same-origin",
+		"X-Request-ID":                 "abc-123",
+	} {
+		if got := a.header.Get(h); got != want {
+			t.Errorf("%s = %q, want %q", h, got, want)
+		}
+	}
+	if !strings.Contains(a.header.Get("Content-Security-Policy"), "default-src 'none'") {
+		t.Errorf("CSP = %q", a.header.Get("Content-Security-Policy"))
+	}
+	if a.header.Get("Strict-Transport-Security") != "" {
+		t.Error("HSTS sent over plain HTTP")
+	}
+	bad := e.do(t, "GET", "/healthz", "", "X-Request-ID", "has spaces\tand tabs")
+	if id := bad.header.Get("X-Request-ID"); id == "" || strings.ContainsAny(id, " \t") {
+		t.Errorf("an insane incoming ID was kept or none generated: %q", id)
+	}
+}
+
+func TestCORS(t *testing.T) {
+	e := newEnv(t, testConfig())
+	pre := e.do(t, "OPTIONS", "/events", "", "Origin", "http://localhost:3000", "Access-Control-Request-Method", "POST")
+	if pre.status != http.StatusNoContent || pre.header.Get("Access-Control-Allow-Origin") != "http://localhost:3000" {
+		t.Errorf("preflight from an allowed origin: %d, allow-origin %q", pre.status, pre.header.Get("Access-Control-Allow-Origin"))
+	}
+	other := e.do(t, "GET", "/users", "", "Origin", "https://evil.example")
+	if got := other.header.Get("Access-Control-Allow-Origin"); got != "" {
+		t.Errorf("a foreign origin got Access-Control-Allow-Origin %q", got)
+	}
+}

@@ -1,0 +1,150 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/amexd/amexd/internal/cache"
+	"github.com/amexd/amexd/internal/catalog"
+	"github.com/amexd/amexd/internal/config"
+	"github.com/amexd/amexd/internal/control"
+	"github.com/amexd/amexd/internal/metrics"
+	"github.com/amexd/amexd/internal/ratelimit"
+	"github.com/amexd/amexd/internal/upstream"
+)
+
+// Options are what a worker gets from its surroundings rather than from the
+// configuration.
+type Options struct {
+	Slot, PID int
+	Log       *slog.Logger
+	// Shared is the supervisor's rate-limit table, for ratelimit.store shared.
+	Shared *os.File
+	// Control is the channel to the supervisor; nil when running alone.
+	Control *control.Worker
+}
+
+// Worker is a built worker: the application and the parts the control
+// channel acts on.
+type Worker struct {
+	App      *App
+	Catalog  *catalog.Catalog
+	Upstream *upstream.Client
+	series   *metrics.Worker
+	cache    *cache.Cache
+}
+
+// Build assembles a worker's cache, upstream client, catalog, limiter and
+// application from cfg. Close releases them.
+func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	w := &Worker{}
+	c, err := cache.New(cfg.Cache, cache.WithStaleOn(servableFromStale))
+	if err != nil {
+		return nil, fmt.Errorf("build cache: %w", err)
+	}
+	w.cache = c
+	w.series = metrics.NewWorker(func() metrics.CacheStats {
+		s := c.Stats()
+		return metrics.CacheStats{Hits: s.Hits, Misses: s.Misses, Stale: s.Stale, Evictions: s.Evictions, Entries: uint64(s.Entries)}
+	})
+	onChange := func(name, from, to string, forced bool) {
+		if o.Control != nil {
+			if err := o.Control.ReportBreaker(name, from, to, forced); err != nil {
+				o.Log.Warn("report breaker change", "breaker", name, "err", err)
+			}
+		}
+	}
+	up, err := upstream.New(cfg.Upstream, cfg.Breaker,
+		upstream.WithLogger(o.Log), upstream.WithObserver(w.series), upstream.WithOnStateChange(onChange))
+	if err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("build upstream client: %w", err)
+	}
+	w.Upstream = up
+	catOpts := []catalog.Option{catalog.WithLogger(o.Log)}
+	if o.Control != nil {
+		catOpts = append(catOpts, catalog.WithInvalidator(o.Control.Invalidate))
+	}
+	w.Catalog = catalog.New(c, up, cfg.Fanout, catOpts...)
+	store, err := ratelimit.NewStore(ctx, cfg.RateLimit, o.Shared, ratelimit.WithLogger(o.Log))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("build rate limiter: %w", err)
+	}
+	deps := Deps{
+		Catalog:  w.Catalog,
+		Limiter:  store,
+		Metrics:  w.series,
+		Breakers: up.Breakers,
+		Ready:    up.Reachable,
+		Log:      o.Log,
+		Slot:     o.Slot,
+		PID:      o.PID,
+	}
+	if o.Control != nil {
+		deps.Cluster = o.Control.Cluster
+	}
+	w.App, err = New(cfg, deps)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// servableFromStale says which fetch failures a stale entry may answer:
+// upstream faults, not answers such as "no such user".
+func servableFromStale(err error) bool {
+	var unavailable *upstream.UnavailableError
+	return errors.As(err, &unavailable) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// Close releases the worker's resources.
+func (w *Worker) Close() {
+	if w.Upstream != nil {
+		w.Upstream.Close()
+	}
+	if w.cache != nil {
+		_ = w.cache.Close()
+	}
+}
+
+// Invalidate drops keys a sibling's write made stale.
+func (w *Worker) Invalidate(keys []string) { w.Catalog.Forget(keys) }
+
+// ForceBreaker sets a breaker's state on the supervisor's order.
+func (w *Worker) ForceBreaker(name, state string) {
+	if b := w.Upstream.Breaker(name); b != nil {
+		_ = b.ForceState(state)
+	}
+}
+
+// Purge empties the cache.
+func (w *Worker) Purge() { w.Catalog.Purge() }
+
+// Stats reports the worker's counters for heartbeats.
+func (w *Worker) Stats() control.Stats {
+	s := w.cache.Stats()
+	return control.Stats{
+		Requests:          w.App.Requests(),
+		Cache:             control.CacheStats{Hits: s.Hits, Misses: s.Misses, Stale: s.Stale, Evictions: s.Evictions, Entries: uint64(s.Entries)},
+		Breakers:          BreakerStats(w.Upstream.Breakers()),
+		LimiterRejections: w.App.Rejections(),
+		Inflight:          w.App.Inflight(),
+	}
+}
+
+// Metrics renders the worker's series for the supervisor.
+func (w *Worker) Metrics() []byte {
+	b, err := w.series.Exposition()
+	if err != nil {
+		return nil
+	}
+	return b
+}

@@ -1,0 +1,205 @@
+package worker
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"regexp"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/ulule/limiter/v3"
+)
+
+const (
+	headerRequestID = "X-Request-ID"
+	ctxRequestID    = "amexd.request_id"
+)
+
+// saneRequestID is what an incoming X-Request-ID must look like to be kept:
+// short, printable and free of anything a log parser could trip on.
+var saneRequestID = regexp.MustCompile(`^[A-Za-z0-9._:\-]{1,128}$`)
+
+// recoverPanics turns a handler's panic into a logged 500 in the error shape,
+// so one bad request cannot take the worker down.
+func (a *App) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				a.log.ErrorContext(c.Request().Context(), "handler panicked", "panic", fmt.Sprint(r),
+					"request_id", requestID(c), "stack", string(debug.Stack()))
+				err = fmt.Errorf("panic: %v", r)
+			}
+		}()
+		return next(c)
+	}
+}
+
+// assignRequestID keeps a sane incoming X-Request-ID or makes one, and
+// echoes it on the answer.
+func assignRequestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Request().Header.Get(headerRequestID)
+		if !saneRequestID.MatchString(id) {
+			id = strconv.FormatUint(rand.Uint64(), 16)
+		}
+		c.Set(ctxRequestID, id)
+		c.Response().Header().Set(headerRequestID, id)
+		return next(c)
+	}
+}
+
+func requestID(c echo.Context) string {
+	id, _ := c.Get(ctxRequestID).(string)
+	return id
+}
+
+// accessLog writes one line per request and records its metrics. It logs no
+// header values, so Authorization and Cookie never reach the logs.
+func (a *App) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		a.inflight.Add(1)
+		defer a.inflight.Add(-1)
+		err := next(c)
+		if err != nil {
+			a.echo.HTTPErrorHandler(err, c)
+		}
+		d := time.Since(start)
+		req, res := c.Request(), c.Response()
+		route := c.Path()
+		if route == "" {
+			route = "unmatched"
+		}
+		a.metrics.Request(route, req.Method, res.Status, d)
+		a.requests.Add(1)
+		if a.accessLogs {
+			level := slog.LevelInfo
+			if res.Status >= 500 {
+				level = slog.LevelWarn
+			}
+			a.log.LogAttrs(req.Context(), level, "request",
+				slog.String("request_id", requestID(c)),
+				slog.String("method", req.Method),
+				slog.String("path", req.URL.Path),
+				slog.Int("status", res.Status),
+				slog.Int64("bytes", res.Size),
+				slog.Float64("ms", float64(d.Microseconds())/1000),
+				slog.String("ip", c.RealIP()),
+				slog.String("cache", res.Header().Get("X-Cache")),
+			)
+		}
+		return nil
+	}
+}
+
+// securityHeaders sets the headers the Node backend's helmet set, plus HSTS
+// when the worker serves TLS.
+func securityHeaders(tls bool) echo.MiddlewareFunc {
+	headers := [][2]string{
+		{"Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"},
+		{"X-Content-Type-Options", "nosniff"},
+		{"X-Frame-Options", "DENY"},
+		{"Referrer-Policy", "no-referrer"},
+		{"Cross-Origin-Resource-Policy", "same-origin"},
+		{"Cross-Origin-Opener-Policy", "same-origin"},
+	}
+	if tls {
+		headers = append(headers, [2]string{"Strict-Transport-Security", "max-age=31536000; includeSubDomains"})
+	}
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			h := c.Response().Header()
+			for _, kv := range headers {
+				h[kv[0]] = []string{kv[1]}
+			}
+			return next(c)
+		}
+	}
+}
+
+// limitBody refuses a declared body over max at once; handlers also read
+// through http.MaxBytesReader for bodies of unknown length.
+func limitBody(limit int64) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			req := c.Request()
+			if req.ContentLength > limit {
+				return newError(http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds %d bytes", limit)
+			}
+			req.Body = http.MaxBytesReader(c.Response(), req.Body, limit)
+			return next(c)
+		}
+	}
+}
+
+// rateLimit is one limit: a name (for metrics), a limiter and which
+// requests it counts.
+type rateLimit struct {
+	name    string
+	limiter *limiter.Limiter
+	applies func(c echo.Context) bool
+}
+
+// limitRate counts every request but health probes against each limit that
+// applies, per client IP, and answers 429 past any of them. The headers
+// describe the tightest limit.
+func (a *App) limitRate(limits []rateLimit) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			switch c.Path() {
+			case "/healthz", "/readyz":
+				return next(c)
+			}
+			ip := c.RealIP()
+			var (
+				tightest limiter.Context
+				found    bool
+				hit      string
+			)
+			for _, l := range limits {
+				if !l.applies(c) {
+					continue
+				}
+				lc, err := l.limiter.Get(c.Request().Context(), l.name+"|"+ip)
+				if err != nil {
+					// The store answers by its own failure policy; an error
+					// here is unexpected and must not cost the client a 500.
+					a.log.WarnContext(c.Request().Context(), "rate limit store failed", "limit", l.name, "err", err)
+					continue
+				}
+				if !found || lc.Remaining < tightest.Remaining || (lc.Reached && !tightest.Reached) {
+					tightest, found = lc, true
+				}
+				if lc.Reached && hit == "" {
+					hit = l.name
+				}
+			}
+			if !found {
+				return next(c)
+			}
+			h := c.Response().Header()
+			reset := max(0, tightest.Reset-time.Now().Unix())
+			h.Set("X-RateLimit-Limit", strconv.FormatInt(tightest.Limit, 10))
+			h.Set("X-RateLimit-Remaining", strconv.FormatInt(tightest.Remaining, 10))
+			h.Set("X-RateLimit-Reset", strconv.FormatInt(reset, 10))
+			if hit != "" {
+				a.metrics.Rejected(hit)
+				a.rejections.Add(1)
+				return &apiError{
+					Status:     http.StatusTooManyRequests,
+					Code:       "rate_limited",
+					Message:    fmt.Sprintf("more than %d requests in the window; retry later", tightest.Limit),
+					RetryAfter: time.Duration(max(reset, 1)) * time.Second,
+				}
+			}
+			return next(c)
+		}
+	}
+}

@@ -1,0 +1,144 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/amexd/amexd/internal/config"
+	"github.com/amexd/amexd/internal/control"
+	"github.com/amexd/amexd/internal/logging"
+)
+
+// The descriptors a worker inherits from the supervisor.
+const (
+	fdListener = 3
+	fdControl  = 4
+	fdShared   = 5
+)
+
+// Main runs a worker process under the supervisor and returns its exit
+// code. The supervisor passes the slot's listening socket as fd 3, the
+// control socketpair as fd 4 and, for the shared rate-limit store, the
+// table as fd 5; the configuration arrives as the first control message.
+func Main(args []string) int {
+	boot := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("pid", os.Getpid())
+	fs := flag.NewFlagSet("amexd worker", flag.ContinueOnError)
+	slot := fs.Int("slot", -1, "the worker's slot, given by the supervisor")
+	if err := fs.Parse(args); err != nil || *slot < 0 {
+		boot.Error("amexd worker is started by the amexd supervisor, not by hand", "args", args)
+		return 2
+	}
+	if err := run(*slot, boot.With("slot", *slot)); err != nil {
+		boot.Error("worker failed", "slot", *slot, "err", err)
+		return 1
+	}
+	return 0
+}
+
+func run(slot int, boot *slog.Logger) error {
+	ln, err := net.FileListener(os.NewFile(fdListener, "listener"))
+	if err != nil {
+		return fmt.Errorf("inherit listener (fd %d): %w", fdListener, err)
+	}
+	defer ln.Close()
+	conn, err := net.FileConn(os.NewFile(fdControl, "control"))
+	if err != nil {
+		return fmt.Errorf("inherit control channel (fd %d): %w", fdControl, err)
+	}
+	ctl := control.NewWorker(conn, boot)
+	readCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	wc, err := ctl.ReadConfig(readCtx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	var cfg config.Config
+	if err := json.Unmarshal(wc.Config, &cfg); err != nil {
+		return fmt.Errorf("decode configuration from supervisor: %w", err)
+	}
+	log, err := logging.New(os.Stderr, cfg.Log.Format, cfg.Log.Level)
+	if err != nil {
+		return err
+	}
+	log = log.With("slot", slot, "pid", os.Getpid())
+
+	var shared *os.File
+	if cfg.RateLimit.Store == "shared" {
+		shared = os.NewFile(fdShared, "ratelimit-table")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	w, err := Build(ctx, cfg, Options{Slot: slot, PID: os.Getpid(), Log: log, Shared: shared, Control: ctl})
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+
+	srv := Server(cfg, w.App.Handler(), log)
+	served := make(chan error, 1)
+	go func() { served <- serve(srv, ln, cfg.TLS) }()
+
+	drain := make(chan struct{})
+	var once sync.Once
+	h := handler{Worker: w, drain: func() { once.Do(func() { close(drain) }) }}
+	ctlDone := make(chan error, 1)
+	ctlCtx, stopCtl := context.WithCancel(context.Background())
+	defer stopCtl()
+	go func() { ctlDone <- ctl.Serve(ctlCtx, h, cfg.Supervisor.HeartbeatInterval) }()
+	if err := ctl.Ready(); err != nil {
+		return fmt.Errorf("report ready: %w", err)
+	}
+	log.Info("worker ready", "listen", ln.Addr().String(), "generation", wc.Generation)
+
+	select {
+	case <-drain:
+		log.Info("draining on the supervisor's request")
+	case <-ctx.Done():
+		log.Info("draining on a signal")
+	case err := <-ctlDone:
+		log.Warn("control channel closed; draining", "err", err)
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	}
+	w.App.Drain()
+	shutCtx, cancelShut := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancelShut()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		log.Warn("shutdown timed out; in-flight requests cut", "err", err)
+		return nil
+	}
+	log.Info("worker drained", "requests", w.App.Requests())
+	return nil
+}
+
+func serve(srv *http.Server, ln net.Listener, tls config.TLS) error {
+	var err error
+	if tls.Enabled() {
+		err = srv.ServeTLS(ln, tls.CertFile, tls.KeyFile)
+	} else {
+		err = srv.Serve(ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// handler is the worker's side of the control channel.
+type handler struct {
+	*Worker
+	drain func()
+}
+
+func (h handler) Drain() { h.drain() }
