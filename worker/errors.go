@@ -103,6 +103,12 @@ func (a *App) handleError(err error, c echo.Context) {
 		return
 	}
 	ae := toAPIError(err)
+	switch req := c.Request(); ae.Code {
+	case "not_found":
+		ae.Message = fmt.Sprintf("no route for %s %s", req.Method, req.URL.Path)
+	case "method_not_allowed":
+		ae.Message = fmt.Sprintf("%s is not allowed on %s", req.Method, req.URL.Path)
+	}
 	if ae.Status >= 500 && ae.Code == "internal" {
 		a.log.ErrorContext(c.Request().Context(), "request failed", "err", err,
 			"request_id", requestID(c), "path", c.Request().URL.Path)

@@ -33,10 +33,6 @@ func (a *App) routes() {
 	e.GET("/getEvents", a.events)
 	e.GET("/getEventsByUserId/:id", a.userEvents)
 	e.POST("/addEvent", a.createEvent)
-
-	e.RouteNotFound("/*", func(c echo.Context) error {
-		return newError(http.StatusNotFound, "not_found", "no route for %s %s", c.Request().Method, c.Request().URL.Path)
-	})
 }
 
 // cached writes a catalog answer with its validator and cache status, or

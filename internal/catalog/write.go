@@ -50,6 +50,8 @@ func DecodeNewEvent(body []byte) (NewEvent, error) {
 	if err := dec.Decode(&ev); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		switch {
+		case errors.As(err, &typeErr) && typeErr.Field == "":
+			return NewEvent{}, invalid("malformed_json", "", "request body must be a JSON object")
 		case errors.As(err, &typeErr):
 			return NewEvent{}, invalid("invalid_field", typeErr.Field, "field %q must be a %s", typeErr.Field, typeErr.Type)
 		case strings.HasPrefix(err.Error(), "json: unknown field"):

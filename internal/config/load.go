@@ -104,7 +104,7 @@ func newFlagSet(out io.Writer, fields []field, onSet func(field, string) error) 
 	fs.SetOutput(out)
 	file := fs.String("config", "", "YAML configuration `file` (also AMEXD_CONFIG)")
 	for _, f := range fields {
-		fs.Func(f.key, f.usage(), func(v string) error { return onSet(f, v) })
+		fs.Var(flagValue{f: f, set: onSet}, f.key, f.usage())
 	}
 	fs.Usage = func() {
 		fmt.Fprintln(out, "Usage: amexd [-config FILE] [-KEY VALUE ...]")
@@ -114,6 +114,17 @@ func newFlagSet(out io.Writer, fields []field, onSet func(field, string) error) 
 	}
 	return fs, file
 }
+
+// flagValue lets the flag package set one field; booleans may be given
+// without a value, as -breaker.propagate.
+type flagValue struct {
+	f   field
+	set func(field, string) error
+}
+
+func (v flagValue) String() string     { return "" }
+func (v flagValue) Set(s string) error { return v.set(v.f, s) }
+func (v flagValue) IsBoolFlag() bool   { return v.f.typ.Kind() == reflect.Bool }
 
 // DecodeFile reads a YAML configuration file over the defaults and validates
 // the result. It rejects unknown keys, so a misspelt key is an error.

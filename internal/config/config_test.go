@@ -1,0 +1,135 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+func TestShippedDefaultsMatchBuiltIn(t *testing.T) {
+	got, err := DecodeFile("../../configs/amexd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotYAML, _ := yaml.Marshal(got)
+	wantYAML, _ := yaml.Marshal(Default())
+	if string(gotYAML) != string(wantYAML) {
+		t.Errorf("configs/amexd.yaml differs from Default():\n got %s\nwant %s", gotYAML, wantYAML)
+	}
+	if err := Default().Validate(); err != nil {
+		t.Errorf("defaults are invalid: %v", err)
+	}
+}
+
+func TestLoadOrder(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "amexd.yaml")
+	if err := os.WriteFile(file, []byte("listen: 127.0.0.1:4001\nworkers: 3\nratelimit:\n  rate: 10-M\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"AMEXD_CONFIG=" + file, "AMEXD_WORKERS=5", "AMEXD_CACHE_USER_EVENTS_FRESH=3s", "AMEXD_CORS_ALLOW_ORIGINS=https://a.example, https://b.example"}
+	cfg, src, err := Load([]string{"-workers", "7", "-breaker.propagate=false"}, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src.File != file {
+		t.Errorf("source file %q, want %q", src.File, file)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"listen from file", cfg.Listen, "127.0.0.1:4001"},
+		{"rate from file", cfg.RateLimit.Rate, "10-M"},
+		{"workers: flag beats env beats file", cfg.Workers, 7},
+		{"nested key from env", cfg.Cache.UserEvents.Fresh, 3 * time.Second},
+		{"list from env", cfg.CORS.AllowOrigins, []string{"https://a.example", "https://b.example"}},
+		{"bool flag", cfg.Breaker.Propagate, false},
+		{"untouched default", cfg.Breaker.Failures, 3},
+	}
+	for _, c := range checks {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	if err := os.WriteFile(file, []byte("listen: 127.0.0.1:4002\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	again, err := src.Reload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Listen != "127.0.0.1:4002" || again.Workers != 7 {
+		t.Errorf("reload: listen %q workers %d, want the new file and the same flags", again.Listen, again.Workers)
+	}
+}
+
+func TestLoadErrorsNameTheField(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  []string
+		file string
+		want string
+	}{
+		{"bad duration flag", []string{"-shutdown_timeout", "soon"}, nil, "", "shutdown_timeout"},
+		{"bad int env", nil, []string{"AMEXD_WORKERS=many"}, "", "AMEXD_WORKERS"},
+		{"negative workers", []string{"-workers", "-2"}, nil, "", "workers: -2"},
+		{"bad rate", nil, []string{"AMEXD_RATELIMIT_RATE=100/M"}, "", "ratelimit.rate"},
+		{"bad log format", []string{"-log.format", "xml"}, nil, "", `log.format: "xml"`},
+		{"bad listen", []string{"-listen", "3000"}, nil, "", `listen: "3000"`},
+		{"unknown file key", nil, nil, "listne: :3000\n", "listne"},
+		{"wrong file type", nil, nil, "workers: lots\n", "line 1: cannot unmarshal !!str `lots`"},
+		{"half TLS", []string{"-tls.cert_file", "c.pem"}, nil, "", "tls.cert_file"},
+		{"wildcard with credentials", []string{"-cors.allow_origins", "*", "-cors.allow_credentials"}, nil, "", "cors.allow_origins"},
+		{"stray argument", []string{"serve"}, nil, "", "unexpected argument"},
+		{"unknown flag", []string{"-nope", "1"}, nil, "", "nope"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := tc.env
+			if tc.file != "" {
+				path := filepath.Join(t.TempDir(), "c.yaml")
+				if err := os.WriteFile(path, []byte(tc.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				env = append(env, "AMEXD_CONFIG="+path)
+			}
+			_, _, err := Load(tc.args, env, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var out strings.Builder
+	_, _, err := Load([]string{"-h"}, nil, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	for _, want := range []string{"-ratelimit.rate", "AMEXD_RATELIMIT_RATE", "-upstream.url", "-config"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("usage lacks %q", want)
+		}
+	}
+}
+
+func TestWorkerCount(t *testing.T) {
+	c := Default()
+	if c.WorkerCount() < 1 {
+		t.Errorf("auto worker count %d", c.WorkerCount())
+	}
+	c.Workers = 3
+	if c.WorkerCount() != 3 {
+		t.Errorf("worker count %d, want 3", c.WorkerCount())
+	}
+}
