@@ -1,0 +1,205 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Spawn timings: how long amexd may take to answer /healthz, and to exit
+// after SIGTERM before it is killed.
+const (
+	startTimeout = 30 * time.Second
+	stopTimeout  = 20 * time.Second
+)
+
+// ModuleRoot walks up from dir to the first directory holding a go.mod.
+func ModuleRoot(dir string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("module root: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("module root: no go.mod in this directory or above")
+		}
+		dir = parent
+	}
+}
+
+// BuildAmexd builds ./cmd/amexd of the module holding the working directory
+// into outDir and returns the binary's path; the go tool's output is in the
+// error when the build fails.
+func BuildAmexd(ctx context.Context, outDir string) (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("build amexd: %w", err)
+	}
+	root, err := ModuleRoot(wd)
+	if err != nil {
+		return "", fmt.Errorf("build amexd: %w", err)
+	}
+	bin := filepath.Join(outDir, "amexd")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/amexd")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build amexd in %s: %w\n%s", root, err, out)
+	}
+	return bin, nil
+}
+
+// SpawnOptions say how to start amexd.
+type SpawnOptions struct {
+	// Binary is the amexd executable.
+	Binary string
+	// Dir holds the daemon's log and operator socket; it must exist.
+	Dir string
+	// Workers is the worker count; 0 leaves amexd's default (one per CPU).
+	Workers int
+	// Args are extra flags, such as -simulator.preload_events.
+	Args []string
+}
+
+// Daemon is an amexd started by Spawn. Stop it once it is no longer needed.
+type Daemon struct {
+	// URL is the base URL of its public listener on 127.0.0.1.
+	URL     string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	waitErr error
+	log     *os.File
+}
+
+// Spawn starts amexd on a free 127.0.0.1 port with its embedded simulator,
+// the rate limit raised out of the way and access logs off, and returns
+// once GET /healthz answers 200. If amexd exits or does not answer in time
+// it is stopped and the error carries the end of its log.
+func Spawn(ctx context.Context, opts SpawnOptions) (*Daemon, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, fmt.Errorf("spawn amexd: %w", err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	logf, err := os.Create(filepath.Join(opts.Dir, fmt.Sprintf("amexd-%d.log", port)))
+	if err != nil {
+		return nil, fmt.Errorf("spawn amexd: %w", err)
+	}
+	args := []string{
+		"-listen", addr,
+		"-ratelimit.rate", "16000000-M",
+		"-log.access=false",
+		"-control.socket", filepath.Join(opts.Dir, fmt.Sprintf("amexd-%d.sock", port)),
+	}
+	if opts.Workers > 0 {
+		args = append(args, "-workers", strconv.Itoa(opts.Workers))
+	}
+	args = append(args, opts.Args...)
+	cmd := exec.Command(opts.Binary, args...)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.SysProcAttr = childAttr()
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("spawn amexd: %w", err)
+	}
+	d := &Daemon{URL: "http://" + addr, cmd: cmd, exited: make(chan struct{}), log: logf}
+	go func() {
+		d.waitErr = cmd.Wait()
+		close(d.exited)
+	}()
+	if err := d.waitHealthy(ctx); err != nil {
+		stopErr := d.Stop()
+		return nil, errors.Join(fmt.Errorf("spawn amexd %s: %w\n%s", args, err, d.logTail()), stopErr)
+	}
+	return d, nil
+}
+
+func (d *Daemon) waitHealthy(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	client := &http.Client{Timeout: time.Second}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.URL+"/healthz", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-d.exited:
+			return fmt.Errorf("exited before it was healthy: %v", d.waitErr)
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for /healthz: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// Stop sends SIGTERM, waits for amexd to drain and exit, and kills it if it
+// is still running after stopTimeout. A daemon that already exited is not
+// an error here. Stop may be called more than once.
+func (d *Daemon) Stop() error {
+	defer d.log.Close()
+	select {
+	case <-d.exited:
+		return nil
+	default:
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("stop amexd: %w", err)
+	}
+	select {
+	case <-d.exited:
+		return nil
+	case <-time.After(stopTimeout):
+		d.cmd.Process.Kill() //nolint:errcheck // it may exit between the timeout and the kill
+		<-d.exited
+		return fmt.Errorf("stop amexd: still running %s after SIGTERM, killed", stopTimeout)
+	}
+}
+
+// logTail returns the last lines amexd wrote, for error messages.
+func (d *Daemon) logTail() string {
+	b, err := os.ReadFile(d.log.Name())
+	if err != nil {
+		return ""
+	}
+	const keep = 2000
+	if len(b) > keep {
+		b = b[len(b)-keep:]
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			b = b[i+1:]
+		}
+	}
+	return string(b)
+}
+
+// freePort asks the kernel for a free 127.0.0.1 port. Another process may
+// take it before amexd binds it; Spawn then fails with amexd's log.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
