@@ -1,0 +1,290 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// pair returns two connected ends of a unix socketpair, like the one the
+// supervisor hands a worker.
+func pair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) net.Conn {
+		f := os.NewFile(uintptr(fd), "control")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	return conn(fds[0]), conn(fds[1])
+}
+
+func TestCodecRoundTrip(t *testing.T) {
+	cases := []Message{
+		{Type: TypeConfig, Slot: 3, Generation: 2, Config: []byte(`{"Listen":":3000"}`)},
+		{Type: TypeReady},
+		{Type: TypeHeartbeat, Stats: &Stats{Requests: 7, Cache: CacheStats{Hits: 1, Entries: 4}, Breakers: []Breaker{{Name: "addEvent", State: StateOpen, Opens: 2, RetryAfterMs: 900}}, Inflight: -1}},
+		{Type: TypeBreaker, Breaker: &BreakerChange{Name: "getUsers", From: StateClosed, To: StateOpen, Forced: true}},
+		{Type: TypeInvalidate, ID: 9, Keys: []string{"events:all", "user:1"}},
+		{Type: TypeStats, ID: 4, Stats: &Stats{}, Metrics: "# TYPE x counter\nx 1\n"},
+		{Type: TypeCluster, ID: 5, Cluster: &ClusterStatus{Workers: []WorkerBreakers{{Slot: 1, PID: 42, State: "ready", Breakers: []Breaker{}}}, Summary: []BreakerSummary{{Name: "a", Open: 1}}}},
+		{Type: TypeAck, ID: 6, Error: "boom"},
+	}
+	a, b := pair(t)
+	ca, cb := NewCodec(a), NewCodec(b)
+	go func() {
+		for _, m := range cases {
+			if err := ca.Send(m); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+		ca.Close()
+	}()
+	for _, want := range cases {
+		got, err := cb.Receive()
+		if err != nil {
+			t.Fatalf("receive %s: %v", want.Type, err)
+		}
+		if want.Cluster != nil {
+			want.Cluster.Workers[0].LastHeartbeat = got.Cluster.Workers[0].LastHeartbeat
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("round trip of %s:\n got %+v\nwant %+v", want.Type, got, want)
+		}
+	}
+	if _, err := cb.Receive(); !errors.Is(err, io.EOF) {
+		t.Errorf("after close: err = %v, want io.EOF", err)
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	workers := []WorkerBreakers{
+		{Slot: 0, Breakers: []Breaker{{Name: "b", State: StateOpen}, {Name: "a", State: StateClosed}}},
+		{Slot: 1, Breakers: []Breaker{{Name: "b", State: StateHalfOpen}, {Name: "a", State: StateOpen}}},
+		{Slot: 2, Breakers: []Breaker{{Name: "b", State: StateOpen}}},
+	}
+	want := []BreakerSummary{{Name: "a", Open: 1, Closed: 1}, {Name: "b", Open: 2, HalfOpen: 1}}
+	if got := Summarize(workers); !reflect.DeepEqual(got, want) {
+		t.Errorf("Summarize = %+v, want %+v", got, want)
+	}
+}
+
+// recorder is a Handler that records what the supervisor asked for.
+type recorder struct {
+	mu       sync.Mutex
+	keys     [][]string
+	forced   []string
+	purges   int
+	drained  chan struct{}
+	requests uint64
+}
+
+func (r *recorder) Invalidate(keys []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.keys = append(r.keys, keys)
+}
+
+func (r *recorder) ForceBreaker(name, state string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.forced = append(r.forced, name+"="+state)
+}
+
+func (r *recorder) Purge() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.purges++
+}
+
+func (r *recorder) Stats() Stats    { return Stats{Requests: r.requests} }
+func (r *recorder) Metrics() []byte { return []byte("requests_total 3\n") }
+func (r *recorder) Drain()          { close(r.drained) }
+
+// fakeSupervisor reads a worker's messages and answers like the supervisor.
+type fakeSupervisor struct {
+	codec *Codec
+	msgs  chan Message
+}
+
+func newFakeSupervisor(t *testing.T, conn net.Conn) *fakeSupervisor {
+	s := &fakeSupervisor{codec: NewCodec(conn), msgs: make(chan Message, 64)}
+	go func() {
+		defer close(s.msgs)
+		for {
+			m, err := s.codec.Receive()
+			if err != nil {
+				return
+			}
+			switch m.Type {
+			case TypeInvalidate:
+				_ = s.codec.Send(Message{Type: TypeAck, ID: m.ID})
+			case TypeCluster:
+				_ = s.codec.Send(Message{Type: TypeCluster, ID: m.ID, Cluster: &ClusterStatus{Workers: []WorkerBreakers{{Slot: 0, PID: 1, State: "ready"}}}})
+			}
+			s.msgs <- m
+		}
+	}()
+	return s
+}
+
+// next returns the next message of type typ, skipping others.
+func (s *fakeSupervisor) next(t *testing.T, typ string) Message {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case m, ok := <-s.msgs:
+			if !ok {
+				t.Fatalf("channel closed waiting for %s", typ)
+			}
+			if m.Type == typ {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no %s message within 5s", typ)
+		}
+	}
+}
+
+func TestWorkerConversation(t *testing.T) {
+	supEnd, workerEnd := pair(t)
+	sup := newFakeSupervisor(t, supEnd)
+	w := NewWorker(workerEnd, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	if err := sup.codec.Send(Message{Type: TypeConfig, Slot: 2, Generation: 5, Config: []byte(`{"a":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	wc, err := w.ReadConfig(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wc.Slot != 2 || wc.Generation != 5 || string(wc.Config) != `{"a":1}` {
+		t.Fatalf("ReadConfig = %+v", wc)
+	}
+
+	h := &recorder{drained: make(chan struct{}), requests: 11}
+	served := make(chan error, 1)
+	go func() { served <- w.Serve(ctx, h, 10*time.Millisecond) }()
+
+	if err := w.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	sup.next(t, TypeReady)
+	if hb := sup.next(t, TypeHeartbeat); hb.Stats == nil || hb.Stats.Requests != 11 {
+		t.Errorf("heartbeat stats = %+v, want requests 11", hb.Stats)
+	}
+
+	if err := w.Invalidate(ctx, []string{"events:all"}); err != nil {
+		t.Fatalf("Invalidate: %v", err)
+	}
+	if m := sup.next(t, TypeInvalidate); !reflect.DeepEqual(m.Keys, []string{"events:all"}) {
+		t.Errorf("invalidate keys = %v", m.Keys)
+	}
+
+	cs, err := w.Cluster(ctx)
+	if err != nil || len(cs.Workers) != 1 || cs.Workers[0].PID != 1 {
+		t.Errorf("Cluster = %+v, %v", cs, err)
+	}
+
+	if err := w.ReportBreaker("addEvent", StateClosed, StateOpen, false); err != nil {
+		t.Fatal(err)
+	}
+	if m := sup.next(t, TypeBreaker); *m.Breaker != (BreakerChange{Name: "addEvent", From: StateClosed, To: StateOpen}) {
+		t.Errorf("breaker report = %+v", *m.Breaker)
+	}
+
+	send := func(m Message) {
+		if err := sup.codec.Send(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(Message{Type: TypeInvalidate, ID: 77, Keys: []string{"user:1"}})
+	if m := sup.next(t, TypeApplied); m.ID != 77 {
+		t.Errorf("applied id = %d, want 77", m.ID)
+	}
+	send(Message{Type: TypeBreaker, Breaker: &BreakerChange{Name: "getUsers", To: StateOpen}})
+	send(Message{Type: TypePurge})
+	send(Message{Type: TypeSnapshot, ID: 78})
+	st := sup.next(t, TypeStats)
+	if st.ID != 78 || st.Stats.Requests != 11 || st.Metrics != "requests_total 3\n" {
+		t.Errorf("stats answer = %+v", st)
+	}
+	h.mu.Lock()
+	if !reflect.DeepEqual(h.keys, [][]string{{"user:1"}}) || !reflect.DeepEqual(h.forced, []string{"getUsers=open"}) || h.purges != 1 {
+		t.Errorf("handler saw keys %v, forced %v, purges %d", h.keys, h.forced, h.purges)
+	}
+	h.mu.Unlock()
+
+	send(Message{Type: TypeDrain})
+	select {
+	case <-h.drained:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Drain not called")
+	}
+
+	sup.codec.Close()
+	select {
+	case err := <-served:
+		if !errors.Is(err, io.EOF) {
+			t.Errorf("Serve after supervisor close = %v, want io.EOF", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return on EOF")
+	}
+	if err := w.Invalidate(ctx, []string{"x"}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Invalidate after Serve = %v, want ErrClosed", err)
+	}
+}
+
+func TestServeStopsWithContext(t *testing.T) {
+	_, workerEnd := pair(t)
+	w := NewWorker(workerEnd, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- w.Serve(ctx, &recorder{drained: make(chan struct{})}, time.Hour) }()
+	// An invalidate that is never acknowledged must end with Serve.
+	pending := make(chan error, 1)
+	go func() { pending <- w.Invalidate(context.Background(), []string{"k"}) }()
+	cancel()
+	if err := <-served; err != nil {
+		t.Errorf("Serve = %v, want nil on cancel", err)
+	}
+	select {
+	case err := <-pending:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("pending Invalidate = %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("pending Invalidate not released")
+	}
+}
+
+func TestReadConfigRejectsOtherFirstMessage(t *testing.T) {
+	supEnd, workerEnd := pair(t)
+	go func() { _ = NewCodec(supEnd).Send(Message{Type: TypeDrain}) }()
+	_, err := NewWorker(workerEnd, slog.New(slog.DiscardHandler)).ReadConfig(context.Background())
+	if err == nil {
+		t.Fatal("ReadConfig accepted a drain as first message")
+	}
+}

@@ -1,0 +1,235 @@
+// Package control is the vocabulary the supervisor and its workers share over
+// the control socketpair: newline-delimited JSON messages, one per line, the
+// statistics a worker reports, the cluster view the supervisor aggregates,
+// and the worker's end of the channel.
+//
+// The supervisor's first message is always TypeConfig. After that either side
+// may send at any time; requests that expect an answer carry an ID that the
+// answer repeats:
+//
+//	worker → supervisor          supervisor → worker
+//	ready                        config (first message)
+//	heartbeat (Stats)            invalidate (ID, Keys) → applied (ID)
+//	breaker (Breaker change)     breaker (forced change)
+//	invalidate (ID, Keys) → ack  purge
+//	cluster (ID) → cluster       drain
+//	stats (ID, answers snapshot) snapshot (ID) → stats
+package control
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Message types. The direction of each is in the package documentation.
+const (
+	TypeConfig     = "config"
+	TypeReady      = "ready"
+	TypeHeartbeat  = "heartbeat"
+	TypeBreaker    = "breaker"
+	TypeInvalidate = "invalidate"
+	TypeApplied    = "applied"
+	TypeAck        = "ack"
+	TypeSnapshot   = "snapshot"
+	TypeStats      = "stats"
+	TypePurge      = "purge"
+	TypeDrain      = "drain"
+	TypeCluster    = "cluster"
+)
+
+// Breaker states as workers report them and the supervisor forces them.
+const (
+	StateClosed   = "closed"
+	StateOpen     = "open"
+	StateHalfOpen = "half-open"
+)
+
+// Message is one line on the control channel. Type says which of the other
+// fields are meaningful; unused ones are omitted from the JSON.
+type Message struct {
+	Type string `json:"type"`
+	// ID pairs a request with its answer (invalidate/applied,
+	// invalidate/ack, snapshot/stats, cluster/cluster).
+	ID uint64 `json:"id,omitempty"`
+
+	// Slot, Generation and Config make up TypeConfig.
+	Slot       int             `json:"slot,omitempty"`
+	Generation int             `json:"generation,omitempty"`
+	Config     json.RawMessage `json:"config,omitempty"`
+
+	// Keys are the cache keys of an invalidate.
+	Keys []string `json:"keys,omitempty"`
+	// Breaker is the change of a breaker message.
+	Breaker *BreakerChange `json:"breaker,omitempty"`
+	// Stats come with heartbeat and stats.
+	Stats *Stats `json:"stats,omitempty"`
+	// Metrics is the Prometheus text exposition that comes with stats.
+	Metrics string `json:"metrics,omitempty"`
+	// Cluster is the supervisor's answer to a cluster request.
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
+	// Error, when set on an answer, says why the request failed.
+	Error string `json:"error,omitempty"`
+}
+
+// BreakerChange is a breaker's state change. From the worker it reports a
+// local transition; from the supervisor it forces To (From is empty). Forced
+// is true for a change the supervisor imposed, which the worker reports with
+// Forced set so that it is not propagated again.
+type BreakerChange struct {
+	Name   string `json:"name"`
+	From   string `json:"from,omitempty"`
+	To     string `json:"to"`
+	Forced bool   `json:"forced,omitempty"`
+}
+
+// Stats is what a worker counts, reported in every heartbeat and snapshot.
+// Counters are totals since the worker started.
+type Stats struct {
+	Requests          uint64     `json:"requests"`
+	Cache             CacheStats `json:"cache"`
+	Breakers          []Breaker  `json:"breakers"`
+	LimiterRejections uint64     `json:"limiter_rejections"`
+	Inflight          int64      `json:"inflight"`
+}
+
+// CacheStats are a worker's cache counters; Entries is the current size.
+type CacheStats struct {
+	Hits      uint64 `json:"hits"`
+	Misses    uint64 `json:"misses"`
+	Stale     uint64 `json:"stale"`
+	Evictions uint64 `json:"evictions"`
+	Entries   uint64 `json:"entries"`
+}
+
+// Breaker is one circuit breaker's state in one worker.
+type Breaker struct {
+	Name             string `json:"name"`
+	State            string `json:"state"`
+	FailuresInWindow int    `json:"failures_in_window"`
+	Opens            uint64 `json:"opens"`
+	// RetryAfterMs is how long until an open breaker half-opens; 0 otherwise.
+	RetryAfterMs int64 `json:"retry_after_ms"`
+}
+
+// ClusterStatus is every worker's breakers as of its latest heartbeat, and a
+// per-breaker summary across workers.
+type ClusterStatus struct {
+	Workers []WorkerBreakers `json:"workers"`
+	Summary []BreakerSummary `json:"summary"`
+}
+
+// WorkerBreakers is one worker's entry in a ClusterStatus. State is the
+// worker's lifecycle state as the supervisor sees it ("starting", "ready",
+// "draining").
+type WorkerBreakers struct {
+	Slot          int       `json:"slot"`
+	PID           int       `json:"pid"`
+	State         string    `json:"state"`
+	LastHeartbeat time.Time `json:"last_heartbeat"`
+	Breakers      []Breaker `json:"breakers"`
+}
+
+// BreakerSummary counts, for one breaker name, the workers having it in
+// each state.
+type BreakerSummary struct {
+	Name     string `json:"name"`
+	Open     int    `json:"open"`
+	HalfOpen int    `json:"half_open"`
+	Closed   int    `json:"closed"`
+}
+
+// Summarize counts each breaker's states across workers, sorted by name.
+// A state other than open or half-open counts as closed.
+func Summarize(workers []WorkerBreakers) []BreakerSummary {
+	idx := map[string]int{}
+	var out []BreakerSummary
+	for _, w := range workers {
+		for _, b := range w.Breakers {
+			i, ok := idx[b.Name]
+			if !ok {
+				i = len(out)
+				idx[b.Name] = i
+				out = append(out, BreakerSummary{Name: b.Name})
+			}
+			switch b.State {
+			case StateOpen:
+				out[i].Open++
+			case StateHalfOpen:
+				out[i].HalfOpen++
+			default:
+				out[i].Closed++
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b BreakerSummary) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// writeTimeout bounds one Send, so a stopped peer with a full socket buffer
+// cannot block the sender forever.
+const writeTimeout = 5 * time.Second
+
+// Codec reads and writes Messages on a connection. Send is safe for
+// concurrent use; Receive must be called from one goroutine at a time.
+type Codec struct {
+	conn net.Conn
+	r    *bufio.Reader
+
+	mu sync.Mutex // serialises writes so lines never interleave
+}
+
+// NewCodec wraps conn.
+func NewCodec(conn net.Conn) *Codec {
+	return &Codec{conn: conn, r: bufio.NewReaderSize(conn, 64<<10)}
+}
+
+// Send writes m as one line. It fails if the line cannot be written within
+// a few seconds.
+func (c *Codec) Send(m Message) error {
+	line, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("control: encode %s: %w", m.Type, err)
+	}
+	line = append(line, '\n')
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := c.conn.Write(line); err != nil {
+		return fmt.Errorf("control: send %s: %w", m.Type, err)
+	}
+	return nil
+}
+
+// Receive reads the next message. At the end of the stream it returns
+// io.EOF unwrapped, so callers can compare it directly.
+func (c *Codec) Receive() (Message, error) {
+	line, err := c.r.ReadBytes('\n')
+	if err != nil {
+		// A partial last line means the peer died mid-write; it is dropped.
+		return Message{}, err
+	}
+	var m Message
+	if err := json.Unmarshal(line, &m); err != nil {
+		return Message{}, fmt.Errorf("control: decode %q: %w", truncate(line), err)
+	}
+	return m, nil
+}
+
+// SetReadDeadline sets the deadline of pending and future Receive calls.
+func (c *Codec) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
+
+// Close closes the connection; a blocked Receive returns an error.
+func (c *Codec) Close() error { return c.conn.Close() }
+
+func truncate(b []byte) string {
+	if len(b) > 80 {
+		return string(b[:80]) + "…"
+	}
+	return string(b)
+}

@@ -1,0 +1,106 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"syscall"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	"golang.org/x/sys/unix"
+)
+
+// listener is one slot's listening socket, held open by the supervisor for
+// its whole life so that a replacement worker inherits the same queue.
+type listener struct {
+	file *os.File
+	addr string
+}
+
+// openListeners returns n listening sockets: systemd's when it passed some
+// (slot i gets socket i modulo their number), else n SO_REUSEPORT sockets
+// bound to addr. With port 0 the first socket's port is reused by the rest.
+func openListeners(addr string, n int) ([]*listener, error) {
+	if files := activation.Files(true); len(files) > 0 {
+		out := make([]*listener, n)
+		for i := range n {
+			f := files[i%len(files)]
+			out[i] = &listener{file: f, addr: socketName(f)}
+		}
+		return out, nil
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	out := make([]*listener, 0, n)
+	for i := range n {
+		ln, err := lc.Listen(context.Background(), "tcp", addr)
+		if err != nil {
+			for _, l := range out {
+				l.file.Close()
+			}
+			return nil, fmt.Errorf("listen on %s for slot %d: %w", addr, i, err)
+		}
+		if i == 0 {
+			host, _, _ := net.SplitHostPort(addr)
+			addr = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		}
+		f, err := ln.(*net.TCPListener).File()
+		ln.Close() // f holds its own descriptor for the same socket
+		if err != nil {
+			return nil, fmt.Errorf("listener file for slot %d: %w", i, err)
+		}
+		out = append(out, &listener{file: f, addr: addr})
+	}
+	return out, nil
+}
+
+func socketName(f *os.File) string {
+	var name string
+	if rc, err := f.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			if sa, err := unix.Getsockname(int(fd)); err == nil {
+				switch a := sa.(type) {
+				case *unix.SockaddrInet4:
+					name = net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+				case *unix.SockaddrInet6:
+					name = net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+				}
+			}
+		})
+	}
+	if name == "" {
+		return f.Name()
+	}
+	return name
+}
+
+// queue reports a listening socket's accept queue: connections waiting to
+// be accepted, and the queue's limit (the listen backlog). For a socket in
+// LISTEN state Linux reports these in tcpi_unacked and tcpi_sacked.
+func (l *listener) queue() (depth, backlog uint32, err error) {
+	rc, err := l.file.SyscallConn()
+	if err != nil {
+		return 0, 0, err
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil {
+		return 0, 0, err
+	}
+	if gerr != nil {
+		return 0, 0, fmt.Errorf("TCP_INFO: %w", gerr)
+	}
+	return info.Unacked, info.Sacked, nil
+}

@@ -1,0 +1,124 @@
+package supervisor
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/amexd/amexd/internal/config"
+)
+
+func TestNextBackoff(t *testing.T) {
+	const lo, hi, healthy = 100 * time.Millisecond, 30 * time.Second, time.Minute
+	cases := []struct {
+		prev, lived, want time.Duration
+	}{
+		{0, 0, lo},
+		{lo, time.Second, 200 * time.Millisecond},
+		{20 * time.Second, time.Second, hi},
+		{hi, time.Second, hi},
+		{hi, healthy, lo},
+	}
+	for _, c := range cases {
+		if got := nextBackoff(c.prev, c.lived, lo, hi, healthy); got != c.want {
+			t.Errorf("nextBackoff(%s, lived %s) = %s, want %s", c.prev, c.lived, got, c.want)
+		}
+	}
+}
+
+func TestPeerPolicy(t *testing.T) {
+	p := peerPolicy{uid: 1000, gid: 50}
+	cases := []struct {
+		uid, gid int
+		groups   []int
+		want     bool
+	}{
+		{0, 0, nil, true},
+		{1000, 1000, nil, true},
+		{1001, 50, nil, true},
+		{1001, 1001, []int{7, 50}, true},
+		{1001, 1001, []int{7}, false},
+	}
+	for _, c := range cases {
+		if got := p.allows(c.uid, c.gid, c.groups); got != c.want {
+			t.Errorf("allows(uid %d, gid %d, %v) = %v, want %v", c.uid, c.gid, c.groups, got, c.want)
+		}
+	}
+	if (peerPolicy{uid: 1000, gid: -1}).allows(1001, -1, []int{-1}) {
+		t.Error("without a group, another uid is allowed")
+	}
+}
+
+func TestSocketPath(t *testing.T) {
+	cases := []struct {
+		socket, runtime, xdg, want string
+	}{
+		{"/x/a.sock", "/run/amexd", "", "/x/a.sock"},
+		{"", "/run/amexd:/run/other", "/run/user/0", "/run/amexd/amexd.sock"},
+		{"", "", "/run/user/0", "/run/user/0/amexd/amexd.sock"},
+		{"", "", "", "amexd-"},
+	}
+	for _, c := range cases {
+		t.Setenv("RUNTIME_DIRECTORY", c.runtime)
+		t.Setenv("XDG_RUNTIME_DIR", c.xdg)
+		cfg := config.Default()
+		cfg.Control.Socket = c.socket
+		if got := SocketPath(cfg); !strings.Contains(got, c.want) {
+			t.Errorf("SocketPath(%+v) = %q, want it to contain %q", c, got, c.want)
+		}
+	}
+}
+
+func TestReloadable(t *testing.T) {
+	cur := config.Default()
+	cur.Workers = 2
+	next := cur
+	next.Fanout = 3
+	if err := reloadable(cur, next); err != nil {
+		t.Errorf("fanout change refused: %v", err)
+	}
+	next.Workers = 3
+	if err := reloadable(cur, next); err == nil {
+		t.Error("worker count change accepted")
+	}
+}
+
+func counterFamily(name string, v float64) map[string]*dto.MetricFamily {
+	typ := dto.MetricType_COUNTER
+	return map[string]*dto.MetricFamily{name: {
+		Name: &name, Type: &typ,
+		Metric: []*dto.Metric{{Counter: &dto.Counter{Value: &v}}},
+	}}
+}
+
+func value(fams []*dto.MetricFamily, name string) float64 {
+	for _, f := range fams {
+		if f.GetName() == name {
+			return f.Metric[0].GetCounter().GetValue()
+		}
+	}
+	return -1
+}
+
+func TestAggregatorCountersNeverGoBack(t *testing.T) {
+	a := newAggregator()
+	a.observe(0, 100, counterFamily("reqs_total", 7))
+	a.observe(0, 200, counterFamily("reqs_total", 2)) // successor
+	if got := value(a.families(), "reqs_total"); got != 9 {
+		t.Errorf("after replacement = %v, want 9", got)
+	}
+	a.observe(0, 100, counterFamily("reqs_total", 8)) // late snapshot of the old worker
+	if got := value(a.families(), "reqs_total"); got != 9 {
+		t.Errorf("after a stale snapshot = %v, want 9", got)
+	}
+	a.observe(0, 300, map[string]*dto.MetricFamily{}) // successor without the series yet
+	if got := value(a.families(), "reqs_total"); got != 9 {
+		t.Errorf("with the series absent = %v, want 9", got)
+	}
+	fams := a.families()
+	if l := fams[0].Metric[0].Label; len(l) != 1 || l[0].GetName() != "slot" || l[0].GetValue() != "0" {
+		t.Errorf("labels = %v, want slot=0", l)
+	}
+}
