@@ -113,11 +113,17 @@ func securityHeaders(tls bool) echo.MiddlewareFunc {
 	if tls {
 		headers = append(headers, [2]string{"Strict-Transport-Security", "max-age=31536000; includeSubDomains"})
 	}
+	// The value slices are shared by every response: full to capacity, so
+	// an Add on one response reallocates instead of writing into them.
+	values := make([][]string, len(headers))
+	for i, kv := range headers {
+		values[i] = []string{kv[1]}[:1:1]
+	}
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			h := c.Response().Header()
-			for _, kv := range headers {
-				h[kv[0]] = []string{kv[1]}
+			for i, kv := range headers {
+				h[kv[0]] = values[i]
 			}
 			return next(c)
 		}

@@ -86,6 +86,7 @@ func run(slot int, boot *slog.Logger) error {
 	defer w.Close()
 
 	srv := Server(cfg, w.App.Handler(), log)
+	conns := trackConns(srv)
 	served := make(chan error, 1)
 	go func() { served <- serve(srv, ln, cfg.TLS) }()
 
@@ -114,6 +115,13 @@ func run(slot int, boot *slog.Logger) error {
 	w.App.Drain()
 	shutCtx, cancelShut := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancelShut()
+	// http.Server.Shutdown drops a request it reads after shutdown began,
+	// which is the first request of a connection accepted just before the
+	// drain. So stop accepting first, answer what every open connection
+	// sends with "Connection: close", and shut down once they are gone.
+	_ = ln.Close()
+	srv.SetKeepAlivesEnabled(false)
+	conns.waitIdle(shutCtx)
 	if err := srv.Shutdown(shutCtx); err != nil {
 		log.Warn("shutdown timed out; in-flight requests cut", "err", err)
 		return nil
@@ -133,6 +141,49 @@ func serve(srv *http.Server, ln net.Listener, tls config.TLS) error {
 		return nil
 	}
 	return err
+}
+
+// connCount counts a server's open connections.
+type connCount struct {
+	mu   sync.Mutex
+	open int
+	zero chan struct{} // closed and replaced whenever open drops to 0
+}
+
+func trackConns(srv *http.Server) *connCount {
+	cc := &connCount{zero: make(chan struct{})}
+	srv.ConnState = func(_ net.Conn, st http.ConnState) {
+		cc.mu.Lock()
+		defer cc.mu.Unlock()
+		switch st {
+		case http.StateNew:
+			cc.open++
+		case http.StateClosed, http.StateHijacked:
+			cc.open--
+			if cc.open == 0 {
+				close(cc.zero)
+				cc.zero = make(chan struct{})
+			}
+		}
+	}
+	return cc
+}
+
+// waitIdle returns once no connection is open, or when ctx ends.
+func (cc *connCount) waitIdle(ctx context.Context) {
+	for {
+		cc.mu.Lock()
+		open, zero := cc.open, cc.zero
+		cc.mu.Unlock()
+		if open == 0 {
+			return
+		}
+		select {
+		case <-zero:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // handler is the worker's side of the control channel.
