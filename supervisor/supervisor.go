@@ -353,7 +353,9 @@ func (s *Supervisor) spawn(slotIndex int, cfg config.Config, gen int) (*proc, er
 		cmd.ExtraFiles = append(cmd.ExtraFiles, s.tableFile)
 	}
 	// Workers die with the supervisor even if it is killed outright.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	// Its own process group: a terminal's Ctrl-C reaches the supervisor
+	// alone, which then drains the workers in order instead of racing them.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		parentEnd.Close()
 		return nil, fmt.Errorf("start worker for slot %d: %w", slotIndex, err)
