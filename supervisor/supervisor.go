@@ -53,6 +53,7 @@ type Supervisor struct {
 	table     io.Closer
 	tableFile *os.File
 	sim       *simServer
+	bridge    *bridge // relays to other machines when Redis is the shared store
 	op        *operator
 	reloadMu  sync.Mutex
 	nextID    atomic.Uint64
@@ -182,6 +183,12 @@ func (s *Supervisor) open(cfg config.Config) error {
 	for i := range n {
 		s.slots = append(s.slots, &slot{index: i, ln: lns[i], cfg: cfg, gen: s.gen})
 	}
+	if cfg.RateLimit.Store == "redis" {
+		forced := func(name, state string) { s.forceBreaker(nil, name, state) }
+		if s.bridge, err = startBridge(cfg.RateLimit.RedisURL, s.log, func(ctx context.Context, keys []string) { s.invalidateLocal(ctx, nil, keys) }, forced); err != nil {
+			return err
+		}
+	}
 	if s.op, err = startOperator(s, cfg); err != nil {
 		return err
 	}
@@ -210,6 +217,9 @@ func (s *Supervisor) resolveUpstream(cfg config.Config) (config.Config, error) {
 func (s *Supervisor) closeResources() {
 	if s.op != nil {
 		s.op.close()
+	}
+	if s.bridge != nil {
+		s.bridge.close()
 	}
 	if s.sim != nil {
 		s.sim.close()
@@ -539,16 +549,17 @@ func (s *Supervisor) live(skip *proc) []*proc {
 	return out
 }
 
-// fanOut applies from's invalidation in every other live worker, then
-// acknowledges it to from. Each worker gets fanOutTimeout to answer.
+// fanOut applies from's invalidation in every other live worker and, with
+// a cluster bridge, on the other machines, then acknowledges it to from.
 func (s *Supervisor) fanOut(from *proc, m control.Message) {
 	ctx, cancel := context.WithTimeout(context.Background(), fanOutTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, p := range s.live(from) {
+	wg.Go(func() { s.invalidateLocal(ctx, from, m.Keys) })
+	if s.bridge != nil {
 		wg.Go(func() {
-			if _, err := s.request(ctx, p, control.Message{Type: control.TypeInvalidate, Keys: m.Keys}); err != nil {
-				s.log.Warn("supervisor: invalidation not applied", "slot", p.slot, "pid", p.pid, "err", err)
+			if err := s.bridge.invalidate(ctx, m.Keys); err != nil {
+				s.log.Warn("supervisor: invalidation not confirmed by every machine", "err", err)
 			}
 		})
 	}
@@ -556,6 +567,20 @@ func (s *Supervisor) fanOut(from *proc, m control.Message) {
 	if err := from.codec.Send(control.Message{Type: control.TypeAck, ID: m.ID}); err != nil {
 		s.log.Warn("supervisor: invalidation ack failed", "pid", from.pid, "err", err)
 	}
+}
+
+// invalidateLocal drops keys in every live worker but skip, waiting for
+// each to answer until ctx ends.
+func (s *Supervisor) invalidateLocal(ctx context.Context, skip *proc, keys []string) {
+	var wg sync.WaitGroup
+	for _, p := range s.live(skip) {
+		wg.Go(func() {
+			if _, err := s.request(ctx, p, control.Message{Type: control.TypeInvalidate, Keys: keys}); err != nil {
+				s.log.Warn("supervisor: invalidation not applied", "slot", p.slot, "pid", p.pid, "err", err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // breakerChanged records p's breaker transition and, when propagation is on
@@ -579,6 +604,9 @@ func (s *Supervisor) breakerChanged(p *proc, c control.BreakerChange) {
 	s.log.Info("supervisor: breaker changed", "slot", p.slot, "pid", p.pid, "breaker", c.Name, "from", c.From, "to", c.To, "forced", c.Forced, "propagate", propagate)
 	if propagate {
 		s.forceBreaker(p, c.Name, c.To)
+		if s.bridge != nil {
+			go s.bridge.breaker(c.Name, c.To)
+		}
 	}
 }
 

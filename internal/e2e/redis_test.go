@@ -1,0 +1,106 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amexd/amexd/internal/eventapi"
+)
+
+// redisAddr is the test Redis server (see .ci/with-redis). Outside CI the
+// Redis tests skip without it; in CI they fail.
+func redisAddr(t *testing.T) string {
+	t.Helper()
+	addr := os.Getenv("AMEXD_TEST_REDIS")
+	if addr == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("AMEXD_TEST_REDIS is not set: CI must run a redis-server (make test does)")
+		}
+		t.Skip("AMEXD_TEST_REDIS not set; run `make test` to start a throwaway redis-server")
+	}
+	return addr
+}
+
+// flushRedis empties the test database so budgets start fresh.
+func flushRedis(t *testing.T, addr string) {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(addr)
+	if out, err := exec.Command("redis-cli", "-p", port, "flushall").CombinedOutput(); err != nil {
+		t.Fatalf("flush redis: %v %s", err, out)
+	}
+}
+
+// sharedUpstream is one simulator both instances call, as two machines
+// would call the one Event API.
+func sharedUpstream(t *testing.T) string {
+	t.Helper()
+	cfg := eventapi.DefaultSimConfig()
+	cfg.ListErrorRate = 0
+	cfg.EventDelay = 10 * time.Millisecond
+	cfg.AddFail = 0
+	sim, err := eventapi.NewSimulator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestTwoInstancesShareRedis: two daemons (two "machines") on one Redis
+// share one budget exactly, and a write on one is visible on the other at
+// once.
+func TestTwoInstancesShareRedis(t *testing.T) {
+	addr := redisAddr(t)
+	flushRedis(t, addr)
+	up := sharedUpstream(t)
+	args := []string{"-workers", "2", "-ratelimit.rate", "30-M", "-ratelimit.store", "redis",
+		"-ratelimit.redis_url", "redis://" + addr + "/0", "-upstream.url", up}
+	a, b := start(t, args...), start(t, args...)
+	c := fresh()
+	counts := map[int]int{}
+	for i := range 60 {
+		d := a
+		if i%2 == 1 {
+			d = b
+		}
+		status, _ := get(t, c, d.url("/events/circuit-status"))
+		counts[status]++
+	}
+	if counts[http.StatusOK] != 30 || counts[http.StatusTooManyRequests] != 30 {
+		t.Errorf("60 requests over two instances: %v, want exactly 30×200 and 30×429", counts)
+	}
+
+	flushRedis(t, addr)
+	// Warm b's caches, then write on a and read on b at once.
+	for _, path := range []string{"/events/user/1", "/events", "/users/1"} {
+		for range 4 {
+			if status, _ := get(t, c, b.url(path)); status != 200 {
+				t.Fatalf("warm %s: %d", path, status)
+			}
+		}
+	}
+	for i := range 5 {
+		flushRedis(t, addr) // a fresh budget: this part is about visibility
+		status, body := post(t, c, a.url("/events"), `{"name":"cross-machine","userId":1}`)
+		if status != http.StatusCreated {
+			t.Fatalf("POST on a: %d %s", status, body)
+		}
+		var ev eventapi.Event
+		if err := json.Unmarshal([]byte(body), &ev); err != nil {
+			t.Fatal(err)
+		}
+		for _, path := range []string{"/events/user/1", "/events", "/users/1"} {
+			if status, got := get(t, c, b.url(path)); status != http.StatusOK || !strings.Contains(got, `"`+ev.ID+`"`) {
+				t.Errorf("write %d: GET %s on b right after the 201 on a lacks %s", i, path, ev.ID)
+			}
+		}
+	}
+}

@@ -1,0 +1,170 @@
+package supervisor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// bridgeChannel is the Redis channel supervisors on different machines
+// share. bridgeTimeout bounds how long a write waits for the other
+// machines to confirm its invalidation.
+const (
+	bridgeChannel = "amexd:cluster"
+	bridgeTimeout = 500 * time.Millisecond
+)
+
+// bridgeMessage is one message between supervisors. An invalidate is
+// answered by an ack addressed To its origin once the receiver's workers
+// have applied it; a breaker forces a breaker state on every worker.
+type bridgeMessage struct {
+	Type   string   `json:"type"`
+	Origin string   `json:"origin"`
+	To     string   `json:"to,omitempty"`
+	ID     uint64   `json:"id"`
+	Keys   []string `json:"keys,omitempty"`
+	Name   string   `json:"name,omitempty"`
+	State  string   `json:"state,omitempty"`
+}
+
+// bridge relays cache invalidations and breaker changes between this
+// supervisor and those on other machines sharing the Redis server, so that
+// read-your-writes and breaker propagation hold across machines.
+type bridge struct {
+	rdb    *redis.Client
+	sub    *redis.PubSub
+	origin string
+	log    *slog.Logger
+	// applyInvalidate and applyBreaker act on this machine's workers.
+	applyInvalidate func(ctx context.Context, keys []string)
+	applyBreaker    func(name, state string)
+
+	nextID  atomic.Uint64
+	mu      sync.Mutex
+	waiting map[uint64]chan struct{}
+	done    chan struct{}
+	// lastFailure rate-limits the log line about an unreachable Redis.
+	lastFailure atomic.Int64
+}
+
+// startBridge subscribes to the cluster channel. Redis may be down at
+// start; go-redis keeps reconnecting, and writes meanwhile are only
+// invalidated on this machine.
+func startBridge(redisURL string, log *slog.Logger, invalidate func(context.Context, []string), force func(name, state string)) (*bridge, error) {
+	opts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return nil, fmt.Errorf("ratelimit.redis_url: %w", err)
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	b := &bridge{
+		rdb:             redis.NewClient(opts),
+		origin:          hex.EncodeToString(id[:]),
+		log:             log,
+		applyInvalidate: invalidate,
+		applyBreaker:    force,
+		waiting:         map[uint64]chan struct{}{},
+		done:            make(chan struct{}),
+	}
+	b.sub = b.rdb.Subscribe(context.Background(), bridgeChannel)
+	go b.receive()
+	log.Info("supervisor: cluster bridge on Redis", "channel", bridgeChannel, "origin", b.origin)
+	return b, nil
+}
+
+func (b *bridge) close() {
+	_ = b.sub.Close()
+	<-b.done
+	_ = b.rdb.Close()
+}
+
+func (b *bridge) receive() {
+	defer close(b.done)
+	for msg := range b.sub.Channel() {
+		var m bridgeMessage
+		if err := json.Unmarshal([]byte(msg.Payload), &m); err != nil || m.Origin == b.origin {
+			continue
+		}
+		switch m.Type {
+		case "invalidate":
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), bridgeTimeout)
+				defer cancel()
+				b.applyInvalidate(ctx, m.Keys)
+				b.publish(ctx, bridgeMessage{Type: "ack", To: m.Origin, ID: m.ID})
+			}()
+		case "ack":
+			if m.To != b.origin {
+				continue
+			}
+			b.mu.Lock()
+			if ch := b.waiting[m.ID]; ch != nil {
+				ch <- struct{}{}
+			}
+			b.mu.Unlock()
+		case "breaker":
+			b.applyBreaker(m.Name, m.State)
+		}
+	}
+}
+
+// publish sends m and returns how many other supervisors received it.
+func (b *bridge) publish(ctx context.Context, m bridgeMessage) int {
+	m.Origin = b.origin
+	payload, _ := json.Marshal(m)
+	n, err := b.rdb.Publish(ctx, bridgeChannel, payload).Result()
+	if err != nil {
+		b.failed(err)
+		return 0
+	}
+	return max(0, int(n)-1) // our own subscription receives it too
+}
+
+// failed logs a Redis failure at most once every ten seconds.
+func (b *bridge) failed(err error) {
+	now := time.Now().UnixNano()
+	last := b.lastFailure.Load()
+	if now-last > int64(10*time.Second) && b.lastFailure.CompareAndSwap(last, now) {
+		b.log.Warn("supervisor: cluster bridge cannot reach Redis; writes are invalidated on this machine only", "err", err)
+	}
+}
+
+// invalidate publishes keys and waits until every other supervisor that
+// received them confirms its workers dropped them, or until ctx ends.
+func (b *bridge) invalidate(ctx context.Context, keys []string) error {
+	id := b.nextID.Add(1)
+	acks := make(chan struct{}, 64)
+	b.mu.Lock()
+	b.waiting[id] = acks
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		delete(b.waiting, id)
+		b.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(ctx, bridgeTimeout)
+	defer cancel()
+	for n := b.publish(ctx, bridgeMessage{Type: "invalidate", ID: id, Keys: keys}); n > 0; n-- {
+		select {
+		case <-acks:
+		case <-ctx.Done():
+			return fmt.Errorf("%d other machines did not confirm the invalidation: %w", n, ctx.Err())
+		}
+	}
+	return nil
+}
+
+// breaker tells the other machines a breaker changed state.
+func (b *bridge) breaker(name, state string) {
+	ctx, cancel := context.WithTimeout(context.Background(), bridgeTimeout)
+	defer cancel()
+	b.publish(ctx, bridgeMessage{Type: "breaker", Name: name, State: state})
+}
