@@ -104,3 +104,82 @@ func TestTwoInstancesShareRedis(t *testing.T) {
 		}
 	}
 }
+
+// ownRedis starts a private redis-server on a free port so the test can stop
+// and restart it; it returns the port and a restart function.
+func ownRedis(t *testing.T) (addr string, stop, restart func()) {
+	t.Helper()
+	redisAddr(t) // the same CI rule: no Redis, no silent skip
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server not installed: %v", err)
+	}
+	addr = freePort(t)
+	_, port, _ := net.SplitHostPort(addr)
+	var cmd *exec.Cmd
+	stop = func() {
+		if cmd != nil && cmd.Process != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			cmd = nil
+		}
+	}
+	restart = func() {
+		cmd = exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("redis-server did not start")
+			}
+			time.Sleep(20 * time.Millisecond) // polling a condition, bounded by the deadline
+		}
+	}
+	restart()
+	t.Cleanup(stop)
+	return addr, stop, restart
+}
+
+// TestRedisOutage: while Redis is down the service keeps answering by the
+// allow policy (no 500, no 429), and limits again once Redis is back.
+func TestRedisOutage(t *testing.T) {
+	addr, stop, restart := ownRedis(t)
+	d := start(t, "-workers", "2", "-ratelimit.rate", "5-M", "-ratelimit.store", "redis",
+		"-ratelimit.redis_url", "redis://"+addr+"/0", "-ratelimit.on_redis_error", "allow", "-ratelimit.redis_timeout", "250ms")
+	c := fresh()
+	limited := func(n int) map[int]int {
+		counts := map[int]int{}
+		for range n {
+			status, _ := get(t, c, d.url("/events/circuit-status"))
+			counts[status]++
+		}
+		return counts
+	}
+	if got := limited(8); got[200] != 5 || got[429] != 3 {
+		t.Fatalf("with Redis up: %v, want 5×200 and 3×429", got)
+	}
+	stop()
+	if got := limited(20); got[200] != 20 {
+		t.Errorf("with Redis down and the allow policy: %v, want 20×200", got)
+	}
+	restart()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got := limited(6)
+		if got[http.StatusInternalServerError] > 0 {
+			t.Fatalf("a 500 while Redis came back: %v", got)
+		}
+		if got[429] > 0 {
+			break // limiting again
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still not limiting 15s after Redis returned: %v", got)
+		}
+	}
+}
