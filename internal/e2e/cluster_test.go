@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/amexd/amexd/internal/eventapi"
+)
+
+// TestReadYourWritesAcrossWorkers: POST then GET on fresh connections,
+// repeated, so reads land on every worker: the new event is always there.
+func TestReadYourWritesAcrossWorkers(t *testing.T) {
+	d := start(t, "-workers", "3", "-simulator.add_fail", "0", "-simulator.list_error_rate", "0",
+		"-simulator.event_delay", "5ms", "-ratelimit.rate", "100000-M")
+	c := fresh()
+	paths := []string{"/events/user/2", "/events", "/users/2", "/users"}
+	for i := range 15 {
+		for _, p := range paths { // warm every worker's cache with the old answers
+			for range 3 {
+				if status, body := get(t, c, d.url(p)); status != 200 {
+					t.Fatalf("GET %s: %d %s", p, status, body)
+				}
+			}
+		}
+		status, body := post(t, c, d.url("/events"), `{"name":"ryw `+strconv.Itoa(i)+`","userId":2}`)
+		if status != http.StatusCreated {
+			t.Fatalf("POST: %d %s", status, body)
+		}
+		var ev eventapi.Event
+		if err := json.Unmarshal([]byte(body), &ev); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range paths {
+			for range 3 {
+				if status, got := get(t, c, d.url(p)); status != 200 || !strings.Contains(got, `"`+ev.ID+`"`) {
+					t.Fatalf("write %d: GET %s right after the 201 (%d) lacks %s", i, p, status, ev.ID)
+				}
+			}
+		}
+	}
+}
+
+// failingUpstream is a simulator whose addEvent always fails.
+func failingUpstream(t *testing.T) (*eventapi.Simulator, string) {
+	t.Helper()
+	cfg := eventapi.DefaultSimConfig()
+	cfg.ListErrorRate = 0
+	cfg.AddOK = 0
+	cfg.AddFailDelay = 0
+	sim, err := eventapi.NewSimulator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	return sim, srv.URL
+}
+
+// TestBreakerPropagation: while addEvent fails, three workers with
+// propagation send the upstream no more addEvent calls than one worker
+// alone would (the attempts that trip one breaker); without propagation
+// each worker trips its own.
+func TestBreakerPropagation(t *testing.T) {
+	for _, tc := range []struct {
+		propagate bool
+		check     func(calls int64) bool
+		want      string
+	}{
+		{true, func(n int64) bool { return n <= 3 }, "at most 3 (one worker's attempts before it trips)"},
+		{false, func(n int64) bool { return n > 3 }, "more than 3 (each worker trips its own breaker)"},
+	} {
+		t.Run("propagate="+strconv.FormatBool(tc.propagate), func(t *testing.T) {
+			sim, up := failingUpstream(t)
+			d := start(t, "-workers", "3", "-upstream.url", up, "-breaker.open_timeout", "1m",
+				"-breaker.max_open_timeout", "1m", "-breaker.propagate="+strconv.FormatBool(tc.propagate),
+				"-upstream.retry_base", "1ms", "-upstream.retry_max", "2ms", "-ratelimit.rate", "100000-M")
+			c := fresh()
+			for range 30 {
+				status, body := post(t, c, d.url("/events"), `{"name":"x","userId":1}`)
+				if status != http.StatusServiceUnavailable {
+					t.Fatalf("POST while addEvent fails: %d %s", status, body)
+				}
+			}
+			if calls := sim.Stats().Calls.AddEvent; !tc.check(calls) {
+				t.Errorf("upstream got %d addEvent calls, want %s", calls, tc.want)
+			}
+		})
+	}
+}
