@@ -104,11 +104,16 @@ func New(cfg config.Config, deps Deps) (*App, error) {
 			AllowHeaders:     cfg.CORS.AllowHeaders,
 			AllowCredentials: cfg.CORS.AllowCredentials,
 			MaxAge:           cfg.CORS.MaxAge,
-			ExposeHeaders: []string{"X-Request-ID", "X-Cache", "ETag", "Retry-After", "Location",
+			ExposeHeaders: []string{"X-Request-ID", "X-Cache", "ETag", "Retry-After", "Location", "WWW-Authenticate",
 				"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"},
 		}))
 	}
-	e.Use(limitBody(cfg.HTTP.MaxBodyBytes), a.limitRate(limits))
+	authn, err := authentication(cfg.Auth, deps.Log)
+	if err != nil {
+		return nil, err
+	}
+	// Rate limiting comes first so that guessing tokens costs quota.
+	e.Use(limitBody(cfg.HTTP.MaxBodyBytes), a.limitRate(limits), authn)
 	a.routes()
 	return a, nil
 }

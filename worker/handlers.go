@@ -177,4 +177,3 @@ func BreakerStats(in []upstream.BreakerStatus) []control.Breaker {
 	}
 	return out
 }
-

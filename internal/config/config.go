@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/amexd/amexd/internal/auth"
 	"github.com/amexd/amexd/internal/cache"
 	"github.com/amexd/amexd/internal/eventapi"
 	"github.com/amexd/amexd/internal/ratelimit"
@@ -40,6 +41,7 @@ type Config struct {
 	HTTP       HTTP                   `yaml:"http"`
 	TLS        TLS                    `yaml:"tls"`
 	CORS       CORS                   `yaml:"cors"`
+	Auth       auth.Config            `yaml:"auth"`
 	Control    Control                `yaml:"control"`
 	Supervisor Supervisor             `yaml:"supervisor"`
 	Upstream   upstream.Config        `yaml:"upstream"`
@@ -136,6 +138,7 @@ func Default() Config {
 			AllowHeaders: []string{"Content-Type", "Authorization", "X-Request-ID", "If-None-Match"},
 			MaxAge:       600,
 		},
+		Auth: auth.DefaultConfig(),
 		Supervisor: Supervisor{
 			HeartbeatInterval: time.Second,
 			HeartbeatTimeout:  10 * time.Second,
@@ -240,7 +243,7 @@ func (c Config) Validate() error {
 	if c.CORS.MaxAge < 0 {
 		bad("cors.max_age", c.CORS.MaxAge, "must not be negative")
 	}
-	for _, v := range []interface{ Validate() error }{c.Upstream, c.Breaker, c.Cache, c.RateLimit, c.Simulator} {
+	for _, v := range []interface{ Validate() error }{c.Auth, c.Upstream, c.Breaker, c.Cache, c.RateLimit, c.Simulator} {
 		if err := v.Validate(); err != nil {
 			errs = append(errs, err)
 		}
@@ -264,5 +267,7 @@ func (c Config) Summary() map[string]any {
 		"ratelimit":       c.RateLimit.Rate,
 		"ratelimit_store": c.RateLimit.Store,
 		"log":             strings.Join([]string{c.Log.Format, c.Log.Level}, "/"),
+		"auth":            c.Auth.Enabled,
+		"tls":             c.TLS.Enabled(),
 	}
 }

@@ -133,3 +133,26 @@ func TestWorkerCount(t *testing.T) {
 		t.Errorf("worker count %d, want 3", c.WorkerCount())
 	}
 }
+
+func TestProductionConfig(t *testing.T) {
+	cfg, err := DecodeFile("../../configs/production.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"auth on", cfg.Auth.Enabled, true},
+		{"secret file", cfg.Auth.HS256SecretFile, "/etc/amexd/jwt.secret"},
+		{"json logs", cfg.Log.Format, "json"},
+		{"shared limiter", cfg.RateLimit.Store, "shared"},
+		{"default socket", cfg.Control.Socket, ""},
+		{"no CORS origins", len(cfg.CORS.AllowOrigins), 0},
+	}
+	for _, c := range checks {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
