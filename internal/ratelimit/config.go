@@ -1,0 +1,160 @@
+package ratelimit
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/ulule/limiter/v3"
+)
+
+// Store kinds for Config.Store.
+const (
+	StoreShared = "shared"
+	StoreMemory = "memory"
+	StoreRedis  = "redis"
+)
+
+// Policies for Config.OnRedisError.
+const (
+	OnRedisErrorAllow = "allow"
+	OnRedisErrorDeny  = "deny"
+)
+
+// Config is the `ratelimit:` section of amexd's configuration.
+type Config struct {
+	// Rate is the per-client limit in ulule/limiter notation, e.g. "100-M".
+	Rate string `yaml:"rate"`
+	// Store is "shared" (one table per machine, created by the supervisor),
+	// "memory" (per worker: a client gets one budget per worker) or "redis".
+	Store string `yaml:"store"`
+	// TableSlots is the shared table's size; each slot takes SlotBytes bytes and
+	// holds one client's window.
+	TableSlots int `yaml:"table_slots"`
+	// RedisURL is a redis:// or rediss:// URL, used with store "redis".
+	RedisURL string `yaml:"redis_url"`
+	// RedisTimeout bounds each Redis call.
+	RedisTimeout time.Duration `yaml:"redis_timeout"`
+	// OnRedisError is "allow" (fail open) or "deny" (answer limit reached) while
+	// Redis fails.
+	OnRedisError string `yaml:"on_redis_error"`
+	// TrustedProxies lists the CIDRs whose X-Forwarded-For is believed when
+	// finding a client's address; empty trusts none.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Routes overrides Rate for given method and path pairs.
+	Routes []Route `yaml:"routes"`
+}
+
+// Route is a per-route limit, e.g. {POST, /events, 10-M}.
+type Route struct {
+	Method string `yaml:"method"`
+	Path   string `yaml:"path"`
+	Rate   string `yaml:"rate"`
+}
+
+// DefaultConfig returns the defaults: 100 requests a minute per client in a
+// shared table of 65536 slots, Redis at 127.0.0.1:6379 with a 50 ms timeout
+// failing open.
+func DefaultConfig() Config {
+	return Config{
+		Rate:         "100-M",
+		Store:        StoreShared,
+		TableSlots:   65536,
+		RedisURL:     "redis://127.0.0.1:6379/0",
+		RedisTimeout: 50 * time.Millisecond,
+		OnRedisError: OnRedisErrorAllow,
+	}
+}
+
+var routeMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+// Validate checks every field and returns all problems found, each naming the
+// field by its dotted key and quoting the bad value.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("ratelimit.%s: "+format, append([]any{field}, args...)...))
+	}
+	maxLimit := int64(0)
+	if c.Store == StoreShared {
+		maxLimit = MaxTableLimit
+	}
+	if _, err := parseRate(c.Rate, maxLimit); err != nil {
+		bad("rate", "%q %v (want e.g. 100-M)", c.Rate, err)
+	}
+	switch c.Store {
+	case StoreShared, StoreMemory, StoreRedis:
+	default:
+		bad("store", "%q is not a store (want shared, memory or redis)", c.Store)
+	}
+	if c.Store == StoreShared && (c.TableSlots < 1 || c.TableSlots > MaxTableSlots) {
+		bad("table_slots", "%d is out of range [1, %d]", c.TableSlots, MaxTableSlots)
+	}
+	if c.Store == StoreRedis {
+		if _, err := redis.ParseURL(c.RedisURL); err != nil {
+			bad("redis_url", "%q is not a Redis URL: %v", c.RedisURL, err)
+		}
+		if c.RedisTimeout <= 0 {
+			bad("redis_timeout", "%v must be positive", c.RedisTimeout)
+		}
+	}
+	switch c.OnRedisError {
+	case OnRedisErrorAllow, OnRedisErrorDeny:
+	default:
+		bad("on_redis_error", "%q is not a policy (want allow or deny)", c.OnRedisError)
+	}
+	for i, p := range c.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			bad(fmt.Sprintf("trusted_proxies[%d]", i), "%q is not a CIDR (want e.g. 10.0.0.0/8)", p)
+		}
+	}
+	seen := make(map[string]int)
+	for i, r := range c.Routes {
+		field := fmt.Sprintf("routes[%d]", i)
+		method := strings.ToUpper(r.Method)
+		if !slices.Contains(routeMethods, method) {
+			bad(field+".method", "%q is not an HTTP method (want one of %s)", r.Method, strings.Join(routeMethods, ", "))
+		}
+		if !strings.HasPrefix(r.Path, "/") {
+			bad(field+".path", "%q must start with /", r.Path)
+		}
+		if _, err := parseRate(r.Rate, maxLimit); err != nil {
+			bad(field+".rate", "%q %v (want e.g. 10-M)", r.Rate, err)
+		}
+		id := method + " " + r.Path
+		if j, dup := seen[id]; dup {
+			bad(field, "%s repeats routes[%d]", id, j)
+		}
+		seen[id] = i
+	}
+	return errors.Join(errs...)
+}
+
+// ParseRate parses a rate in ulule/limiter notation ("100-M": a limit, then S,
+// M, H or D) and requires a limit of at least 1.
+func ParseRate(s string) (limiter.Rate, error) {
+	r, err := parseRate(s, 0)
+	if err != nil {
+		return limiter.Rate{}, fmt.Errorf("ratelimit: rate %q %w", s, err)
+	}
+	return r, nil
+}
+
+// parseRate parses s; maxLimit > 0 also bounds the limit. Its errors read as
+// the end of a sentence that starts with the quoted value.
+func parseRate(s string, maxLimit int64) (limiter.Rate, error) {
+	r, err := limiter.NewRateFromFormatted(s)
+	switch {
+	case err != nil:
+		return limiter.Rate{}, errors.New("is not a valid rate")
+	case r.Limit < 1:
+		return limiter.Rate{}, errors.New("has a limit below 1")
+	case maxLimit > 0 && r.Limit > maxLimit:
+		return limiter.Rate{}, fmt.Errorf("has a limit above the shared table's maximum %d", maxLimit)
+	}
+	return r, nil
+}

@@ -1,0 +1,206 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/ulule/limiter/v3"
+	redisstore "github.com/ulule/limiter/v3/drivers/store/redis"
+)
+
+// errNotReady stands for Redis while the store's scripts are not loaded yet
+// and another call is loading them.
+var errNotReady = errors.New("redis store not initialised yet")
+
+// RedisStore is ulule's Redis store behind a per-call timeout and a failure
+// policy. When Redis fails or is slower than the timeout, every call answers by
+// the policy instead of an error: "allow" returns a Context that is not Reached
+// (Remaining = Limit, Reset one period from now), "deny" one that is Reached.
+// It keeps trying Redis on every call, so it recovers on its own once Redis is
+// back, including when Redis was down when the store was created.
+type RedisStore struct {
+	client  *redis.Client
+	prefix  string
+	timeout time.Duration
+	deny    bool
+
+	logger      *slog.Logger
+	logInterval time.Duration
+	now         func() time.Time
+
+	// inner is ulule's store, built on first contact with Redis because its
+	// constructor loads Lua scripts there; initMu lets one call do that while
+	// the others apply the policy.
+	inner  atomic.Pointer[innerStore]
+	initMu sync.Mutex
+
+	failures   atomic.Uint64
+	suppressed atomic.Uint64
+	lastLog    atomic.Int64
+	degraded   atomic.Bool
+}
+
+type innerStore struct{ limiter.Store }
+
+// NewRedisStore connects to cfg.RedisURL. It fails only for a configuration it
+// cannot use; an unreachable Redis is logged and handled per call.
+func NewRedisStore(ctx context.Context, cfg Config, opts ...Option) (*RedisStore, error) {
+	ropts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("ratelimit: redis store: %w", err)
+	}
+	if cfg.RedisTimeout <= 0 {
+		return nil, fmt.Errorf("ratelimit: redis store: timeout %v must be positive", cfg.RedisTimeout)
+	}
+	// Calls carry their own deadline; the socket timeouts only bound the script
+	// loading that ulule's constructor does without one.
+	ropts.ContextTimeoutEnabled = true
+	for _, d := range []*time.Duration{&ropts.DialTimeout, &ropts.ReadTimeout, &ropts.WriteTimeout} {
+		if *d == 0 {
+			*d = time.Second
+		}
+	}
+	o := buildOptions(opts)
+	s := &RedisStore{
+		client:      redis.NewClient(ropts),
+		prefix:      o.prefix,
+		timeout:     cfg.RedisTimeout,
+		deny:        cfg.OnRedisError == OnRedisErrorDeny,
+		logger:      o.logger,
+		logInterval: o.logInterval,
+		now:         time.Now,
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if _, err := s.ready(cctx); err != nil {
+		s.degraded.Store(true)
+		s.logger.Warn("ratelimit: redis not reachable yet; applying on_redis_error until it is",
+			"addr", ropts.Addr, "policy", s.policy(), "error", err)
+	}
+	return s, nil
+}
+
+// RedisFailures counts the calls answered by the policy because Redis failed.
+func (s *RedisStore) RedisFailures() uint64 { return s.failures.Load() }
+
+// Close closes the connections to Redis.
+func (s *RedisStore) Close() error {
+	if err := s.client.Close(); err != nil {
+		return fmt.Errorf("ratelimit: close redis store: %w", err)
+	}
+	return nil
+}
+
+// Get increments the key's count by one.
+func (s *RedisStore) Get(ctx context.Context, key string, rate limiter.Rate) (limiter.Context, error) {
+	return s.call(ctx, rate, func(ctx context.Context, st limiter.Store) (limiter.Context, error) {
+		return st.Get(ctx, key, rate)
+	})
+}
+
+// Peek returns the key's state without changing it.
+func (s *RedisStore) Peek(ctx context.Context, key string, rate limiter.Rate) (limiter.Context, error) {
+	return s.call(ctx, rate, func(ctx context.Context, st limiter.Store) (limiter.Context, error) {
+		return st.Peek(ctx, key, rate)
+	})
+}
+
+// Reset deletes the key's window.
+func (s *RedisStore) Reset(ctx context.Context, key string, rate limiter.Rate) (limiter.Context, error) {
+	return s.call(ctx, rate, func(ctx context.Context, st limiter.Store) (limiter.Context, error) {
+		return st.Reset(ctx, key, rate)
+	})
+}
+
+// Increment adds count to the key's window.
+func (s *RedisStore) Increment(ctx context.Context, key string, count int64, rate limiter.Rate) (limiter.Context, error) {
+	return s.call(ctx, rate, func(ctx context.Context, st limiter.Store) (limiter.Context, error) {
+		return st.Increment(ctx, key, count, rate)
+	})
+}
+
+func (s *RedisStore) call(ctx context.Context, rate limiter.Rate, op func(context.Context, limiter.Store) (limiter.Context, error)) (limiter.Context, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	st, err := s.ready(cctx)
+	if err == nil {
+		var lctx limiter.Context
+		if lctx, err = op(cctx, st); err == nil {
+			if s.degraded.CompareAndSwap(true, false) {
+				s.logger.Info("ratelimit: redis reachable again", "failures", s.failures.Load())
+			}
+			return lctx, nil
+		}
+	}
+	// A caller that gave up is not Redis failing; it still gets the policy's
+	// answer so that no caller sees an error because of Redis.
+	if ctx.Err() == nil {
+		s.failed(err)
+	}
+	return s.fallback(rate), nil
+}
+
+// ready returns ulule's store, building it if this call is the one to do so.
+func (s *RedisStore) ready(ctx context.Context) (limiter.Store, error) {
+	if in := s.inner.Load(); in != nil {
+		return in.Store, nil
+	}
+	if !s.initMu.TryLock() {
+		return nil, errNotReady
+	}
+	defer s.initMu.Unlock()
+	if in := s.inner.Load(); in != nil {
+		return in.Store, nil
+	}
+	// ulule's constructor loads its scripts without a deadline; checking Redis
+	// first keeps a dead Redis from holding this call past its timeout.
+	if err := s.client.Ping(ctx).Err(); err != nil {
+		return nil, fmt.Errorf("ping: %w", err)
+	}
+	st, err := redisstore.NewStoreWithOptions(s.client, limiter.StoreOptions{Prefix: s.prefix})
+	if err != nil {
+		return nil, fmt.Errorf("load scripts: %w", err)
+	}
+	s.inner.Store(&innerStore{st})
+	return st, nil
+}
+
+func (s *RedisStore) fallback(rate limiter.Rate) limiter.Context {
+	lctx := limiter.Context{
+		Limit:     rate.Limit,
+		Remaining: rate.Limit,
+		Reset:     s.now().Add(rate.Period).Unix(),
+	}
+	if s.deny {
+		lctx.Remaining, lctx.Reached = 0, true
+	}
+	return lctx
+}
+
+// failed counts a failure and logs it unless it logged one within logInterval.
+func (s *RedisStore) failed(err error) {
+	s.failures.Add(1)
+	s.degraded.Store(true)
+	now := s.now().UnixNano()
+	last := s.lastLog.Load()
+	if last != 0 && now-last < int64(s.logInterval) || !s.lastLog.CompareAndSwap(last, now) {
+		s.suppressed.Add(1)
+		return
+	}
+	s.logger.Warn("ratelimit: redis failed; applying on_redis_error",
+		"policy", s.policy(), "error", err,
+		"failures", s.failures.Load(), "not_logged", s.suppressed.Swap(0))
+}
+
+func (s *RedisStore) policy() string {
+	if s.deny {
+		return OnRedisErrorDeny
+	}
+	return OnRedisErrorAllow
+}

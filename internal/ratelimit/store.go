@@ -1,0 +1,88 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/ulule/limiter/v3"
+	"github.com/ulule/limiter/v3/drivers/store/memory"
+)
+
+// Option configures NewStore and NewRedisStore.
+type Option func(*options)
+
+type options struct {
+	logger      *slog.Logger
+	logInterval time.Duration
+	prefix      string
+}
+
+func buildOptions(opts []Option) options {
+	o := options{
+		logger:      slog.New(slog.DiscardHandler),
+		logInterval: 10 * time.Second,
+		prefix:      "amexd",
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// WithLogger sets the logger the Redis store reports failures and recovery to;
+// by default it logs nothing.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.logger = l }
+}
+
+// WithLogInterval sets how often, at most, the Redis store logs that Redis is
+// failing (default 10s); failures in between are counted, not logged.
+func WithLogInterval(d time.Duration) Option {
+	return func(o *options) { o.logInterval = d }
+}
+
+// WithKeyPrefix sets the prefix of the keys the memory and Redis stores write
+// (default "amexd"), so that several services can share one Redis.
+func WithKeyPrefix(p string) Option {
+	return func(o *options) { o.prefix = p }
+}
+
+// NewStore builds the store cfg.Store names, after validating cfg:
+//   - "memory": ulule's in-memory store, private to this process.
+//   - "shared": the supervisor's table, mapped from shared (the inherited file).
+//   - "redis": a *RedisStore, which never fails a call because of Redis.
+//
+// The *Table and *RedisStore it returns implement io.Closer; close the store
+// when done.
+func NewStore(ctx context.Context, cfg Config, shared *os.File, opts ...Option) (limiter.Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("ratelimit: new store: %w", err)
+	}
+	switch cfg.Store {
+	case StoreMemory:
+		o := buildOptions(opts)
+		return memory.NewStoreWithOptions(limiter.StoreOptions{
+			Prefix:          o.prefix,
+			CleanUpInterval: limiter.DefaultCleanUpInterval,
+		}), nil
+	case StoreShared:
+		if shared == nil {
+			return nil, errors.New("ratelimit: new store: ratelimit.store shared needs the supervisor's table")
+		}
+		return OpenTable(shared)
+	default:
+		return NewRedisStore(ctx, cfg, opts...)
+	}
+}
+
+var (
+	_ limiter.Store = (*Table)(nil)
+	_ limiter.Store = (*RedisStore)(nil)
+	_ io.Closer     = (*Table)(nil)
+	_ io.Closer     = (*RedisStore)(nil)
+)
