@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/control"
 	"github.com/amexd/amexd/internal/logging"
@@ -72,6 +74,7 @@ func run(slot int, boot *slog.Logger) error {
 		return err
 	}
 	log = log.With("slot", slot, "pid", os.Getpid())
+	redis.SetLogger(logging.Printf{L: log.With("component", "go-redis")})
 
 	var shared *os.File
 	if cfg.RateLimit.Store == "shared" {

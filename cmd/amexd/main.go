@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/amexd/amexd/internal/auth"
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/logging"
 	"github.com/amexd/amexd/supervisor"
@@ -36,11 +39,20 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "amexd:", err)
 		return 2
 	}
+	if cfg.Auth.Enabled {
+		// Load the key now: a bad one should stop the daemon at start, not
+		// make every worker fail one after another.
+		if _, err := auth.NewVerifier(cfg.Auth); err != nil {
+			fmt.Fprintln(os.Stderr, "amexd:", err)
+			return 2
+		}
+	}
 	log, err := logging.New(os.Stderr, cfg.Log.Format, cfg.Log.Level)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "amexd:", err)
 		return 2
 	}
+	redis.SetLogger(logging.Printf{L: log.With("component", "go-redis")})
 	if err := supervisor.Run(context.Background(), src, cfg, log); err != nil {
 		log.Error("amexd stopped", "err", err)
 		return 1

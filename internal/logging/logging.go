@@ -3,6 +3,7 @@
 package logging
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -51,4 +52,14 @@ func New(w io.Writer, format, level string) (*slog.Logger, error) {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// Printf makes a Logger usable where a library wants a printf-style logger
+// (go-redis's SetLogger): the lines go to l at debug level, because amexd
+// reports the failures they describe itself, once per interval.
+type Printf struct{ L *slog.Logger }
+
+// Printf logs one formatted line.
+func (p Printf) Printf(ctx context.Context, format string, args ...any) {
+	p.L.DebugContext(ctx, fmt.Sprintf(format, args...))
 }

@@ -44,7 +44,14 @@ type RedisStore struct {
 	suppressed atomic.Uint64
 	lastLog    atomic.Int64
 	degraded   atomic.Bool
+	// retryAt (unix nanos) is when a degraded store tries Redis again;
+	// until then calls get the policy's answer at once instead of each
+	// waiting out the timeout against a Redis that is known to be down.
+	retryAt atomic.Int64
 }
+
+// redisRetryInterval is how long a failed Redis is left alone.
+const redisRetryInterval = 500 * time.Millisecond
 
 type innerStore struct{ limiter.Store }
 
@@ -126,6 +133,11 @@ func (s *RedisStore) Increment(ctx context.Context, key string, count int64, rat
 }
 
 func (s *RedisStore) call(ctx context.Context, rate limiter.Rate, op func(context.Context, limiter.Store) (limiter.Context, error)) (limiter.Context, error) {
+	if s.degraded.Load() && s.now().UnixNano() < s.retryAt.Load() {
+		s.failures.Add(1)
+		s.suppressed.Add(1)
+		return s.fallback(rate), nil
+	}
 	cctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	st, err := s.ready(cctx)
@@ -187,6 +199,7 @@ func (s *RedisStore) fallback(rate limiter.Rate) limiter.Context {
 func (s *RedisStore) failed(err error) {
 	s.failures.Add(1)
 	s.degraded.Store(true)
+	s.retryAt.Store(s.now().Add(redisRetryInterval).UnixNano())
 	now := s.now().UnixNano()
 	last := s.lastLog.Load()
 	if last != 0 && now-last < int64(s.logInterval) || !s.lastLog.CompareAndSwap(last, now) {
