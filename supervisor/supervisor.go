@@ -749,7 +749,9 @@ func (s *Supervisor) killAll() {
 }
 
 // notifyReady tells systemd READY=1 once every slot has a ready worker, and
-// then keeps its watchdog fed while the cluster is healthy.
+// then keeps its watchdog fed while at least one slot serves: a degraded
+// slot must not get the healthy ones restarted with it, and a total outage
+// is handled by supervisor.outage_limit.
 func (s *Supervisor) notifyReady(ctx context.Context) {
 	t := time.NewTicker(10 * time.Millisecond)
 	for !s.allServing() {
@@ -763,7 +765,19 @@ func (s *Supervisor) notifyReady(ctx context.Context) {
 	t.Stop()
 	s.log.Info("supervisor: all workers ready", "after", time.Since(s.started).Round(time.Millisecond))
 	s.notify.send("READY=1")
-	s.notify.watchdog(ctx, s.allServing)
+	s.notify.watchdog(ctx, s.anyServing)
+}
+
+// anyServing reports whether some slot has a ready worker.
+func (s *Supervisor) anyServing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sl := range s.slots {
+		if sl.cur != nil && sl.cur.state == stateReady {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Supervisor) allServing() bool {
