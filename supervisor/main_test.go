@@ -104,8 +104,9 @@ type fakeHandler struct {
 	breakers    map[string]string
 }
 
-func (h *fakeHandler) Invalidate([]string) { h.invalidated.Add(1) }
-func (h *fakeHandler) Purge()              { h.purges.Add(1) }
+func (h *fakeHandler) Invalidate([]string)         { h.invalidated.Add(1) }
+func (h *fakeHandler) Purge()                      { h.purges.Add(1) }
+func (h *fakeHandler) Share([]control.SharedEntry) {}
 func (h *fakeHandler) ForceBreaker(name, state string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -487,6 +487,12 @@ func (s *Supervisor) handle(p *proc, m control.Message) {
 		}
 	case control.TypeInvalidate:
 		go s.fanOut(p, m)
+	case control.TypeShare:
+		for _, q := range s.live(p) {
+			if err := q.codec.Send(control.Message{Type: control.TypeShare, Shared: m.Shared}); err != nil {
+				s.log.Debug("supervisor: share not delivered", "pid", q.pid, "err", err)
+			}
+		}
 	case control.TypeCluster:
 		go func() {
 			cs := s.clusterStatus()

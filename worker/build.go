@@ -69,7 +69,10 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 	w.Upstream = up
 	catOpts := []catalog.Option{catalog.WithLogger(o.Log)}
 	if o.Control != nil {
-		catOpts = append(catOpts, catalog.WithInvalidator(o.Control.Invalidate))
+		ctl := o.Control
+		catOpts = append(catOpts, catalog.WithInvalidator(ctl.Invalidate), catalog.WithSharer(func(key string, body []byte) {
+			ctl.Share([]control.SharedEntry{{Key: key, Body: body}})
+		}))
 	}
 	w.Catalog = catalog.New(c, up, cfg.Fanout, catOpts...)
 	store, err := ratelimit.NewStore(ctx, cfg.RateLimit, o.Shared, ratelimit.WithLogger(o.Log))
@@ -117,6 +120,13 @@ func (w *Worker) Close() {
 
 // Invalidate drops keys a sibling's write made stale.
 func (w *Worker) Invalidate(keys []string) { w.Catalog.Forget(keys) }
+
+// Share keeps the events a sibling fetched.
+func (w *Worker) Share(entries []control.SharedEntry) {
+	for _, e := range entries {
+		w.Catalog.Keep(e.Key, e.Body)
+	}
+}
 
 // ForceBreaker sets a breaker's state on the supervisor's order.
 func (w *Worker) ForceBreaker(name, state string) {

@@ -44,6 +44,7 @@ type Catalog struct {
 	invalidate Invalidator
 	log        *slog.Logger
 	newID      func() string
+	share      func(key string, body []byte)
 }
 
 // Option configures a Catalog.
@@ -52,6 +53,12 @@ type Option func(*Catalog)
 // WithInvalidator sets how a write's invalidation reaches other workers.
 // Without it only this worker's cache is updated.
 func WithInvalidator(inv Invalidator) Option { return func(c *Catalog) { c.invalidate = inv } }
+
+// WithSharer sets where an event fetched from the upstream is offered to
+// the other workers; events never change, so every worker may keep it.
+func WithSharer(share func(key string, body []byte)) Option {
+	return func(c *Catalog) { c.share = share }
+}
 
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(c *Catalog) { c.log = l } }
@@ -69,6 +76,7 @@ func New(c *cache.Cache, up Upstream, fanout int, opts ...Option) *Catalog {
 		invalidate: func(context.Context, []string) error { return nil },
 		log:        slog.Default(),
 		newID:      upstream.NewEventID,
+		share:      func(string, []byte) {},
 	}
 	for _, o := range opts {
 		o(cat)
@@ -114,7 +122,11 @@ func (c *Catalog) Events(ctx context.Context) (Result, error) {
 // Event returns one event by its canonical ID ("event-N", see ParseEventID).
 func (c *Catalog) Event(ctx context.Context, id string) (Result, error) {
 	return c.read(ctx, cache.KindEvent, id, func(ctx context.Context) ([]byte, error) {
-		return encode(c.up.Event(ctx, id))
+		b, err := encode(c.up.Event(ctx, id))
+		if err == nil {
+			c.share(cache.Key(cache.KindEvent, id), b)
+		}
+		return b, err
 	})
 }
 
@@ -196,6 +208,15 @@ func encode[T any](v T, err error) ([]byte, error) {
 
 // Purge drops every cached entry of this worker.
 func (c *Catalog) Purge() { c.cache.Purge() }
+
+// Keep stores an event a sibling worker fetched. Keys of other kinds are
+// ignored: only events are immutable, so only they can be taken from a
+// sibling without racing an invalidation.
+func (c *Catalog) Keep(key string, body []byte) {
+	if cache.KindOf(key) == cache.KindEvent {
+		c.cache.Set(cache.KindEvent, key, body)
+	}
+}
 
 // Forget drops keys from this worker's cache; other workers call it when a
 // sibling's write made them stale.

@@ -93,6 +93,7 @@ type recorder struct {
 	keys     [][]string
 	forced   []string
 	purges   int
+	shared   []SharedEntry
 	drained  chan struct{}
 	requests uint64
 }
@@ -107,6 +108,12 @@ func (r *recorder) ForceBreaker(name, state string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.forced = append(r.forced, name+"="+state)
+}
+
+func (r *recorder) Share(entries []SharedEntry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.shared = append(r.shared, entries...)
 }
 
 func (r *recorder) Purge() {
@@ -225,6 +232,7 @@ func TestWorkerConversation(t *testing.T) {
 	}
 	send(Message{Type: TypeBreaker, Breaker: &BreakerChange{Name: "getUsers", To: StateOpen}})
 	send(Message{Type: TypePurge})
+	send(Message{Type: TypeShare, Shared: []SharedEntry{{Key: "event:event-3", Body: []byte(`{"id":"event-3"}`)}}})
 	send(Message{Type: TypeSnapshot, ID: 78})
 	st := sup.next(t, TypeStats)
 	if st.ID != 78 || st.Stats.Requests != 11 || st.Metrics != "requests_total 3\n" {
@@ -233,6 +241,9 @@ func TestWorkerConversation(t *testing.T) {
 	h.mu.Lock()
 	if !reflect.DeepEqual(h.keys, [][]string{{"user:1"}}) || !reflect.DeepEqual(h.forced, []string{"getUsers=open"}) || h.purges != 1 {
 		t.Errorf("handler saw keys %v, forced %v, purges %d", h.keys, h.forced, h.purges)
+	}
+	if len(h.shared) != 1 || h.shared[0].Key != "event:event-3" || string(h.shared[0].Body) != `{"id":"event-3"}` {
+		t.Errorf("handler saw shared %+v", h.shared)
 	}
 	h.mu.Unlock()
 

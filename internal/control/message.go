@@ -14,6 +14,7 @@
 //	invalidate (ID, Keys) → ack  purge
 //	cluster (ID) → cluster       drain
 //	stats (ID, answers snapshot) snapshot (ID) → stats
+//	share (Shared)               share (Shared)
 package control
 
 import (
@@ -41,6 +42,7 @@ const (
 	TypePurge      = "purge"
 	TypeDrain      = "drain"
 	TypeCluster    = "cluster"
+	TypeShare      = "share"
 )
 
 // Breaker states as workers report them and the supervisor forces them.
@@ -73,8 +75,17 @@ type Message struct {
 	Metrics string `json:"metrics,omitempty"`
 	// Cluster is the supervisor's answer to a cluster request.
 	Cluster *ClusterStatus `json:"cluster,omitempty"`
+	// Shared are cache entries of a share: answers that never change (an
+	// event), fetched by one worker and offered to the others.
+	Shared []SharedEntry `json:"shared,omitempty"`
 	// Error, when set on an answer, says why the request failed.
 	Error string `json:"error,omitempty"`
+}
+
+// SharedEntry is one cache entry a worker offers its siblings.
+type SharedEntry struct {
+	Key  string `json:"key"`
+	Body []byte `json:"body"`
 }
 
 // BreakerChange is a breaker's state change. From the worker it reports a

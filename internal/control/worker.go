@@ -20,6 +20,9 @@ type Handler interface {
 	Invalidate(keys []string)
 	ForceBreaker(name, state string)
 	Purge()
+	// Share stores entries a sibling fetched; they never change, so
+	// storing them cannot undo an invalidation.
+	Share(entries []SharedEntry)
 	Stats() Stats
 	// Metrics is the Prometheus text exposition of the worker's registry.
 	Metrics() []byte
@@ -186,6 +189,8 @@ func (w *Worker) dispatch(h Handler, m Message, wg *sync.WaitGroup) {
 		}
 	case TypePurge:
 		h.Purge()
+	case TypeShare:
+		h.Share(m.Shared)
 	case TypeDrain:
 		wg.Go(h.Drain)
 	case TypeSnapshot:
@@ -204,6 +209,12 @@ func (w *Worker) dispatch(h Handler, m Message, wg *sync.WaitGroup) {
 	default:
 		w.log.Warn("control: ignoring unknown message", "type", m.Type)
 	}
+}
+
+// Share offers immutable cache entries to the sibling workers, without
+// waiting: a sibling that misses them fetches them itself.
+func (w *Worker) Share(entries []SharedEntry) {
+	w.send(Message{Type: TypeShare, Shared: entries})
 }
 
 func (w *Worker) heartbeats(ctx context.Context, h Handler, every time.Duration) {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/amexd/amexd/internal/eventapi"
 )
@@ -89,5 +90,56 @@ func TestBreakerPropagation(t *testing.T) {
 				t.Errorf("upstream got %d addEvent calls, want %s", calls, tc.want)
 			}
 		})
+	}
+}
+
+// TestEventsSharedAcrossWorkers: events never change, so an event one worker
+// fetched is offered to the others, and a user's events fetched once are
+// not fetched again by another worker.
+func TestEventsSharedAcrossWorkers(t *testing.T) {
+	cfg := eventapi.DefaultSimConfig()
+	cfg.ListErrorRate = 0
+	cfg.EventDelay = 50 * time.Millisecond
+	cfg.PreloadUser, cfg.PreloadEvents = 2, 50
+	sim, err := eventapi.NewSimulator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := httptest.NewServer(sim)
+	t.Cleanup(up.Close)
+	d := start(t, "-workers", "3", "-upstream.url", up.URL, "-ratelimit.rate", "100000-M", "-supervisor.heartbeat_interval", "100ms")
+	c := fresh()
+	if status, body := get(t, c, d.url("/events/user/2")); status != 200 || strings.Count(body, `"id"`) != 52 {
+		t.Fatalf("first GET: %d, %d events", status, strings.Count(body, `"id"`))
+	}
+	fetched := sim.Stats().Calls.GetEventByID
+	if fetched != 52 {
+		t.Fatalf("the first GET made %d getEventById calls, want 52", fetched)
+	}
+	// Wait until every worker holds the shared events (heartbeats report
+	// cache entries), then read on fresh connections, spread over workers.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var st struct {
+			Workers []struct {
+				Cache struct{ Entries int } `json:"cache"`
+			} `json:"workers"`
+		}
+		if err := d.operatorJSON("/workers", &st); err == nil && len(st.Workers) == 3 &&
+			st.Workers[0].Cache.Entries >= 52 && st.Workers[1].Cache.Entries >= 52 && st.Workers[2].Cache.Entries >= 52 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("workers' caches did not receive the shared events: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition, bounded by the deadline
+	}
+	for range 12 {
+		if status, _ := get(t, c, d.url("/events/user/2")); status != 200 {
+			t.Fatalf("repeat: %d", status)
+		}
+	}
+	if got := sim.Stats().Calls.GetEventByID; got != fetched {
+		t.Errorf("repeats on other workers made %d more getEventById calls, want 0", got-fetched)
 	}
 }

@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -129,6 +130,29 @@ func (d *daemon) waitHealthy(t *testing.T, limit time.Duration) {
 
 // operator sends a request to the operator socket and returns the status.
 func (d *daemon) operator(method, path string) (int, error) {
+	res, err := d.operatorDo(method, path)
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	_, _ = io.Copy(io.Discard, res.Body)
+	return res.StatusCode, nil
+}
+
+// operatorJSON decodes a GET on the operator socket into v.
+func (d *daemon) operatorJSON(path string, v any) error {
+	res, err := d.operatorDo("GET", path)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, res.Status)
+	}
+	return json.NewDecoder(res.Body).Decode(v)
+}
+
+func (d *daemon) operatorDo(method, path string) (*http.Response, error) {
 	c := http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", d.socket)
@@ -136,15 +160,9 @@ func (d *daemon) operator(method, path string) (int, error) {
 	}}
 	req, err := http.NewRequest(method, "http://amexd"+path, nil)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	res, err := c.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer res.Body.Close()
-	_, _ = io.Copy(io.Discard, res.Body)
-	return res.StatusCode, nil
+	return c.Do(req)
 }
 
 // stop sends SIGTERM and waits for the daemon to exit.
