@@ -370,10 +370,19 @@ func (s *Supervisor) spawn(slotIndex int, cfg config.Config, gen int) (*proc, er
 		parentEnd.Close()
 		return nil, fmt.Errorf("start worker for slot %d: %w", slotIndex, err)
 	}
+	// The config goes out before the worker is visible to fan-outs, so
+	// that it is always the first message the worker reads.
+	codec := control.NewCodec(parentEnd)
+	if err := codec.Send(control.Message{Type: control.TypeConfig, Slot: slotIndex, Generation: gen, Config: body}); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		parentEnd.Close()
+		return nil, fmt.Errorf("configure worker for slot %d: %w", slotIndex, err)
+	}
 	now := time.Now()
 	p := &proc{
 		slot: slotIndex, gen: gen, pid: cmd.Process.Pid, cmd: cmd,
-		codec: control.NewCodec(parentEnd), started: now,
+		codec: codec, started: now,
 		ready: make(chan struct{}), exited: make(chan struct{}),
 		state: stateStarting, lastBeat: now, pending: map[uint64]chan control.Message{},
 	}
@@ -381,11 +390,6 @@ func (s *Supervisor) spawn(slotIndex int, cfg config.Config, gen int) (*proc, er
 	s.procs[p] = struct{}{}
 	s.mu.Unlock()
 	go s.reap(p)
-	if err := p.codec.Send(control.Message{Type: control.TypeConfig, Slot: slotIndex, Generation: gen, Config: body}); err != nil {
-		_ = cmd.Process.Kill()
-		<-p.exited
-		return nil, fmt.Errorf("configure worker for slot %d: %w", slotIndex, err)
-	}
 	go s.readLoop(p)
 	s.log.Info("supervisor: worker started", "slot", slotIndex, "pid", p.pid, "generation", gen)
 	return p, nil

@@ -122,7 +122,13 @@ func run(slot int, boot *slog.Logger) error {
 	// which is the first request of a connection accepted just before the
 	// drain. So stop accepting first, answer what every open connection
 	// sends with "Connection: close", and shut down once they are gone.
+	// Serve returning means every connection it accepted is counted, so
+	// none can slip in between the count reaching zero and Shutdown.
 	_ = ln.Close()
+	select {
+	case <-served:
+	case <-shutCtx.Done():
+	}
 	srv.SetKeepAlivesEnabled(false)
 	conns.waitIdle(shutCtx)
 	if err := srv.Shutdown(shutCtx); err != nil {
