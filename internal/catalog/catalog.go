@@ -218,9 +218,10 @@ func (c *Catalog) Keep(key string, body []byte) {
 	}
 }
 
-// Forget drops keys from this worker's cache; other workers call it when a
+// Forget ends the freshness of keys in this worker's cache, keeping them
+// only as a fallback for an upstream failure; workers call it when a
 // sibling's write made them stale.
-func (c *Catalog) Forget(keys []string) { c.cache.Delete(keys...) }
+func (c *Catalog) Forget(keys []string) { c.cache.Expire(keys...) }
 
 // CacheStats reports the worker cache's counters.
 func (c *Catalog) CacheStats() cache.Stats { return c.cache.Stats() }
