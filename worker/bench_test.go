@@ -1,12 +1,18 @@
 package worker
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/amexd/amexd/internal/metrics"
+	"github.com/amexd/amexd/internal/ratelimit"
 )
 
 // BenchmarkUserEventsFanout measures GET /events/user/:id for a user with K
@@ -84,3 +90,47 @@ type discardWriter struct {
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(code int)        { w.status = code }
+
+// BenchmarkRateLimitMiddleware is the limiter's cost per request: one
+// request through the rate-limit middleware alone, per store, against the
+// same chain without it.
+func BenchmarkRateLimitMiddleware(b *testing.B) {
+	table, file, err := ratelimit.CreateTable(1 << 16)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { table.Close(); file.Close() })
+	for _, store := range []string{"none", ratelimit.StoreMemory, ratelimit.StoreShared} {
+		b.Run(store, func(b *testing.B) {
+			cfg := testConfig()
+			cfg.RateLimit.Rate = "16000000-H"
+			e := echo.New()
+			a := &App{echo: e, metrics: metrics.NewWorker(func() metrics.CacheStats { return metrics.CacheStats{} }), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			if store != "none" {
+				cfg.RateLimit.Store = store
+				st, err := ratelimit.NewStore(context.Background(), cfg.RateLimit, file)
+				if err != nil {
+					b.Fatal(err)
+				}
+				limits, err := buildLimits(cfg, st)
+				if err != nil {
+					b.Fatal(err)
+				}
+				e.Use(a.limitRate(limits))
+			}
+			e.GET("/x", func(c echo.Context) error { return c.NoContent(http.StatusOK) })
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				req, _ := http.NewRequest("GET", "/x", nil)
+				req.RemoteAddr = "192.0.2.1:1234"
+				for pb.Next() {
+					w := discardWriter{h: http.Header{}}
+					e.ServeHTTP(&w, req)
+					if w.status != http.StatusOK {
+						b.Fatalf("status %d", w.status)
+					}
+				}
+			})
+		})
+	}
+}
