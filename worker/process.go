@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -152,43 +153,57 @@ func serve(srv *http.Server, ln net.Listener, tls config.TLS) error {
 	return err
 }
 
-// connCount counts a server's open connections.
+// connCount tracks a server's open connections, so a draining worker can
+// wait for the HTTP/1 ones. HTTP/2 connections are left to Shutdown, which
+// ends them gracefully with GOAWAY; they would otherwise stay open for as
+// long as the client keeps them.
 type connCount struct {
-	mu   sync.Mutex
-	open int
-	zero chan struct{} // closed and replaced whenever open drops to 0
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
 }
 
 func trackConns(srv *http.Server) *connCount {
-	cc := &connCount{zero: make(chan struct{})}
-	srv.ConnState = func(_ net.Conn, st http.ConnState) {
+	cc := &connCount{conns: map[net.Conn]struct{}{}}
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
 		cc.mu.Lock()
 		defer cc.mu.Unlock()
 		switch st {
 		case http.StateNew:
-			cc.open++
+			cc.conns[c] = struct{}{}
 		case http.StateClosed, http.StateHijacked:
-			cc.open--
-			if cc.open == 0 {
-				close(cc.zero)
-				cc.zero = make(chan struct{})
-			}
+			delete(cc.conns, c)
 		}
 	}
 	return cc
 }
 
-// waitIdle returns once no connection is open, or when ctx ends.
-func (cc *connCount) waitIdle(ctx context.Context) {
-	for {
-		cc.mu.Lock()
-		open, zero := cc.open, cc.zero
-		cc.mu.Unlock()
-		if open == 0 {
-			return
+// http1 counts the open connections that are not HTTP/2.
+func (cc *connCount) http1() int {
+	cc.mu.Lock()
+	conns := make([]net.Conn, 0, len(cc.conns))
+	for c := range cc.conns {
+		conns = append(conns, c)
+	}
+	cc.mu.Unlock()
+	n := 0
+	for _, c := range conns {
+		if tc, ok := c.(*tls.Conn); !ok || tc.ConnectionState().NegotiatedProtocol != "h2" {
+			n++
 		}
+	}
+	return n
+}
+
+// waitIdle returns once no HTTP/1 connection is open, or when ctx ends.
+// HTTP/1 connections end on their own: keep-alives are off by then, so each
+// closes after its response, and one that sends nothing is cut by the
+// header timeout.
+func (cc *connCount) waitIdle(ctx context.Context) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for cc.http1() > 0 {
 		select {
-		case <-zero:
+		case <-t.C:
 		case <-ctx.Done():
 			return
 		}
