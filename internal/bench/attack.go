@@ -135,6 +135,15 @@ func NewProgress(w io.Writer, inPlace bool) *Progress {
 }
 
 func (p *Progress) follow(name string, live *liveCounts, done <-chan struct{}) {
+	p.every(done, live.requests.Load, func(elapsed time.Duration, n, rate uint64) string {
+		return fmt.Sprintf("%s: %4.0fs  requests %d  rate %d/s  errors %d  http>=400 %d",
+			name, elapsed.Seconds(), n, rate, live.errors.Load(), live.httpErrors.Load())
+	})
+}
+
+// every prints line once per tick until done, given the elapsed time, the
+// request count and the requests since the last tick.
+func (p *Progress) every(done <-chan struct{}, count func() uint64, line func(elapsed time.Duration, n, rate uint64) string) {
 	began := time.Now()
 	t := time.NewTicker(p.tick)
 	defer t.Stop()
@@ -147,14 +156,13 @@ func (p *Progress) follow(name string, live *liveCounts, done <-chan struct{}) {
 			}
 			return
 		case now := <-t.C:
-			n := live.requests.Load()
-			line := fmt.Sprintf("%s: %4.0fs  requests %d  rate %d/s  errors %d  http>=400 %d",
-				name, now.Sub(began).Seconds(), n, n-last, live.errors.Load(), live.httpErrors.Load())
+			n := count()
+			text := line(now.Sub(began), n, n-last)
 			last = n
 			if p.inPlace {
-				fmt.Fprint(p.w, "\r\033[K"+line)
+				fmt.Fprint(p.w, "\r\033[K"+text)
 			} else {
-				fmt.Fprintln(p.w, line)
+				fmt.Fprintln(p.w, text)
 			}
 		}
 	}

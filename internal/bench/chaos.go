@@ -918,29 +918,10 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // followChaos prints a line per second about a fault run.
 func (p *Progress) followChaos(fault Fault, tr *tracker, injections *atomic.Int64, done <-chan struct{}) {
-	began := time.Now()
-	t := time.NewTicker(p.tick)
-	defer t.Stop()
-	var last uint64
-	for {
-		select {
-		case <-done:
-			if p.inPlace {
-				fmt.Fprint(p.w, "\r\033[K")
-			}
-			return
-		case now := <-t.C:
-			n := tr.sent.Load()
-			line := fmt.Sprintf("%s: %4.0fs  injections %d  requests %d  rate %d/s  errors %d  http>=400 %d",
-				fault, now.Sub(began).Seconds(), injections.Load(), n, n-last, tr.failed.Load(), tr.httpErrs.Load())
-			last = n
-			if p.inPlace {
-				fmt.Fprint(p.w, "\r\033[K"+line)
-			} else {
-				fmt.Fprintln(p.w, line)
-			}
-		}
-	}
+	p.every(done, tr.sent.Load, func(elapsed time.Duration, n, rate uint64) string {
+		return fmt.Sprintf("%s: %4.0fs  injections %d  requests %d  rate %d/s  errors %d  http>=400 %d",
+			fault, elapsed.Seconds(), injections.Load(), n, rate, tr.failed.Load(), tr.httpErrs.Load())
+	})
 }
 
 // WriteChaos prints each fault's report: a header line, the streams'
