@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,7 +55,6 @@ type Supervisor struct {
 	bridge    *bridge // relays to other machines when Redis is the shared store
 	op        *operator
 	reloadMu  sync.Mutex
-	nextID    atomic.Uint64
 	fatal     chan error
 
 	mu          sync.Mutex
@@ -103,7 +101,7 @@ type proc struct {
 	lastBeat time.Time
 	stats    control.Stats
 	exitErr  error
-	pending  map[uint64]chan control.Message
+	calls    *control.Requests
 }
 
 // Run supervises the daemon's workers until SIGTERM or SIGINT (or ctx's
@@ -384,7 +382,7 @@ func (s *Supervisor) spawn(slotIndex int, cfg config.Config, gen int) (*proc, er
 		slot: slotIndex, gen: gen, pid: cmd.Process.Pid, cmd: cmd,
 		codec: codec, started: now,
 		ready: make(chan struct{}), exited: make(chan struct{}),
-		state: stateStarting, lastBeat: now, pending: map[uint64]chan control.Message{},
+		state: stateStarting, lastBeat: now, calls: control.NewRequests(codec),
 	}
 	s.mu.Lock()
 	s.procs[p] = struct{}{}
@@ -434,11 +432,8 @@ func (s *Supervisor) reap(p *proc) {
 	p.state = stateExited
 	p.exitErr = err
 	delete(s.procs, p)
-	for id, ch := range p.pending {
-		close(ch)
-		delete(p.pending, id)
-	}
 	s.mu.Unlock()
+	p.calls.Close()
 	close(p.exited)
 	s.log.Info("supervisor: worker exited", "slot", p.slot, "pid", p.pid, "status", exitStatus(err))
 }
@@ -505,45 +500,22 @@ func (s *Supervisor) handle(p *proc, m control.Message) {
 			}
 		}()
 	case control.TypeApplied, control.TypeStats:
-		s.mu.Lock()
-		ch := p.pending[m.ID]
-		s.mu.Unlock()
-		if ch != nil {
-			ch <- m
-		}
+		p.calls.Deliver(m)
 	default:
 		s.log.Warn("supervisor: unknown control message", "type", m.Type, "pid", p.pid)
 	}
 }
 
-// request sends m to p with a fresh ID and waits for the answer.
+// request sends m to p and waits for the answer.
 func (s *Supervisor) request(ctx context.Context, p *proc, m control.Message) (control.Message, error) {
-	m.ID = s.nextID.Add(1)
-	ch := make(chan control.Message, 1)
-	s.mu.Lock()
-	if p.state == stateExited {
-		s.mu.Unlock()
-		return control.Message{}, fmt.Errorf("worker %d has exited", p.pid)
+	reply, err := p.calls.Do(ctx, m)
+	switch {
+	case errors.Is(err, control.ErrClosed):
+		return control.Message{}, fmt.Errorf("worker %d exited before answering %s", p.pid, m.Type)
+	case err != nil:
+		return control.Message{}, fmt.Errorf("worker %d did not answer %s: %w", p.pid, m.Type, err)
 	}
-	p.pending[m.ID] = ch
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(p.pending, m.ID)
-		s.mu.Unlock()
-	}()
-	if err := p.codec.Send(m); err != nil {
-		return control.Message{}, err
-	}
-	select {
-	case reply, ok := <-ch:
-		if !ok {
-			return control.Message{}, fmt.Errorf("worker %d exited before answering %s", p.pid, m.Type)
-		}
-		return reply, nil
-	case <-ctx.Done():
-		return control.Message{}, fmt.Errorf("worker %d did not answer %s: %w", p.pid, m.Type, ctx.Err())
-	}
+	return reply, nil
 }
 
 // live returns every worker process not yet reaped, except skip.

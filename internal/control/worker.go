@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -47,16 +46,13 @@ var ErrClosed = errors.New("control: channel closed")
 type Worker struct {
 	codec *Codec
 	log   *slog.Logger
-
-	nextID  atomic.Uint64
-	mu      sync.Mutex
-	pending map[uint64]chan Message
-	closed  bool
+	calls *Requests
 }
 
 // NewWorker wraps the worker's end of the control socketpair.
 func NewWorker(conn net.Conn, log *slog.Logger) *Worker {
-	return &Worker{codec: NewCodec(conn), log: log, pending: map[uint64]chan Message{}}
+	codec := NewCodec(conn)
+	return &Worker{codec: codec, log: log, calls: NewRequests(codec)}
 }
 
 // ReadConfig waits for the supervisor's first message, which must be a
@@ -115,35 +111,14 @@ func (w *Worker) Cluster(ctx context.Context) (ClusterStatus, error) {
 }
 
 func (w *Worker) request(ctx context.Context, m Message) (Message, error) {
-	m.ID = w.nextID.Add(1)
-	ch := make(chan Message, 1)
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return Message{}, ErrClosed
-	}
-	w.pending[m.ID] = ch
-	w.mu.Unlock()
-	defer func() {
-		w.mu.Lock()
-		delete(w.pending, m.ID)
-		w.mu.Unlock()
-	}()
-	if err := w.codec.Send(m); err != nil {
+	reply, err := w.calls.Do(ctx, m)
+	if err != nil {
 		return Message{}, err
 	}
-	select {
-	case reply, ok := <-ch:
-		if !ok {
-			return Message{}, ErrClosed
-		}
-		if reply.Error != "" {
-			return Message{}, errors.New(reply.Error)
-		}
-		return reply, nil
-	case <-ctx.Done():
-		return Message{}, ctx.Err()
+	if reply.Error != "" {
+		return Message{}, errors.New(reply.Error)
 	}
+	return reply, nil
 }
 
 // Serve reads the supervisor's messages and calls h for them, and sends a
@@ -152,7 +127,7 @@ func (w *Worker) request(ctx context.Context, m Message) (Message, error) {
 // (it is gone: the worker should drain). Requests pending when Serve returns
 // fail with ErrClosed.
 func (w *Worker) Serve(ctx context.Context, h Handler, heartbeat time.Duration) error {
-	defer w.closePending()
+	defer w.calls.Close()
 	stop := context.AfterFunc(ctx, func() { _ = w.codec.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
@@ -200,12 +175,7 @@ func (w *Worker) dispatch(h Handler, m Message, wg *sync.WaitGroup) {
 			w.send(Message{Type: TypeStats, ID: m.ID, Stats: &s, Metrics: string(h.Metrics())})
 		})
 	case TypeAck, TypeCluster:
-		w.mu.Lock()
-		ch := w.pending[m.ID]
-		w.mu.Unlock()
-		if ch != nil {
-			ch <- m
-		}
+		w.calls.Deliver(m)
 	default:
 		w.log.Warn("control: ignoring unknown message", "type", m.Type)
 	}
@@ -234,15 +204,5 @@ func (w *Worker) heartbeats(ctx context.Context, h Handler, every time.Duration)
 func (w *Worker) send(m Message) {
 	if err := w.codec.Send(m); err != nil {
 		w.log.Warn("control: send failed", "type", m.Type, "err", err)
-	}
-}
-
-func (w *Worker) closePending() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.closed = true
-	for id, ch := range w.pending {
-		close(ch)
-		delete(w.pending, id)
 	}
 }
