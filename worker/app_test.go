@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -67,32 +66,11 @@ type answer struct {
 	body   []byte
 }
 
+// do sends a request (a JSON body when body is set; headers as name,
+// value pairs) and returns the answer.
 func (e *env) do(t testing.TB, method, path, body string, headers ...string) answer {
 	t.Helper()
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, e.srv.URL+path, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	res, err := e.http.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return answer{status: res.StatusCode, header: res.Header, body: b}
+	return e.exchange(t, method, path, body, headers...).answer
 }
 
 // errorCode checks the one error shape and returns its code.
