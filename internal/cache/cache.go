@@ -8,7 +8,6 @@ package cache
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"hash/maphash"
 	"runtime/debug"
@@ -235,26 +234,6 @@ func (c *Cache) Delete(keys ...string) {
 		c.group.Load().Forget(key)
 		// The only error is that there was no entry, which is the goal.
 		_ = c.store.Delete(key)
-		s.mu.Unlock()
-	}
-}
-
-// Expire ends the freshness of the entries under keys but keeps them for
-// their stale window: the next Get fetches anew, and only if that fetch
-// fails is the old entry served, as STALE. Towards fetches in flight it
-// gives the guarantees of Delete. This is what a write calls: readers see
-// the write whenever the upstream answers, and an outage right after a
-// write still has something to serve.
-func (c *Cache) Expire(keys ...string) {
-	for _, key := range keys {
-		s := c.stripeOf(key)
-		s.mu.Lock()
-		s.gen.Add(1)
-		c.group.Load().Forget(key)
-		if b, err := c.store.Get(key); err == nil && len(b) >= headerLen {
-			binary.LittleEndian.PutUint64(b[offFresh:], 0)
-			_ = c.store.Set(key, b)
-		}
 		s.mu.Unlock()
 	}
 }

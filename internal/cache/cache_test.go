@@ -300,7 +300,6 @@ var invalidations = []struct {
 }{
 	{"delete", func(c *Cache, key string) { c.Delete("user:other", key) }, ""},
 	{"purge", func(c *Cache, _ string) { c.Purge() }, ""},
-	{"expire", func(c *Cache, key string) { c.Expire("user:other", key) }, ""},
 	{"set", func(c *Cache, key string) { c.Set(KindUser, key, []byte("written")) }, "written"},
 }
 
@@ -332,7 +331,7 @@ func TestFetchStartedBeforeInvalidationIsNotStored(t *testing.T) {
 }
 
 func TestGetAfterInvalidationDoesNotJoinEarlierFetch(t *testing.T) {
-	for _, tt := range invalidations[:3] { // after Set, a Get is simply a hit
+	for _, tt := range invalidations[:2] { // after Set, a Get is simply a hit
 		t.Run(tt.name, func(t *testing.T) {
 			c, _ := newCache(t, nil)
 			key := Key(KindUser, "1")
@@ -360,34 +359,6 @@ func TestGetAfterInvalidationDoesNotJoinEarlierFetch(t *testing.T) {
 				t.Fatalf("Peek = (%q, %v), want new: the earlier fetch overwrote it", e.Body, ok)
 			}
 		})
-	}
-}
-
-// TestExpireKeepsStaleFallback: after Expire the next Get fetches anew; a
-// failing fetch is answered with the old entry as STALE, a good one replaces it.
-func TestExpireKeepsStaleFallback(t *testing.T) {
-	c, _ := newCache(t, nil)
-	key := Key(KindEvents, "")
-	var calls atomic.Int32
-	if _, st, err := c.Get(t.Context(), KindEvents, key, constant("v1", &calls)); err != nil || st != StatusMiss {
-		t.Fatalf("first Get: %s %v", st, err)
-	}
-	c.Expire(key)
-	if _, st, ok := c.Peek(key); !ok || st != StatusStale {
-		t.Fatalf("after Expire: Peek = %s %v, want a STALE entry", st, ok)
-	}
-	failing := func(context.Context) ([]byte, error) { return nil, errUpstream }
-	e, st, err := c.Get(t.Context(), KindEvents, key, failing)
-	if err != nil || st != StatusStale || string(e.Body) != "v1" {
-		t.Fatalf("Get with a failing upstream after Expire: (%q, %s, %v), want v1 STALE", e.Body, st, err)
-	}
-	e, st, err = c.Get(t.Context(), KindEvents, key, constant("v2", &calls))
-	if err != nil || st != StatusMiss || string(e.Body) != "v2" {
-		t.Fatalf("Get with a working upstream after Expire: (%q, %s, %v), want v2 MISS", e.Body, st, err)
-	}
-	c.Expire("missing") // no entry: nothing to keep, no error
-	if _, _, ok := c.Peek("missing"); ok {
-		t.Error("Expire created an entry")
 	}
 }
 

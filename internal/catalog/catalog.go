@@ -218,10 +218,9 @@ func (c *Catalog) Keep(key string, body []byte) {
 	}
 }
 
-// Forget ends the freshness of keys in this worker's cache, keeping them
-// only as a fallback for an upstream failure; workers call it when a
+// Forget drops keys from this worker's cache; other workers call it when a
 // sibling's write made them stale.
-func (c *Catalog) Forget(keys []string) { c.cache.Expire(keys...) }
+func (c *Catalog) Forget(keys []string) { c.cache.Delete(keys...) }
 
 // CacheStats reports the worker cache's counters.
 func (c *Catalog) CacheStats() cache.Stats { return c.cache.Stats() }

@@ -89,7 +89,7 @@ func (ev *NewEvent) Validate() error {
 
 // CreateEvent validates ev, checks that its user exists, creates it upstream
 // under an ID chosen once (so the client's retries cannot duplicate it), and
-// expires every cache entry it made stale, in this worker and, through the
+// drops every cache entry it made stale, in this worker and, through the
 // Invalidator, in the others, before it returns.
 func (c *Catalog) CreateEvent(ctx context.Context, ev NewEvent) (eventapi.Event, error) {
 	if err := ev.Validate(); err != nil {
@@ -117,7 +117,7 @@ func (c *Catalog) CreateEvent(ctx context.Context, ev NewEvent) (eventapi.Event,
 		cache.Key(cache.KindUser, user),
 		cache.Key(cache.KindUserEvents, user),
 	}
-	c.cache.Expire(stale...)
+	c.cache.Delete(stale...)
 	if b, err := json.Marshal(created); err == nil {
 		c.cache.Set(cache.KindEvent, cache.Key(cache.KindEvent, created.ID), b)
 	}
