@@ -119,7 +119,9 @@ func (c *Catalog) CreateEvent(ctx context.Context, ev NewEvent) (eventapi.Event,
 	}
 	c.cache.Delete(stale...)
 	if b, err := json.Marshal(created); err == nil {
-		c.cache.Set(cache.KindEvent, cache.Key(cache.KindEvent, created.ID), b)
+		key := cache.Key(cache.KindEvent, created.ID)
+		c.cache.Set(cache.KindEvent, key, b)
+		c.share(key, b) // the siblings will need it for the user's list
 	}
 	if err := c.invalidate(ctx, stale); err != nil {
 		// The event exists upstream; failing the request now would invite a
