@@ -159,7 +159,7 @@ type BreakerSummary struct {
 // A state other than open or half-open counts as closed.
 func Summarize(workers []WorkerBreakers) []BreakerSummary {
 	idx := map[string]int{}
-	var out []BreakerSummary
+	out := []BreakerSummary{}
 	for _, w := range workers {
 		for _, b := range w.Breakers {
 			i, ok := idx[b.Name]

@@ -187,16 +187,18 @@ func (w *Worker) Share(entries []SharedEntry) {
 	w.send(Message{Type: TypeShare, Shared: entries})
 }
 
+// heartbeats sends one at once, so the supervisor knows the worker's
+// breakers from its start, then one every interval.
 func (w *Worker) heartbeats(ctx context.Context, h Handler, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
+		s := h.Stats()
+		w.send(Message{Type: TypeHeartbeat, Stats: &s})
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s := h.Stats()
-			w.send(Message{Type: TypeHeartbeat, Stats: &s})
 		}
 	}
 }
