@@ -16,7 +16,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -234,13 +233,12 @@ func (r *runner) chaosFault(ctx context.Context, f bench.Fault, cfg bench.ChaosC
 		return bench.FaultReport{Fault: f}, err
 	}
 	defer func() { err = errors.Join(err, up.Close()) }()
-	socket := filepath.Join(r.tmp, "chaos-"+string(f)+".sock")
-	args := append(bench.ChaosDaemonArgs(up.URL()), "-control.socket", socket)
+	args := bench.ChaosDaemonArgs(up.URL())
 	d, err := bench.Spawn(ctx, bench.SpawnOptions{Binary: r.bin, Dir: r.tmp, Workers: r.opts.workers, Args: args})
 	if err != nil {
 		return bench.FaultReport{Fault: f}, err
 	}
 	defer func() { err = errors.Join(err, d.Stop()) }()
 	fmt.Fprintf(r.log, "fault %s: amexd at %s (workers %s), upstream at %s\n", f, d.URL, workerCount(r.opts.workers), up.URL())
-	return bench.RunFault(ctx, bench.ChaosTarget{URL: d.URL, Socket: socket}, up, f, cfg)
+	return bench.RunFault(ctx, bench.ChaosTarget{URL: d.URL, Socket: d.Socket}, up, f, cfg)
 }

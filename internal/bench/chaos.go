@@ -288,8 +288,8 @@ func RunFault(ctx context.Context, target ChaosTarget, up *Upstream, fault Fault
 	if !slices.Contains(AllFaults(), fault) {
 		return rep, fmt.Errorf("chaos: unknown fault %q", fault)
 	}
-	op := newOperator(target.Socket)
-	if _, err := op.waitHealthy(ctx, cfg.RecoveryTimeout); err != nil {
+	op := NewOperator(target.Socket)
+	if _, err := op.WaitHealthy(ctx, cfg.RecoveryTimeout); err != nil {
 		return rep, fmt.Errorf("chaos %s: before the fault: %w", fault, err)
 	}
 	before, err := op.workers(ctx)
@@ -325,7 +325,7 @@ func RunFault(ctx context.Context, target ChaosTarget, up *Upstream, fault Fault
 			return err
 		}
 		rep.FaultDuration = end.Sub(began)
-		rep.HealthRecovery, err = op.waitHealthy(ctx, cfg.RecoveryTimeout)
+		rep.HealthRecovery, err = op.WaitHealthy(ctx, cfg.RecoveryTimeout)
 		if err != nil {
 			rep.HealthRecovery = -1
 			rep.Problems = append(rep.Problems, fmt.Sprintf("GET /health not 200 within %s of the fault's end: %v", cfg.RecoveryTimeout, err))
@@ -353,7 +353,7 @@ func RunFault(ctx context.Context, target ChaosTarget, up *Upstream, fault Fault
 }
 
 // inject applies fault and returns when it ended.
-func inject(ctx context.Context, fault Fault, cfg ChaosConfig, op *operator, up *Upstream,
+func inject(ctx context.Context, fault Fault, cfg ChaosConfig, op *Operator, up *Upstream,
 	rep *FaultReport, injections *atomic.Int64) (time.Time, error) {
 	switch fault {
 	case FaultKill:
@@ -421,7 +421,7 @@ func hold(ctx context.Context, cfg ChaosConfig, sim *eventapi.Simulator, injecti
 
 // killOne sends SIGKILL to a random ready worker and waits for its slot to
 // have a ready successor, recording how long that took.
-func killOne(ctx context.Context, cfg ChaosConfig, op *operator, rep *FaultReport) error {
+func killOne(ctx context.Context, cfg ChaosConfig, op *Operator, rep *FaultReport) error {
 	ws, err := op.workers(ctx)
 	if err != nil {
 		return err
@@ -800,105 +800,6 @@ func pids(ws []workerInfo) []int {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// operator talks HTTP to amexd's operator socket.
-type operator struct {
-	client *http.Client
-}
-
-func newOperator(socket string) *operator {
-	return &operator{client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
-		},
-	}}}
-}
-
-func (o *operator) do(ctx context.Context, method, p string) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, "http://amexd"+p, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	res, err := o.client.Do(req)
-	if err != nil {
-		return 0, nil, fmt.Errorf("operator socket: %s %s: %w", method, p, err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		return 0, nil, fmt.Errorf("operator socket: %s %s: %w", method, p, err)
-	}
-	return res.StatusCode, b, nil
-}
-
-func (o *operator) workers(ctx context.Context) ([]workerInfo, error) {
-	code, b, err := o.do(ctx, http.MethodGet, "/workers")
-	if err != nil {
-		return nil, err
-	}
-	if code != http.StatusOK {
-		return nil, fmt.Errorf("operator socket: GET /workers: %d %s", code, b)
-	}
-	var body struct {
-		Workers []workerInfo `json:"workers"`
-	}
-	if err := json.Unmarshal(b, &body); err != nil {
-		return nil, fmt.Errorf("operator socket: GET /workers: %w", err)
-	}
-	return body.Workers, nil
-}
-
-func (o *operator) reload(ctx context.Context) error {
-	code, b, err := o.do(ctx, http.MethodPost, "/reload")
-	if err != nil {
-		return err
-	}
-	if code != http.StatusOK {
-		return fmt.Errorf("reload: %d %s", code, strings.TrimSpace(string(b)))
-	}
-	return nil
-}
-
-// waitHealthy waits until GET /health answers 200 and returns how long
-// that took.
-func (o *operator) waitHealthy(ctx context.Context, timeout time.Duration) (time.Duration, error) {
-	began := time.Now()
-	var last string
-	ok := waitFor(ctx, timeout, func() bool {
-		code, b, err := o.do(ctx, http.MethodGet, "/health")
-		if err != nil {
-			last = err.Error()
-			return false
-		}
-		last = fmt.Sprintf("%d %s", code, strings.TrimSpace(string(b)))
-		return code == http.StatusOK
-	})
-	if !ok {
-		return time.Since(began), fmt.Errorf("not healthy after %s (last: %s)", timeout, last)
-	}
-	return time.Since(began), nil
-}
-
-// waitFor polls cond every 10 ms until it holds (true) or timeout passes
-// or ctx ends (false).
-func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if cond() {
-			return true
-		}
-		if !time.Now().Before(deadline) {
-			return false
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-tick.C:
-		}
-	}
 }
 
 // sleepCtx waits d, or less if ctx ends first, which it reports.

@@ -210,13 +210,13 @@ func TestOperatorWorkersAndHealth(t *testing.T) {
 	go srv.Serve(ln) //nolint:errcheck // ends with Close below
 	defer srv.Close()
 
-	op := newOperator(socket)
+	op := NewOperator(socket)
 	ctx := context.Background()
 	ws, err := op.workers(ctx)
 	if err != nil || fmt.Sprint(pids(ws)) != "[11 12]" {
 		t.Errorf("workers: pids %v, %v; want [11 12]", pids(ws), err)
 	}
-	if _, err := op.waitHealthy(ctx, 5*time.Second); err != nil || healthCalls.Load() != 3 {
+	if _, err := op.WaitHealthy(ctx, 5*time.Second); err != nil || healthCalls.Load() != 3 {
 		t.Errorf("waitHealthy: %v after %d calls, want healthy at the third", err, healthCalls.Load())
 	}
 	if err := op.reload(ctx); err == nil || !strings.Contains(err.Error(), "409") {

@@ -76,7 +76,9 @@ type SpawnOptions struct {
 // Daemon is an amexd started by Spawn. Stop it once it is no longer needed.
 type Daemon struct {
 	// URL is the base URL of its public listener on 127.0.0.1.
-	URL     string
+	URL string
+	// Socket is the path of its operator socket.
+	Socket  string
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	waitErr error
@@ -84,8 +86,9 @@ type Daemon struct {
 }
 
 // Spawn starts amexd on a free 127.0.0.1 port with its embedded simulator,
-// the rate limit raised out of the way and access logs off, and returns
-// once GET /healthz answers 200. If amexd exits or does not answer in time
+// the rate limit raised out of the way and access logs off (opts.Args come
+// last and override these), and returns once the operator socket reports
+// every slot serving. If amexd exits or does not answer in time
 // it is stopped and the error carries the end of its log.
 func Spawn(ctx context.Context, opts SpawnOptions) (*Daemon, error) {
 	port, err := freePort()
@@ -97,11 +100,12 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spawn amexd: %w", err)
 	}
+	socket := filepath.Join(opts.Dir, fmt.Sprintf("amexd-%d.sock", port))
 	args := []string{
 		"-listen", addr,
 		"-ratelimit.rate", "16000000-M",
 		"-log.access=false",
-		"-control.socket", filepath.Join(opts.Dir, fmt.Sprintf("amexd-%d.sock", port)),
+		"-control.socket", socket,
 	}
 	if opts.Workers > 0 {
 		args = append(args, "-workers", strconv.Itoa(opts.Workers))
@@ -115,43 +119,47 @@ func Spawn(ctx context.Context, opts SpawnOptions) (*Daemon, error) {
 		logf.Close()
 		return nil, fmt.Errorf("spawn amexd: %w", err)
 	}
-	d := &Daemon{URL: "http://" + addr, cmd: cmd, exited: make(chan struct{}), log: logf}
+	d := &Daemon{URL: "http://" + addr, Socket: socket, cmd: cmd, exited: make(chan struct{}), log: logf}
 	go func() {
 		d.waitErr = cmd.Wait()
 		close(d.exited)
 	}()
 	if err := d.waitHealthy(ctx); err != nil {
 		stopErr := d.Stop()
-		return nil, errors.Join(fmt.Errorf("spawn amexd %s: %w\n%s", args, err, d.logTail()), stopErr)
+		return nil, errors.Join(fmt.Errorf("spawn amexd %s: %w\n%s", args, err, d.LogTail()), stopErr)
 	}
 	return d, nil
 }
 
 func (d *Daemon) waitHealthy(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, startTimeout)
-	defer cancel()
-	client := &http.Client{Timeout: time.Second}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.URL+"/healthz", nil)
-		if err != nil {
-			return err
-		}
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
+	exited := func() bool {
 		select {
 		case <-d.exited:
-			return fmt.Errorf("exited before it was healthy: %v", d.waitErr)
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for /healthz: %w", ctx.Err())
-		case <-tick.C:
+			return true
+		default:
+			return false
 		}
 	}
+	var last string
+	healthy := waitFor(ctx, startTimeout, func() bool {
+		if exited() {
+			return true
+		}
+		code, b, err := NewOperator(d.Socket).Do(ctx, http.MethodGet, "/health")
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		last = fmt.Sprintf("%d %s", code, bytes.TrimSpace(b))
+		return code == http.StatusOK
+	})
+	switch {
+	case exited():
+		return fmt.Errorf("exited before it was healthy: %v", d.waitErr)
+	case !healthy:
+		return fmt.Errorf("not healthy after %s (last: %s)", startTimeout, last)
+	}
+	return nil
 }
 
 // Stop sends SIGTERM, waits for amexd to drain and exit, and kills it if it
@@ -177,8 +185,8 @@ func (d *Daemon) Stop() error {
 	}
 }
 
-// logTail returns the last lines amexd wrote, for error messages.
-func (d *Daemon) logTail() string {
+// LogTail returns the last lines amexd wrote, for error messages.
+func (d *Daemon) LogTail() string {
 	b, err := os.ReadFile(d.log.Name())
 	if err != nil {
 		return ""

@@ -71,7 +71,7 @@ func runFaults(t *testing.T, cfg bench.ChaosConfig) {
 			d := start(t, append([]string{"-workers", faultWorkers}, bench.ChaosDaemonArgs(up.URL())...)...)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute+3*cfg.Duration)
 			defer cancel()
-			rep, err := bench.RunFault(ctx, bench.ChaosTarget{URL: d.url(""), Socket: d.socket}, up, tc.fault, cfg)
+			rep, err := bench.RunFault(ctx, bench.ChaosTarget{URL: d.URL, Socket: d.Socket}, up, tc.fault, cfg)
 			var out strings.Builder
 			if werr := bench.WriteChaos(&out, []bench.FaultReport{rep}); werr != nil {
 				t.Error(werr)

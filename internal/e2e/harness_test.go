@@ -3,9 +3,7 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -14,10 +12,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/amexd/amexd/internal/bench"
 )
 
 // binary is the amexd built once for the whole test run.
@@ -41,31 +39,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects a daemon's logs for a failing test to show.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // daemon is one running amexd.
 type daemon struct {
-	cmd    *exec.Cmd
-	addr   string
-	socket string
-	logs   *syncBuffer
-	done   chan error
+	*bench.Daemon
+	op *bench.Operator
 }
 
 // freePort returns a loopback port that was free a moment ago.
@@ -79,109 +56,38 @@ func freePort(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// start runs amexd with args on a fresh loopback port and its own operator
-// socket, waits until it serves, and stops it when the test ends.
+// start runs amexd with args (after "-log.format json", so they can
+// override it) on a fresh loopback port and its own operator socket, waits
+// until every slot serves, and stops it when the test ends, showing its log
+// if the test failed.
 func start(t *testing.T, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{
-		addr:   freePort(t),
-		socket: filepath.Join(t.TempDir(), "amexd.sock"),
-		logs:   &syncBuffer{},
-		done:   make(chan error, 1),
-	}
-	all := append([]string{"-listen", d.addr, "-control.socket", d.socket, "-log.format", "json", "-log.access=false"}, args...)
-	d.cmd = exec.Command(binary, all...)
-	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
-	d.cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+t.TempDir())
-	if err := d.cmd.Start(); err != nil {
+	d, err := bench.Spawn(t.Context(), bench.SpawnOptions{
+		Binary: binary,
+		Dir:    t.TempDir(),
+		Args:   append([]string{"-log.format", "json"}, args...),
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { d.done <- d.cmd.Wait() }()
 	t.Cleanup(func() {
-		d.stop(t)
+		if err := d.Stop(); err != nil {
+			t.Error(err)
+		}
 		if t.Failed() {
-			t.Logf("amexd logs:\n%s", d.logs)
+			t.Logf("amexd log (end):\n%s", d.LogTail())
 		}
 	})
-	d.waitHealthy(t, 20*time.Second)
-	return d
-}
-
-// waitHealthy waits until the operator socket reports every slot serving.
-func (d *daemon) waitHealthy(t *testing.T, limit time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		res, err := d.operator("GET", "/health")
-		if err == nil && res == http.StatusOK {
-			return
-		}
-		select {
-		case err := <-d.done:
-			t.Fatalf("amexd exited before it was healthy: %v\n%s", err, d.logs)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("amexd not healthy after %s (last: %d %v)\n%s", limit, res, err, d.logs)
-		}
-		time.Sleep(50 * time.Millisecond) // polling a condition, bounded by the deadline
-	}
-}
-
-// operator sends a request to the operator socket and returns the status.
-func (d *daemon) operator(method, path string) (int, error) {
-	res, err := d.operatorDo(method, path)
-	if err != nil {
-		return 0, err
-	}
-	defer res.Body.Close()
-	_, _ = io.Copy(io.Discard, res.Body)
-	return res.StatusCode, nil
+	return &daemon{Daemon: d, op: bench.NewOperator(d.Socket)}
 }
 
 // operatorJSON decodes a GET on the operator socket into v.
 func (d *daemon) operatorJSON(path string, v any) error {
-	res, err := d.operatorDo("GET", path)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", path, res.Status)
-	}
-	return json.NewDecoder(res.Body).Decode(v)
-}
-
-func (d *daemon) operatorDo(method, path string) (*http.Response, error) {
-	c := http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", d.socket)
-		},
-	}}
-	req, err := http.NewRequest(method, "http://amexd"+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	return c.Do(req)
-}
-
-// stop sends SIGTERM and waits for the daemon to exit.
-func (d *daemon) stop(t *testing.T) {
-	if d.cmd.ProcessState != nil {
-		return
-	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-d.done:
-		d.done <- err
-	case <-time.After(30 * time.Second):
-		_ = d.cmd.Process.Kill()
-		t.Errorf("amexd did not stop within 30s of SIGTERM")
-	}
+	return d.op.JSON(context.Background(), path, v)
 }
 
 // url is the address of path on the daemon's public port.
-func (d *daemon) url(path string) string { return "http://" + d.addr + path }
+func (d *daemon) url(path string) string { return d.URL + path }
 
 // fresh is a client that opens a new connection for every request, so the
 // kernel spreads them over the workers.
