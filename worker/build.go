@@ -49,10 +49,7 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 		return nil, fmt.Errorf("build cache: %w", err)
 	}
 	w.cache = c
-	w.series = metrics.NewWorker(func() metrics.CacheStats {
-		s := c.Stats()
-		return metrics.CacheStats{Hits: s.Hits, Misses: s.Misses, Stale: s.Stale, Evictions: s.Evictions, Entries: uint64(s.Entries)}
-	})
+	w.series = metrics.NewWorker(func() metrics.CacheStats { return metrics.CacheStats(w.cacheStats()) })
 	onChange := func(name, from, to string, forced bool) {
 		if o.Control != nil {
 			if err := o.Control.ReportBreaker(name, from, to, forced); err != nil {
@@ -135,15 +132,21 @@ func (w *Worker) ForceBreaker(name, state string) {
 	}
 }
 
+// cacheStats is the cache's counters in the shape the supervisor and the
+// metrics both read.
+func (w *Worker) cacheStats() control.CacheStats {
+	s := w.cache.Stats()
+	return control.CacheStats{Hits: s.Hits, Misses: s.Misses, Stale: s.Stale, Evictions: s.Evictions, Entries: uint64(s.Entries)}
+}
+
 // Purge empties the cache.
 func (w *Worker) Purge() { w.Catalog.Purge() }
 
 // Stats reports the worker's counters for heartbeats.
 func (w *Worker) Stats() control.Stats {
-	s := w.cache.Stats()
 	return control.Stats{
 		Requests:          w.App.Requests(),
-		Cache:             control.CacheStats{Hits: s.Hits, Misses: s.Misses, Stale: s.Stale, Evictions: s.Evictions, Entries: uint64(s.Entries)},
+		Cache:             w.cacheStats(),
 		Breakers:          BreakerStats(w.Upstream.Breakers()),
 		LimiterRejections: w.App.Rejections(),
 		Inflight:          w.App.Inflight(),
