@@ -192,9 +192,10 @@ func (a *App) limitRate(limits []rateLimit) echo.MiddlewareFunc {
 			}
 			h := c.Response().Header()
 			reset := max(0, tightest.Reset-time.Now().Unix())
-			h.Set("X-RateLimit-Limit", strconv.FormatInt(tightest.Limit, 10))
-			h.Set("X-RateLimit-Remaining", strconv.FormatInt(tightest.Remaining, 10))
-			h.Set("X-RateLimit-Reset", strconv.FormatInt(reset, 10))
+			// Canonical keys assigned directly: this runs on every request.
+			h["X-Ratelimit-Limit"] = []string{strconv.FormatInt(tightest.Limit, 10)}
+			h["X-Ratelimit-Remaining"] = []string{strconv.FormatInt(tightest.Remaining, 10)}
+			h["X-Ratelimit-Reset"] = []string{strconv.FormatInt(reset, 10)}
 			if hit != "" {
 				a.metrics.Rejected(hit)
 				a.rejections.Add(1)
