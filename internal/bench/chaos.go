@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -19,7 +18,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
@@ -816,163 +814,3 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
-
-// followChaos prints a line per second about a fault run.
-func (p *Progress) followChaos(fault Fault, tr *tracker, injections *atomic.Int64, done <-chan struct{}) {
-	p.every(done, tr.sent.Load, func(elapsed time.Duration, n, rate uint64) string {
-		return fmt.Sprintf("%s: %4.0fs  injections %d  requests %d  rate %d/s  errors %d  http>=400 %d",
-			fault, elapsed.Seconds(), injections.Load(), n, rate, tr.failed.Load(), tr.httpErrs.Load())
-	})
-}
-
-// WriteChaos prints each fault's report: a header line, the streams'
-// table, then answers per request kind, recovery times, pids and the data
-// check.
-func WriteChaos(w io.Writer, reports []FaultReport) error {
-	for i, r := range reports {
-		if i > 0 {
-			fmt.Fprintln(w)
-		}
-		fmt.Fprintf(w, "== fault %s: %d injection(s) over %s\n", r.Fault, r.Injections, FormatDuration(r.FaultDuration))
-		if err := WriteTable(w, r.Streams); err != nil {
-			return err
-		}
-		if err := writeChaosDetails(w, r); err != nil {
-			return fmt.Errorf("write chaos report: %w", err)
-		}
-	}
-	return nil
-}
-
-func writeChaosDetails(w io.Writer, r FaultReport) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "request\trequests\tstatus\terrors\t503 w/o Retry-After\trecovery")
-	for _, kind := range slices.Sorted(maps.Keys(r.Kinds)) {
-		k := r.Kinds[kind]
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\n", kind, k.Requests, formatStatus(k.Status),
-			formatErrors(k.Errors), k.NoRetryAfter, formatRecovery(r.Recovery[kind], kind, r.Recovery))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "health 200 again after %s; pids %v -> %v (%d replaced)\n",
-		formatRecovery(r.HealthRecovery, "", nil), r.PidsBefore, r.PidsAfter, r.Replaced())
-	if len(r.SlotRecovery) > 0 {
-		parts := make([]string, len(r.SlotRecovery))
-		for i, d := range r.SlotRecovery {
-			parts[i] = formatRecovery(d, "", nil)
-		}
-		fmt.Fprintf(w, "killed slots serving again after: %s\n", strings.Join(parts, " "))
-	}
-	d := r.Data
-	verdict := "every event readable on every read, none missing upstream"
-	if !d.OK() {
-		verdict = fmt.Sprintf("%d unreadable, %d missing upstream", len(d.Unreadable), len(d.MissingUpstream))
-	}
-	fmt.Fprintf(w, "data: %d events answered 201, %d reads on new connections (%d repeated after 503/504): %s\n",
-		d.Created, d.Reads, d.Retried, verdict)
-	for _, p := range append(slices.Clone(d.Unreadable), d.MissingUpstream...) {
-		fmt.Fprintf(w, "  data: %s\n", p)
-	}
-	for _, p := range r.Problems {
-		fmt.Fprintf(w, "problem: %s\n", p)
-	}
-	return nil
-}
-
-// formatRecovery prints a recovery time, "-" for a kind never measured and
-// "never" for -1.
-func formatRecovery(d time.Duration, kind string, all map[string]time.Duration) string {
-	if all != nil {
-		if _, ok := all[kind]; !ok {
-			return "-"
-		}
-	}
-	if d < 0 {
-		return "never"
-	}
-	return FormatDuration(d)
-}
-
-// Upstream is an Event API simulator served on a fixed 127.0.0.1 port
-// that can be stopped and started again on the same port, as an upstream
-// that goes away and comes back. Its state lives in Sim and survives a stop.
-type Upstream struct {
-	// Sim is the simulator behind the server; change its knobs with Update.
-	Sim  *eventapi.Simulator
-	addr string
-
-	mu     sync.Mutex
-	srv    *http.Server
-	served chan error
-}
-
-// StartUpstream starts a simulator with cfg on a free 127.0.0.1 port.
-func StartUpstream(cfg eventapi.SimConfig) (*Upstream, error) {
-	sim, err := eventapi.NewSimulator(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("start upstream: %w", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("start upstream: %w", err)
-	}
-	u := &Upstream{Sim: sim, addr: ln.Addr().String()}
-	u.serve(ln)
-	return u, nil
-}
-
-// URL is the upstream's base URL; it does not change across restarts.
-func (u *Upstream) URL() string { return "http://" + u.addr }
-
-// Start serves again on the same port. Starting a running upstream is an
-// error, and so is a port another process took meanwhile.
-func (u *Upstream) Start() error {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.srv != nil {
-		return fmt.Errorf("start upstream %s: already running", u.addr)
-	}
-	ln, err := net.Listen("tcp", u.addr)
-	if err != nil {
-		return fmt.Errorf("start upstream again: %w", err)
-	}
-	u.serveLocked(ln)
-	return nil
-}
-
-func (u *Upstream) serve(ln net.Listener) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.serveLocked(ln)
-}
-
-func (u *Upstream) serveLocked(ln net.Listener) {
-	u.srv = &http.Server{Handler: u.Sim, ReadHeaderTimeout: 5 * time.Second}
-	u.served = make(chan error, 1)
-	srv, served := u.srv, u.served
-	go func() { served <- srv.Serve(ln) }()
-}
-
-// Stop closes the listener and every connection at once, requests in
-// flight included, like a crashed upstream. Stopping a stopped upstream
-// does nothing.
-func (u *Upstream) Stop() error {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.srv == nil {
-		return nil
-	}
-	err := u.srv.Close()
-	if served := <-u.served; !errors.Is(served, http.ErrServerClosed) {
-		err = errors.Join(err, served)
-	}
-	u.srv = nil
-	if err != nil {
-		return fmt.Errorf("stop upstream: %w", err)
-	}
-	return nil
-}
-
-// Close stops the upstream for good.
-func (u *Upstream) Close() error { return u.Stop() }
