@@ -102,6 +102,8 @@ type proc struct {
 	stats    control.Stats
 	exitErr  error
 	calls    *control.Requests
+	// ctlClosed is set when the worker's control channel ended.
+	ctlClosed bool
 }
 
 // Run supervises the daemon's workers until SIGTERM or SIGINT (or ctx's
@@ -446,10 +448,18 @@ func exitStatus(err error) string {
 }
 
 // readLoop handles p's messages until its channel closes.
+// readLoop handles p's messages until its control channel ends. A worker
+// closes the channel once it has drained, before it exits: from then on it
+// answers nothing, so requests to it fail at once rather than waiting for
+// the process to be reaped.
 func (s *Supervisor) readLoop(p *proc) {
 	for {
 		m, err := p.codec.Receive()
 		if err != nil {
+			s.mu.Lock()
+			p.ctlClosed = true
+			s.mu.Unlock()
+			p.calls.Close()
 			return
 		}
 		s.handle(p, m)
@@ -524,7 +534,7 @@ func (s *Supervisor) live(skip *proc) []*proc {
 	defer s.mu.Unlock()
 	out := make([]*proc, 0, len(s.procs))
 	for p := range s.procs {
-		if p != skip && p.state != stateExited {
+		if p != skip && p.state != stateExited && !p.ctlClosed {
 			out = append(out, p)
 		}
 	}

@@ -92,6 +92,7 @@ func New(cfg config.Config, deps Deps) (*App, error) {
 		return nil, err
 	}
 	e.Use(
+		a.closeWhenDraining,
 		assignRequestID,
 		a.accessLog,
 		a.recoverPanics,
@@ -121,8 +122,20 @@ func New(cfg config.Config, deps Deps) (*App, error) {
 // Handler is the application as an http.Handler.
 func (a *App) Handler() http.Handler { return a.echo }
 
-// Drain marks the application as going away: /readyz answers 503 from now on.
+// Drain marks the application as going away: /readyz answers 503 and every
+// answer closes its connection from now on.
 func (a *App) Drain() { a.draining.Store(true) }
+
+// closeWhenDraining asks the client to open a new connection, which the
+// kernel gives to another worker, once this one is draining.
+func (a *App) closeWhenDraining(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if a.draining.Load() {
+			c.Response().Header().Set("Connection", "close")
+		}
+		return next(c)
+	}
+}
 
 // Requests is the number of requests answered so far.
 func (a *App) Requests() uint64 { return a.requests.Load() }

@@ -119,25 +119,36 @@ func run(slot int, boot *slog.Logger) error {
 	w.App.Drain()
 	shutCtx, cancelShut := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancelShut()
-	// http.Server.Shutdown drops a request it reads after shutdown began,
-	// which is the first request of a connection accepted just before the
-	// drain. So stop accepting first, answer what every open connection
-	// sends with "Connection: close", and shut down once they are gone.
-	// Serve returning means every connection it accepted is counted, so
-	// none can slip in between the count reaching zero and Shutdown.
+	stopServing(shutCtx, srv, ln, served, conns, log)
+	log.Info("worker drained", "requests", w.App.Requests())
+	// Tell the supervisor now, not when the process is reaped, that this
+	// worker will answer no more control requests.
+	_ = conn.Close()
+	return nil
+}
+
+// idleGrace is how long a draining worker keeps idle keep-alive
+// connections open, so that a client about to reuse one gets its answer
+// with "Connection: close" instead of a reset.
+const idleGrace = time.Second
+
+// stopServing stops srv without dropping a request. http.Server.Shutdown drops a
+// request it reads after shutdown began, which is the first request of a
+// connection accepted just before the drain, and closing idle keep-alive
+// connections races clients sending on them. So: stop accepting and wait
+// for Serve to return (every accepted connection is then counted); let the
+// open connections finish (the application answers "Connection: close"
+// while draining), idle ones for at most idleGrace; then shut down.
+func stopServing(ctx context.Context, srv *http.Server, ln net.Listener, served <-chan error, conns *connCount, log *slog.Logger) {
 	_ = ln.Close()
 	select {
 	case <-served:
-	case <-shutCtx.Done():
+	case <-ctx.Done():
 	}
-	srv.SetKeepAlivesEnabled(false)
-	conns.waitIdle(shutCtx)
-	if err := srv.Shutdown(shutCtx); err != nil {
+	conns.wait(ctx, idleGrace)
+	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("shutdown timed out; in-flight requests cut", "err", err)
-		return nil
 	}
-	log.Info("worker drained", "requests", w.App.Requests())
-	return nil
 }
 
 func serve(srv *http.Server, ln net.Listener, tls config.TLS) error {
@@ -153,55 +164,62 @@ func serve(srv *http.Server, ln net.Listener, tls config.TLS) error {
 	return err
 }
 
-// connCount tracks a server's open connections, so a draining worker can
-// wait for the HTTP/1 ones. HTTP/2 connections are left to Shutdown, which
-// ends them gracefully with GOAWAY; they would otherwise stay open for as
-// long as the client keeps them.
+// connCount tracks the state of a server's open connections, so a
+// draining worker can wait for the HTTP/1 ones. HTTP/2 connections are left
+// to Shutdown, which ends them gracefully with GOAWAY; they would otherwise
+// stay open for as long as the client keeps them.
 type connCount struct {
 	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	conns map[net.Conn]http.ConnState
 }
 
 func trackConns(srv *http.Server) *connCount {
-	cc := &connCount{conns: map[net.Conn]struct{}{}}
+	cc := &connCount{conns: map[net.Conn]http.ConnState{}}
 	srv.ConnState = func(c net.Conn, st http.ConnState) {
 		cc.mu.Lock()
 		defer cc.mu.Unlock()
 		switch st {
-		case http.StateNew:
-			cc.conns[c] = struct{}{}
 		case http.StateClosed, http.StateHijacked:
 			delete(cc.conns, c)
+		default:
+			cc.conns[c] = st
 		}
 	}
 	return cc
 }
 
-// http1 counts the open connections that are not HTTP/2.
-func (cc *connCount) http1() int {
+// http1 counts the open HTTP/1 connections: all of them, and the idle ones.
+func (cc *connCount) http1() (open, idle int) {
 	cc.mu.Lock()
-	conns := make([]net.Conn, 0, len(cc.conns))
-	for c := range cc.conns {
-		conns = append(conns, c)
+	states := make(map[net.Conn]http.ConnState, len(cc.conns))
+	for c, st := range cc.conns {
+		states[c] = st
 	}
 	cc.mu.Unlock()
-	n := 0
-	for _, c := range conns {
-		if tc, ok := c.(*tls.Conn); !ok || tc.ConnectionState().NegotiatedProtocol != "h2" {
-			n++
+	for c, st := range states {
+		if tc, ok := c.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol == "h2" {
+			continue
+		}
+		open++
+		if st == http.StateIdle {
+			idle++
 		}
 	}
-	return n
+	return open, idle
 }
 
-// waitIdle returns once no HTTP/1 connection is open, or when ctx ends.
-// HTTP/1 connections end on their own: keep-alives are off by then, so each
-// closes after its response, and one that sends nothing is cut by the
-// header timeout.
-func (cc *connCount) waitIdle(ctx context.Context) {
+// wait returns once no HTTP/1 connection is open, or only idle ones once
+// grace has passed, or when ctx ends. A connection that sends nothing is
+// cut by the header timeout.
+func (cc *connCount) wait(ctx context.Context, grace time.Duration) {
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
-	for cc.http1() > 0 {
+	graceEnd := time.Now().Add(grace)
+	for {
+		open, idle := cc.http1()
+		if open == 0 || (open == idle && time.Now().After(graceEnd)) {
+			return
+		}
 		select {
 		case <-t.C:
 		case <-ctx.Done():
