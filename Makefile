@@ -1,13 +1,17 @@
 # The README's commands. `make test` is what CI runs.
 GO ?= go
 
-.PHONY: run test vet units bench build
+.PHONY: run test deps vet units bench build
 
 run:
 	$(GO) run ./cmd/amexd
 
-test: vet units
+test: deps vet units
 	.ci/with-redis $(GO) test -race -count=1 -timeout 12m ./...
+
+# Installs the Debian packages the tests need (.ci/packages) when root.
+deps:
+	.ci/deps
 
 vet:
 	$(GO) vet ./...
