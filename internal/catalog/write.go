@@ -53,7 +53,7 @@ func DecodeNewEvent(body []byte) (NewEvent, error) {
 		case errors.As(err, &typeErr) && typeErr.Field == "":
 			return NewEvent{}, invalid("malformed_json", "", "request body must be a JSON object")
 		case errors.As(err, &typeErr):
-			return NewEvent{}, invalid("invalid_field", typeErr.Field, "field %q must be a %s", typeErr.Field, typeErr.Type)
+			return NewEvent{}, typeMismatch(typeErr)
 		case strings.HasPrefix(err.Error(), "json: unknown field"):
 			field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 			return NewEvent{}, invalid("unknown_field", field, "unknown field %q", field)
@@ -92,6 +92,16 @@ func (ev *NewEvent) Validate() error {
 // drops every cache entry it made stale, in this worker and, through the
 // Invalidator, in the others, before it returns.
 func (c *Catalog) CreateEvent(ctx context.Context, ev NewEvent) (eventapi.Event, error) {
+	return c.CreateEventAs(ctx, ev, c.NewEventID())
+}
+
+// NewEventID returns a fresh event ID from the catalog's generator.
+func (c *Catalog) NewEventID() string { return c.newID() }
+
+// CreateEventAs is CreateEvent under an ID the caller chose: a request
+// retried under one Idempotency-Key reuses the ID of its first attempt, so
+// the upstream replays that attempt's event instead of creating another.
+func (c *Catalog) CreateEventAs(ctx context.Context, ev NewEvent, id string) (eventapi.Event, error) {
 	if err := ev.Validate(); err != nil {
 		return eventapi.Event{}, err
 	}
@@ -102,7 +112,7 @@ func (c *Catalog) CreateEvent(ctx context.Context, ev NewEvent) (eventapi.Event,
 		return eventapi.Event{}, err
 	}
 	created, err := c.up.AddEvent(ctx, eventapi.Event{
-		ID:      c.newID(),
+		ID:      id,
 		Name:    ev.Name,
 		UserID:  ev.UserID,
 		Details: ev.Details,
