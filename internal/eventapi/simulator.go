@@ -285,10 +285,16 @@ func (s *Simulator) addEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "event API temporarily unavailable")
 		return
 	}
-	var in Event
-	if status, err := decodeBody(w, r, &in); err != nil {
+	var body addEventBody
+	if status, err := decodeBody(w, r, &body); err != nil {
 		s.counter.rejected.Add(1)
 		writeError(w, status, "invalid event: %v", err)
+		return
+	}
+	in, err := body.event()
+	if err != nil {
+		s.counter.rejected.Add(1)
+		writeError(w, http.StatusBadRequest, "invalid event: %v", err)
 		return
 	}
 	status, ev, err := s.create(in)
@@ -298,10 +304,10 @@ func (s *Simulator) addEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, "%v", err)
 	case status == http.StatusOK:
 		s.counter.replayed.Add(1)
-		writeJSON(w, status, ev)
+		writeJSON(w, status, Created{Success: true, Event: ev})
 	default:
 		s.counter.created.Add(1)
-		writeJSON(w, status, ev)
+		writeJSON(w, status, Created{Success: true, Event: ev})
 	}
 }
 

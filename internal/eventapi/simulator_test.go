@@ -142,11 +142,14 @@ func TestRoutes(t *testing.T) {
 		{"GET", "/getEventById/event-03", "", 400, ""},
 		{"POST", "/addEvent", `{"name":"Demo","userId":1}`, 201, ""},
 		{"POST", "/addEvent", `{"name":`, 400, ""},
-		{"POST", "/addEvent", `{"name":"Demo","userId":"1"}`, 400, ""},
+		{"POST", "/addEvent", `{"name":"Demo","userId":"1"}`, 201, ""},
+		{"POST", "/addEvent", `{"name":"Demo","userId":"one"}`, 400, ""},
+		{"POST", "/addEvent", `{"name":"Demo","userId":true}`, 400, ""},
+		{"POST", "/addEvent", `{"id":{},"name":"Demo","userId":1}`, 400, ""},
 		{"POST", "/addEvent", `{"name":"  ","userId":1}`, 400, ""},
 		{"POST", "/addEvent", `{"name":"Demo"}`, 400, ""},
 		{"POST", "/addEvent", `{"name":"Demo","userId":9}`, 404, ""},
-		{"POST", "/addEvent", `{"id":"7","name":"Demo","userId":1}`, 400, ""},
+		{"POST", "/addEvent", `{"id":"7","name":"Demo","userId":1}`, 409, ""},
 		{"POST", "/addEvent", `{"id":"event-1","name":"Other","userId":1}`, 409, ""},
 		{"POST", "/addEvent", `{"name":"` + strings.Repeat("x", maxBodyBytes) + `","userId":1}`, 413, ""},
 		{"POST", "/getUsers", "", 405, "HEAD, GET"},
@@ -263,6 +266,42 @@ func TestAddEventSuppliedID(t *testing.T) {
 	if stats.AddEvent != want || stats.Events != len(seedEvents)+5 {
 		t.Errorf("stats %+v, want addEvent %+v and %d events", stats, want, len(seedEvents)+5)
 	}
+}
+
+// TestAddEventOriginalClient is a client built like the original service:
+// it sends {"id": Date.now(), ...} with userId as a string, reads
+// "success" and stores what it sent. IDs stay unique whatever it sends.
+func TestAddEventOriginalClient(t *testing.T) {
+	s := newSim(t, nil)
+	before := len(events(t, s))
+	steps := []struct {
+		body, wantID string
+		want         int
+	}{
+		{`{"id":1733000000000,"name":"x","userId":"3"}`, "event-1733000000000", 201},
+		{`{"id":1733000000000,"name":"x","userId":3}`, "event-1733000000000", 200},
+		{`{"id":1733000000000,"name":"other","userId":"3"}`, "", 409},
+		{`{"id":"1733000000001","name":"y","userId":"2"}`, "event-1733000000001", 201},
+		{`{"id":"client-ref-9","name":"z","userId":1}`, "event-1733000000002", 201},
+		{`{"id":-5,"name":"w","userId":1}`, "event-1733000000003", 201},
+	}
+	for i, st := range steps {
+		rec := do(t, s, "POST", "/addEvent", st.body)
+		if rec.Code != st.want {
+			t.Fatalf("step %d: status %d, want %d: %s", i, rec.Code, st.want, rec.Body)
+		}
+		if st.wantID == "" {
+			continue
+		}
+		got := decode[Created](t, rec.Body.Bytes())
+		if !got.Success || got.ID != st.wantID {
+			t.Fatalf("step %d: answer %s, want success and id %s", i, rec.Body, st.wantID)
+		}
+	}
+	if n := len(events(t, s)); n != before+4 {
+		t.Errorf("%d events, want %d", n, before+4)
+	}
+	checkCoherent(t, users(t, s), events(t, s))
 }
 
 func TestAddEventFailureCycle(t *testing.T) {

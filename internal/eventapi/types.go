@@ -31,6 +31,13 @@ type Event struct {
 	Details string `json:"details,omitempty"`
 }
 
+// Created is addEvent's answer: the original mock's {"success": true}
+// and the event as stored.
+type Created struct {
+	Success bool `json:"success"`
+	Event
+}
+
 // Error is the body the Event API sends with a non-2xx status.
 type Error struct {
 	Error string `json:"error"`
