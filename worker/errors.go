@@ -103,11 +103,16 @@ func (a *App) handleError(err error, c echo.Context) {
 		return
 	}
 	ae := toAPIError(err)
+	// Routing errors have the one shape on every path; the others follow
+	// an original path's conventions there.
+	original := isOriginalPath(c.Path())
 	switch req := c.Request(); ae.Code {
 	case "not_found":
 		ae.Message = fmt.Sprintf("no route for %s %s", req.Method, req.URL.Path)
+		original = false
 	case "method_not_allowed":
 		ae.Message = fmt.Sprintf("%s is not allowed on %s", req.Method, req.URL.Path)
+		original = false
 	}
 	if ae.Status >= 500 && ae.Code == "internal" {
 		a.log.ErrorContext(c.Request().Context(), "request failed", "err", err,
@@ -120,5 +125,10 @@ func (a *App) handleError(err error, c echo.Context) {
 		_ = c.NoContent(ae.Status)
 		return
 	}
-	_ = c.JSON(ae.Status, errorBody{Error: errorDetail{Code: ae.Code, Message: ae.Message, RequestID: requestID(c)}})
+	detail := errorDetail{Code: ae.Code, Message: ae.Message, RequestID: requestID(c)}
+	if original {
+		_ = c.JSON(ae.Status, originalError{Error: detail, Message: ae.Message})
+		return
+	}
+	_ = c.JSON(ae.Status, errorBody{Error: detail})
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/amexd/amexd/internal/catalog"
 	"github.com/amexd/amexd/internal/control"
+	"github.com/amexd/amexd/internal/eventapi"
 	"github.com/amexd/amexd/internal/upstream"
 )
 
@@ -28,11 +29,11 @@ func (a *App) routes() {
 	e.GET("/readyz", a.readyz)
 	e.GET("/openapi.json", a.openAPI)
 
-	// The original API's paths, kept for existing clients.
-	e.GET("/getUsers", a.users)
-	e.GET("/getEvents", a.events)
-	e.GET("/getEventsByUserId/:id", a.userEvents)
-	e.POST("/addEvent", a.createEvent)
+	// The original API's paths, kept for existing clients (original.go).
+	e.GET(pathGetUsers, a.users)
+	e.GET(pathGetEvents, a.events)
+	e.GET(pathGetEventsByUser, a.userEvents)
+	e.POST(pathAddEvent, a.addEventOriginal)
 }
 
 // cached writes a catalog answer with its validator and cache status, or
@@ -105,7 +106,16 @@ func (a *App) userEvents(c echo.Context) error {
 	return a.cached(c, r, err, "user_not_found")
 }
 
+// createEvent is POST /events, the strict contract: 201 with the event.
 func (a *App) createEvent(c echo.Context) error {
+	return a.create(c, catalog.DecodeNewEvent, func(ev eventapi.Event) (int, any) {
+		return http.StatusCreated, ev
+	})
+}
+
+// create reads a JSON create request, decodes it with decode and creates
+// the event; render gives the success answer's status and body.
+func (a *App) create(c echo.Context, decode func([]byte) (catalog.NewEvent, error), render func(eventapi.Event) (int, any)) error {
 	req := c.Request()
 	if ct := req.Header.Get(echo.HeaderContentType); ct != "" && !strings.HasPrefix(ct, echo.MIMEApplicationJSON) {
 		return newError(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json, not %q", ct)
@@ -114,7 +124,7 @@ func (a *App) createEvent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	in, err := catalog.DecodeNewEvent(body)
+	in, err := decode(body)
 	if err != nil {
 		return err
 	}
@@ -123,7 +133,8 @@ func (a *App) createEvent(c echo.Context) error {
 		return err
 	}
 	c.Response().Header().Set(echo.HeaderLocation, "/events/"+ev.ID)
-	return c.JSON(http.StatusCreated, ev)
+	status, answer := render(ev)
+	return c.JSON(status, answer)
 }
 
 func (a *App) healthz(c echo.Context) error {

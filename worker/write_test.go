@@ -46,14 +46,6 @@ func TestCreateEventInvalidatesReads(t *testing.T) {
 	}
 }
 
-func TestOriginalAddEventPath(t *testing.T) {
-	e := newEnv(t, testConfig())
-	a := e.do(t, "POST", "/addEvent", `{"name":"Legacy","userId":1}`)
-	if a.status != http.StatusCreated {
-		t.Fatalf("POST /addEvent = %d %s", a.status, a.body)
-	}
-}
-
 func TestUnsupportedMediaType(t *testing.T) {
 	e := newEnv(t, testConfig())
 	req, _ := http.NewRequest("POST", e.srv.URL+"/events", strings.NewReader(`{"name":"x","userId":1}`))
