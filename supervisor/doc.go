@@ -10,38 +10,7 @@
 //
 // # Operator socket
 //
-// HTTP/1.1 over the unix socket at SocketPath (mode 0660 in a 0750
-// directory). Only root, the daemon's uid and members of control.group may
-// connect; anyone else gets "403 Forbidden" and the connection closed.
-// Every answer is JSON except /metrics; errors are {"error": "message"}.
-//
-//	GET  /status          200 Status:
-//	     {"pid", "version", "started_at", "uptime_seconds", "generation",
-//	      "listen", "healthy", "reason", "config": {listen, workers, upstream, ratelimit,
-//	      ratelimit_store, log}, "workers": [WorkerInfo...]}
-//	GET  /workers         200 {"workers": [WorkerInfo...]}; WorkerInfo is
-//	     {"slot", "pid", "state" (starting|ready|draining|exited|down),
-//	      "generation", "uptime_seconds", "restarts", "degraded",
-//	      "last_heartbeat", "requests", "inflight",
-//	      "cache": {"hits", "misses", "stale", "evictions", "entries"},
-//	      "limiter_rejections", "queue_depth", "queue_backlog"}
-//	     (queue_* from TCP_INFO on the slot's socket, -1 when unknown)
-//	GET  /breakers        200 control.ClusterStatus:
-//	     {"workers": [{"slot", "pid", "state", "last_heartbeat",
-//	       "breakers": [{"name", "state", "failures_in_window", "opens",
-//	       "retry_after_ms"}]}],
-//	      "summary": [{"name", "open", "half_open", "closed"}]}
-//	GET  /health          200 or 503 {"healthy", "slots", "serving", "reason"}
-//	     (200 only when every slot has a ready worker and none is degraded)
-//	GET  /metrics         Prometheus text: the supervisor's amexd_supervisor_*
-//	     series and every worker's, labelled slot="N", counters continuous
-//	     across worker replacements
-//	POST /reload          200 {"generation", "duration_ms"}; 400 when the new
-//	     configuration is refused (workers untouched), 409 when a reload is
-//	     already running, 500 when a new worker failed to get ready
-//	POST /breakers/reset  body {"name": "getUsers"} or ?name=getUsers; every
-//	     known breaker when absent. 200 {"reset": [names], "workers": n}
-//	POST /cache/purge     200 {"workers": n}
-//
-// When metrics_addr is set, GET /metrics is served on that TCP address too.
+// The operator API (its requests, wire types and client) is package
+// internal/operator; this package serves it on operator.SocketPath, and
+// GET /metrics on metrics_addr too when that is set.
 package supervisor

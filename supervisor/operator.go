@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,35 +21,19 @@ import (
 
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/control"
+	"github.com/amexd/amexd/internal/operator"
 )
 
-// SocketPath is the operator socket's path for cfg: cfg.Control.Socket when
-// set, else amexd.sock in $RUNTIME_DIRECTORY (the first one when systemd
-// lists several), else $XDG_RUNTIME_DIR/amexd/amexd.sock, else
-// /tmp/amexd-<uid>/amexd.sock.
-func SocketPath(cfg config.Config) string {
-	if cfg.Control.Socket != "" {
-		return cfg.Control.Socket
-	}
-	if dir, _, _ := strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":"); dir != "" {
-		return filepath.Join(dir, "amexd.sock")
-	}
-	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
-		return filepath.Join(dir, "amexd", "amexd.sock")
-	}
-	return filepath.Join(os.TempDir(), "amexd-"+strconv.Itoa(os.Getuid()), "amexd.sock")
-}
-
-// operator serves the operator API on the unix socket and, when configured,
+// opServer serves the operator API on the unix socket and, when configured,
 // the metrics on TCP.
-type operator struct {
+type opServer struct {
 	path    string
 	srv     *http.Server
 	metrics *http.Server
 }
 
-func startOperator(s *Supervisor, cfg config.Config) (*operator, error) {
-	path := SocketPath(cfg)
+func startOperator(s *Supervisor, cfg config.Config) (*opServer, error) {
+	path := operator.SocketPath(cfg)
 	gid := -1
 	if cfg.Control.Group != "" {
 		g, err := user.LookupGroup(cfg.Control.Group)
@@ -65,7 +48,7 @@ func startOperator(s *Supervisor, cfg config.Config) (*operator, error) {
 	if err != nil {
 		return nil, err
 	}
-	op := &operator{path: path}
+	op := &opServer{path: path}
 	op.srv = &http.Server{
 		Handler:           s.operatorHandler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -89,7 +72,7 @@ func startOperator(s *Supervisor, cfg config.Config) (*operator, error) {
 	return op, nil
 }
 
-func (op *operator) close() {
+func (op *opServer) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_ = op.srv.Shutdown(ctx)
@@ -217,122 +200,49 @@ func supplementaryGroups(pid int) []int {
 	return nil
 }
 
-// WorkerInfo is one slot's entry in /status and /workers.
-type WorkerInfo struct {
-	Slot              int                `json:"slot"`
-	PID               int                `json:"pid"`
-	State             string             `json:"state"`
-	Generation        int                `json:"generation"`
-	UptimeSeconds     float64            `json:"uptime_seconds"`
-	Restarts          int                `json:"restarts"`
-	Degraded          bool               `json:"degraded"`
-	LastHeartbeat     time.Time          `json:"last_heartbeat"`
-	Requests          uint64             `json:"requests"`
-	Inflight          int64              `json:"inflight"`
-	Cache             control.CacheStats `json:"cache"`
-	LimiterRejections uint64             `json:"limiter_rejections"`
-	// QueueDepth and QueueBacklog are the slot socket's accept queue length
-	// and limit; -1 when unknown.
-	QueueDepth   int64 `json:"queue_depth"`
-	QueueBacklog int64 `json:"queue_backlog"`
-}
-
-// Status is the answer of GET /status.
-type Status struct {
-	PID           int       `json:"pid"`
-	Version       string    `json:"version"`
-	StartedAt     time.Time `json:"started_at"`
-	UptimeSeconds float64   `json:"uptime_seconds"`
-	Generation    int       `json:"generation"`
-	// Listen is the address the slots' sockets are bound to (with the real
-	// port when the configuration asked for port 0).
-	Listen  string         `json:"listen"`
-	Healthy bool           `json:"healthy"`
-	Reason  string         `json:"reason,omitempty"`
-	Config  map[string]any `json:"config"`
-	Workers []WorkerInfo   `json:"workers"`
-}
-
-// Health is the answer of GET /health.
-type Health struct {
-	Healthy bool   `json:"healthy"`
-	Slots   int    `json:"slots"`
-	Serving int    `json:"serving"`
-	Reason  string `json:"reason,omitempty"`
-}
-
 func (s *Supervisor) operatorHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.status()) })
-	mux.HandleFunc("GET /workers", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"workers": s.workers()})
+	operator.Handle(mux, operator.GetStatus, func(*http.Request, operator.None) (operator.Status, error) { return s.status(), nil })
+	operator.Handle(mux, operator.GetWorkers, func(*http.Request, operator.None) (operator.Workers, error) {
+		return operator.Workers{Workers: s.workers()}, nil
 	})
-	mux.HandleFunc("GET /breakers", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.clusterStatus()) })
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
-		h := s.healthReport()
-		code := http.StatusOK
-		if !h.Healthy {
-			code = http.StatusServiceUnavailable
-		}
-		writeJSON(w, code, h)
-	})
-	mux.HandleFunc("GET /metrics", s.serveMetrics)
-	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
+	operator.Handle(mux, operator.GetBreakers, func(*http.Request, operator.None) (control.ClusterStatus, error) { return s.clusterStatus(), nil })
+	operator.Handle(mux, operator.GetHealth, func(*http.Request, operator.None) (operator.Health, error) { return s.healthReport(), nil })
+	mux.HandleFunc("GET "+operator.PathMetrics, s.serveMetrics)
+	operator.Handle(mux, operator.PostReload, func(r *http.Request, _ operator.None) (operator.Reloaded, error) {
 		began := time.Now()
 		gen, err := s.Reload(r.Context())
 		switch {
 		case errors.Is(err, ErrReloadInProgress):
-			writeError(w, http.StatusConflict, err)
+			return operator.Reloaded{}, operator.WithStatus(http.StatusConflict, err)
 		case errors.Is(err, ErrRefused):
-			writeError(w, http.StatusBadRequest, err)
+			return operator.Reloaded{}, operator.WithStatus(http.StatusBadRequest, err)
 		case err != nil:
-			writeError(w, http.StatusInternalServerError, err)
-		default:
-			writeJSON(w, http.StatusOK, map[string]any{"generation": gen, "duration_ms": time.Since(began).Milliseconds()})
+			return operator.Reloaded{}, err
 		}
+		return operator.Reloaded{Generation: gen, DurationMs: time.Since(began).Milliseconds()}, nil
 	})
-	mux.HandleFunc("POST /breakers/reset", func(w http.ResponseWriter, r *http.Request) {
-		var body struct {
-			Name string `json:"name"`
-		}
-		if r.ContentLength != 0 {
-			if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-				writeError(w, http.StatusBadRequest, fmt.Errorf("breakers reset: body: %w", err))
-				return
-			}
-		}
+	operator.Handle(mux, operator.PostBreakersReset, func(r *http.Request, in operator.BreakerReset) (operator.BreakersReset, error) {
 		if q := r.URL.Query().Get("name"); q != "" {
-			body.Name = q
+			in.Name = q
 		}
 		var names []string
-		if body.Name != "" {
-			names = []string{body.Name}
+		if in.Name != "" {
+			names = []string{in.Name}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"reset": s.resetBreakers(names), "workers": len(s.live(nil))})
+		return operator.BreakersReset{Reset: s.resetBreakers(names), Workers: len(s.live(nil))}, nil
 	})
-	mux.HandleFunc("POST /cache/purge", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"workers": s.purge()})
+	operator.Handle(mux, operator.PostCachePurge, func(*http.Request, operator.None) (operator.Purged, error) {
+		return operator.Purged{Workers: s.purge()}, nil
 	})
 	return mux
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
-
-func writeError(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, map[string]string{"error": err.Error()})
-}
-
-func (s *Supervisor) healthReport() Health {
+func (s *Supervisor) healthReport() operator.Health {
 	ok, reason := s.health()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	h := Health{Healthy: ok, Slots: len(s.slots), Reason: reason}
+	h := operator.Health{Healthy: ok, Slots: len(s.slots), Reason: reason}
 	for _, sl := range s.slots {
 		if sl.cur != nil && sl.cur.state == stateReady {
 			h.Serving++
@@ -341,10 +251,10 @@ func (s *Supervisor) healthReport() Health {
 	return h
 }
 
-func (s *Supervisor) status() Status {
+func (s *Supervisor) status() operator.Status {
 	ok, reason := s.health()
 	s.mu.Lock()
-	st := Status{
+	st := operator.Status{
 		PID: os.Getpid(), Version: version(), StartedAt: s.started,
 		UptimeSeconds: time.Since(s.started).Seconds(), Generation: s.gen,
 		Healthy: ok, Reason: reason, Config: s.cfg.Summary(),
@@ -358,11 +268,11 @@ func (s *Supervisor) status() Status {
 }
 
 // workers describes each slot's current worker.
-func (s *Supervisor) workers() []WorkerInfo {
+func (s *Supervisor) workers() []operator.WorkerInfo {
 	s.mu.Lock()
-	out := make([]WorkerInfo, 0, len(s.slots))
+	out := make([]operator.WorkerInfo, 0, len(s.slots))
 	for _, sl := range s.slots {
-		wi := WorkerInfo{Slot: sl.index, State: "down", Generation: sl.gen, Restarts: sl.restarts, Degraded: sl.degraded, QueueDepth: -1, QueueBacklog: -1}
+		wi := operator.WorkerInfo{Slot: sl.index, State: "down", Generation: sl.gen, Restarts: sl.restarts, Degraded: sl.degraded, QueueDepth: -1, QueueBacklog: -1}
 		if p := sl.cur; p != nil {
 			wi.PID, wi.State, wi.Generation = p.pid, p.state, p.gen
 			wi.UptimeSeconds = time.Since(p.started).Seconds()

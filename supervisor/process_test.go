@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/amexd/amexd/internal/control"
+	"github.com/amexd/amexd/internal/operator"
 )
 
 // testDaemon is a supervisor process under test.
@@ -27,7 +28,7 @@ type testDaemon struct {
 	cmd    *exec.Cmd
 	sock   string
 	addr   string
-	op     *http.Client
+	op     *operator.Client
 	stderr *syncBuffer
 	done   chan struct{}
 	err    error
@@ -106,18 +107,15 @@ func startDaemon(t *testing.T, k kind, workers int, env []string, extra ...strin
 			t.Logf("daemon output:\n%s", d.stderr.String())
 		}
 	})
-	d.op = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var dl net.Dialer
-			return dl.DialContext(ctx, "unix", d.sock)
-		},
-	}}
+	d.op = operator.NewClient(d.sock)
 	d.waitFor("healthy", 30*time.Second, func() bool {
 		code, _ := d.get("/health", nil)
 		return code == http.StatusOK
 	})
-	var st Status
-	d.get("/status", &st)
+	st, err := operator.Call(context.Background(), d.op, operator.GetStatus, operator.None{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	d.addr = st.Listen
 	return d
 }
@@ -128,22 +126,18 @@ func (d *testDaemon) get(path string, v any) (int, string) {
 }
 
 func (d *testDaemon) call(method, path string, v any) (int, string) {
-	req, _ := http.NewRequest(method, "http://amexd"+path, nil)
-	resp, err := d.op.Do(req)
+	a, err := d.op.Do(context.Background(), method, path, nil)
 	if err != nil {
 		return 0, err.Error()
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
 	if v != nil {
-		_ = json.Unmarshal(body, v)
+		_ = json.Unmarshal(a.Body, v)
 	}
-	return resp.StatusCode, string(body)
+	return a.Code, string(a.Body)
 }
 
-func (d *testDaemon) workers() []WorkerInfo {
-	var ws struct{ Workers []WorkerInfo }
-	d.get("/workers", &ws)
+func (d *testDaemon) workers() []operator.WorkerInfo {
+	ws, _ := operator.Call(context.Background(), d.op, operator.GetWorkers, operator.None{})
 	return ws.Workers
 }
 

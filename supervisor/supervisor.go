@@ -53,7 +53,7 @@ type Supervisor struct {
 	tableFile *os.File
 	sim       *simServer
 	bridge    *bridge // relays to other machines when Redis is the shared store
-	op        *operator
+	op        *opServer
 	reloadMu  sync.Mutex
 	fatal     chan error
 

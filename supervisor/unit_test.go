@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -48,26 +47,6 @@ func TestPeerPolicy(t *testing.T) {
 	}
 	if (peerPolicy{uid: 1000, gid: -1}).allows(1001, -1, []int{-1}) {
 		t.Error("without a group, another uid is allowed")
-	}
-}
-
-func TestSocketPath(t *testing.T) {
-	cases := []struct {
-		socket, runtime, xdg, want string
-	}{
-		{"/x/a.sock", "/run/amexd", "", "/x/a.sock"},
-		{"", "/run/amexd:/run/other", "/run/user/0", "/run/amexd/amexd.sock"},
-		{"", "", "/run/user/0", "/run/user/0/amexd/amexd.sock"},
-		{"", "", "", "amexd-"},
-	}
-	for _, c := range cases {
-		t.Setenv("RUNTIME_DIRECTORY", c.runtime)
-		t.Setenv("XDG_RUNTIME_DIR", c.xdg)
-		cfg := config.Default()
-		cfg.Control.Socket = c.socket
-		if got := SocketPath(cfg); !strings.Contains(got, c.want) {
-			t.Errorf("SocketPath(%+v) = %q, want it to contain %q", c, got, c.want)
-		}
 	}
 }
 

@@ -7,13 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/amexd/amexd/internal/control"
-	"github.com/amexd/amexd/supervisor"
+	"github.com/amexd/amexd/internal/operator"
 )
 
 // command is one amexctl subcommand.
@@ -50,23 +47,29 @@ func commandNamed(name string) (command, bool) {
 	return command{}, false
 }
 
-// call sends one request and, with --json, prints the answer. It reports
-// false, after printing why, when the daemon could not be reached or
-// answered with a status outside accept (any 2xx when accept is empty).
-func (inv *invocation) call(ctx context.Context, method, path string, body any, accept ...int) (response, bool) {
-	resp, err := inv.client.do(ctx, method, path, body)
+// send sends e with in and decodes the answer; with --json it also prints
+// the answer as it came. It reports false, after printing why, when the
+// daemon could not be reached, answered with a status e does not answer
+// with, or sent an answer that does not decode.
+func send[In, Out any](ctx context.Context, inv *invocation, e operator.Endpoint[In, Out], in In) (Out, bool) {
+	var out Out
+	a, err := inv.client.Do(ctx, e.Method, e.Path, operator.Body(in))
 	if err != nil {
 		inv.fail(err)
-		return response{}, false
+		return out, false
 	}
 	if inv.opts.json {
-		printPretty(inv.stdout, resp.body)
+		printPretty(inv.stdout, a.Body)
 	}
-	ok := slices.Contains(accept, resp.code) || (len(accept) == 0 && resp.code/100 == 2)
-	if !ok {
-		fmt.Fprintf(inv.stderr, "amexctl: %s %s refused: %s\n", method, path, errorMessage(resp.code, resp.body))
+	if !e.Accepts(a.Code) {
+		fmt.Fprintf(inv.stderr, "amexctl: %s refused: %s\n", e, a.Message())
+		return out, false
 	}
-	return resp, ok
+	if err := json.Unmarshal(a.Body, &out); err != nil {
+		fmt.Fprintf(inv.stderr, "amexctl: %s: decode answer: %v\n", e, err)
+		return out, false
+	}
+	return out, true
 }
 
 // printPretty writes a JSON body indented, and any other body as it is.
@@ -80,21 +83,16 @@ func printPretty(w io.Writer, body []byte) {
 	_, _ = w.Write(buf.Bytes())
 }
 
-// get fetches path, decodes it into out and reports whether a table should
-// be printed; code is the exit status when it should not.
-func get[T any](ctx context.Context, inv *invocation, path string, out *T) (render bool, code int) {
-	resp, ok := inv.call(ctx, http.MethodGet, path, nil)
-	if !ok {
-		return false, exitFailed
+// show sends e and prints its answer with format, or as JSON with --json.
+func show[Out any](ctx context.Context, inv *invocation, e operator.Endpoint[operator.None, Out], format func(Out) string) int {
+	out, ok := send(ctx, inv, e, operator.None{})
+	switch {
+	case !ok:
+		return exitFailed
+	case inv.opts.json:
+		return exitOK
 	}
-	if inv.opts.json {
-		return false, exitOK
-	}
-	if err := json.Unmarshal(resp.body, out); err != nil {
-		fmt.Fprintf(inv.stderr, "amexctl: GET %s: decode answer: %v\n", path, err)
-		return false, exitFailed
-	}
-	return true, exitOK
+	return writeOut(inv, format(out))
 }
 
 func noArgs(inv *invocation, name string, args []string) bool {
@@ -109,24 +107,14 @@ func runStatus(ctx context.Context, inv *invocation, args []string) int {
 	if !noArgs(inv, "status", args) {
 		return exitUsage
 	}
-	var st supervisor.Status
-	if render, code := get(ctx, inv, "/status", &st); !render {
-		return code
-	}
-	return writeOut(inv, formatStatus(st))
+	return show(ctx, inv, operator.GetStatus, formatStatus)
 }
 
 func runWorkers(ctx context.Context, inv *invocation, args []string) int {
 	if !noArgs(inv, "workers", args) {
 		return exitUsage
 	}
-	var ws struct {
-		Workers []supervisor.WorkerInfo `json:"workers"`
-	}
-	if render, code := get(ctx, inv, "/workers", &ws); !render {
-		return code
-	}
-	return writeOut(inv, formatWorkers(ws.Workers, time.Now()))
+	return show(ctx, inv, operator.GetWorkers, func(ws operator.Workers) string { return formatWorkers(ws.Workers, time.Now()) })
 }
 
 func runBreakers(ctx context.Context, inv *invocation, args []string) int {
@@ -136,35 +124,23 @@ func runBreakers(ctx context.Context, inv *invocation, args []string) int {
 	if !noArgs(inv, "breakers", args) {
 		return exitUsage
 	}
-	var cs control.ClusterStatus
-	if render, code := get(ctx, inv, "/breakers", &cs); !render {
-		return code
-	}
-	return writeOut(inv, formatBreakers(cs))
+	return show(ctx, inv, operator.GetBreakers, formatBreakers)
 }
 
 func runBreakersReset(ctx context.Context, inv *invocation, args []string) int {
 	if len(args) > 1 {
 		return inv.usageError("breakers reset takes at most one breaker name, got %q", strings.Join(args, " "))
 	}
-	var body map[string]string
+	var in operator.BreakerReset
 	if len(args) == 1 {
-		body = map[string]string{"name": args[0]}
+		in.Name = args[0]
 	}
-	resp, ok := inv.call(ctx, http.MethodPost, "/breakers/reset", body)
-	if !ok {
+	r, ok := send(ctx, inv, operator.PostBreakersReset, in)
+	switch {
+	case !ok:
 		return exitFailed
-	}
-	if inv.opts.json {
+	case inv.opts.json:
 		return exitOK
-	}
-	var r struct {
-		Reset   []string `json:"reset"`
-		Workers int      `json:"workers"`
-	}
-	if err := json.Unmarshal(resp.body, &r); err != nil {
-		fmt.Fprintf(inv.stderr, "amexctl: breakers reset: decode answer: %v\n", err)
-		return exitFailed
 	}
 	return writeOut(inv, formatReset(r.Reset, r.Workers))
 }
@@ -173,21 +149,16 @@ func runHealth(ctx context.Context, inv *invocation, args []string) int {
 	if !noArgs(inv, "health", args) {
 		return exitUsage
 	}
-	resp, ok := inv.call(ctx, http.MethodGet, "/health", nil, http.StatusOK, http.StatusServiceUnavailable)
+	h, ok := send(ctx, inv, operator.GetHealth, operator.None{})
 	if !ok {
 		return exitFailed
 	}
 	code := exitOK
-	if resp.code != http.StatusOK {
+	if !h.Healthy {
 		code = exitFailed
 	}
 	if inv.opts.json {
 		return code
-	}
-	var h supervisor.Health
-	if err := json.Unmarshal(resp.body, &h); err != nil {
-		fmt.Fprintf(inv.stderr, "amexctl: health: decode answer: %v\n", err)
-		return exitFailed
 	}
 	if writeOut(inv, formatHealth(h)) != exitOK {
 		return exitFailed
@@ -199,43 +170,18 @@ func runReload(ctx context.Context, inv *invocation, args []string) int {
 	if !noArgs(inv, "reload", args) {
 		return exitUsage
 	}
-	resp, ok := inv.call(ctx, http.MethodPost, "/reload", nil)
-	if !ok {
-		return exitFailed
-	}
-	if inv.opts.json {
-		return exitOK
-	}
-	var r struct {
-		Generation int   `json:"generation"`
-		DurationMs int64 `json:"duration_ms"`
-	}
-	if err := json.Unmarshal(resp.body, &r); err != nil {
-		fmt.Fprintf(inv.stderr, "amexctl: reload: decode answer: %v\n", err)
-		return exitFailed
-	}
-	return writeOut(inv, fmt.Sprintf("reloaded: generation %d in %v\n", r.Generation, time.Duration(r.DurationMs)*time.Millisecond))
+	return show(ctx, inv, operator.PostReload, func(r operator.Reloaded) string {
+		return fmt.Sprintf("reloaded: generation %d in %v\n", r.Generation, time.Duration(r.DurationMs)*time.Millisecond)
+	})
 }
 
 func runCache(ctx context.Context, inv *invocation, args []string) int {
 	if len(args) != 1 || args[0] != "purge" {
 		return inv.usageError("usage: amexctl cache purge")
 	}
-	resp, ok := inv.call(ctx, http.MethodPost, "/cache/purge", nil)
-	if !ok {
-		return exitFailed
-	}
-	if inv.opts.json {
-		return exitOK
-	}
-	var r struct {
-		Workers int `json:"workers"`
-	}
-	if err := json.Unmarshal(resp.body, &r); err != nil {
-		fmt.Fprintf(inv.stderr, "amexctl: cache purge: decode answer: %v\n", err)
-		return exitFailed
-	}
-	return writeOut(inv, fmt.Sprintf("purged the cache of %d %s\n", r.Workers, plural(r.Workers, "worker")))
+	return show(ctx, inv, operator.PostCachePurge, func(r operator.Purged) string {
+		return fmt.Sprintf("purged the cache of %d %s\n", r.Workers, plural(r.Workers, "worker"))
+	})
 }
 
 // runMetrics prints the Prometheus text as it comes; --json changes nothing
@@ -244,14 +190,11 @@ func runMetrics(ctx context.Context, inv *invocation, args []string) int {
 	if !noArgs(inv, "metrics", args) {
 		return exitUsage
 	}
-	resp, ok := inv.call(ctx, http.MethodGet, "/metrics", nil)
-	if !ok {
-		return exitFailed
+	text, err := inv.client.Metrics(ctx)
+	if err != nil {
+		return inv.fail(err)
 	}
-	if !inv.opts.json {
-		return writeOut(inv, string(resp.body))
-	}
-	return exitOK
+	return writeOut(inv, string(text))
 }
 
 func writeOut(inv *invocation, s string) int {

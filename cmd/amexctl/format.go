@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/amexd/amexd/internal/control"
-	"github.com/amexd/amexd/supervisor"
+	"github.com/amexd/amexd/internal/operator"
 )
 
 // table collects rows and aligns them with tabwriter on String.
@@ -38,7 +38,7 @@ func (t *table) String() string {
 
 // formatStatus renders /status: the supervisor, its configuration summary,
 // then one row per worker.
-func formatStatus(st supervisor.Status) string {
+func formatStatus(st operator.Status) string {
 	health := "healthy"
 	if !st.Healthy {
 		health = "UNHEALTHY"
@@ -62,7 +62,7 @@ func formatStatus(st supervisor.Status) string {
 
 // formatWorkers renders /workers with the slot sockets' accept queues and
 // how long ago each worker last reported, relative to now.
-func formatWorkers(ws []supervisor.WorkerInfo, now time.Time) string {
+func formatWorkers(ws []operator.WorkerInfo, now time.Time) string {
 	t := newTable("SLOT", "PID", "STATE", "GEN", "UPTIME", "RESTARTS", "REQUESTS", "INFLIGHT", "REJECTED", "QUEUE", "BACKLOG", "HEARTBEAT")
 	for _, w := range ws {
 		beat := "-"
@@ -99,7 +99,7 @@ func formatBreakers(cs control.ClusterStatus) string {
 	return t.String() + "\n" + s.String()
 }
 
-func formatHealth(h supervisor.Health) string {
+func formatHealth(h operator.Health) string {
 	word := "healthy"
 	if !h.Healthy {
 		word = "unhealthy"
@@ -137,7 +137,7 @@ func configLine(cfg map[string]any) string {
 	return strings.Join(parts, " ")
 }
 
-func workerState(w supervisor.WorkerInfo) string {
+func workerState(w operator.WorkerInfo) string {
 	if w.Degraded {
 		return w.State + " (degraded)"
 	}

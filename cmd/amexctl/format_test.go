@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/amexd/amexd/internal/control"
-	"github.com/amexd/amexd/supervisor"
+	"github.com/amexd/amexd/internal/operator"
 )
 
 func decodeFixture[T any](t *testing.T, name string) T {
@@ -24,7 +24,7 @@ func decodeFixture[T any](t *testing.T, name string) T {
 }
 
 func TestFormat(t *testing.T) {
-	st := decodeFixture[supervisor.Status](t, "status.json")
+	st := decodeFixture[operator.Status](t, "status.json")
 	cs := decodeFixture[control.ClusterStatus](t, "breakers.json")
 	now := time.Date(2025, 1, 2, 4, 6, 8, 0, time.UTC)
 	tests := []struct {
@@ -54,8 +54,8 @@ BREAKER   OPEN  HALF-OPEN  CLOSED
 addEvent  1     0          0
 getUsers  0     0          1
 `},
-		{"health ok", formatHealth(supervisor.Health{Healthy: true, Slots: 4, Serving: 4}), "healthy: 4 of 4 slots serving\n"},
-		{"health bad", formatHealth(supervisor.Health{Slots: 4, Serving: 3, Reason: "slot 2 starting"}),
+		{"health ok", formatHealth(operator.Health{Healthy: true, Slots: 4, Serving: 4}), "healthy: 4 of 4 slots serving\n"},
+		{"health bad", formatHealth(operator.Health{Slots: 4, Serving: 3, Reason: "slot 2 starting"}),
 			"unhealthy: 3 of 4 slots serving (slot 2 starting)\n"},
 		{"reset some", formatReset([]string{"addEvent", "getUsers"}, 1), "reset addEvent, getUsers in 1 worker\n"},
 		{"reset none", formatReset(nil, 3), "no breaker to reset\n"},

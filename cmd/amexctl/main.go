@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/amexd/amexd/internal/config"
-	"github.com/amexd/amexd/supervisor"
+	"github.com/amexd/amexd/internal/operator"
 )
 
 // Exit statuses.
@@ -148,7 +148,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	inv.client = newClient(inv.socket)
+	inv.client = operator.NewClient(inv.socket)
 	inv.wait = wait
 	return cmd.run(ctx, inv, pos)
 }
@@ -188,7 +188,7 @@ func loadConfig(file string, env []string) (config.Config, error) {
 // configured and nothing exists there, the systemd unit's socket is used if
 // it exists, since a shell lacks the service's RUNTIME_DIRECTORY.
 func defaultSocket(cfg config.Config) string {
-	path := supervisor.SocketPath(cfg)
+	path := operator.SocketPath(cfg)
 	if cfg.Control.Socket != "" || exists(path) {
 		return path
 	}
@@ -209,7 +209,7 @@ type invocation struct {
 	cfg    config.Config
 	socket string
 	wait   time.Duration
-	client *client
+	client *operator.Client
 	token  tokenOptions
 	stdout io.Writer
 	stderr io.Writer

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/operator"
 )
 
 // Fault names one fault the chaos runner injects under load.
@@ -286,11 +287,11 @@ func RunFault(ctx context.Context, target ChaosTarget, up *Upstream, fault Fault
 	if !slices.Contains(AllFaults(), fault) {
 		return rep, fmt.Errorf("chaos: unknown fault %q", fault)
 	}
-	op := NewOperator(target.Socket)
+	op := operator.NewClient(target.Socket)
 	if _, err := op.WaitHealthy(ctx, cfg.RecoveryTimeout); err != nil {
 		return rep, fmt.Errorf("chaos %s: before the fault: %w", fault, err)
 	}
-	before, err := op.workers(ctx)
+	before, err := workers(ctx, op)
 	if err != nil {
 		return rep, fmt.Errorf("chaos %s: %w", fault, err)
 	}
@@ -341,7 +342,7 @@ func RunFault(ctx context.Context, target ChaosTarget, up *Upstream, fault Fault
 	if err := errors.Join(runErr, loadErr); err != nil {
 		return rep, fmt.Errorf("chaos %s: %w", fault, err)
 	}
-	after, err := op.workers(ctx)
+	after, err := workers(ctx, op)
 	if err != nil {
 		return rep, fmt.Errorf("chaos %s: %w", fault, err)
 	}
@@ -351,14 +352,14 @@ func RunFault(ctx context.Context, target ChaosTarget, up *Upstream, fault Fault
 }
 
 // inject applies fault and returns when it ended.
-func inject(ctx context.Context, fault Fault, cfg ChaosConfig, op *Operator, up *Upstream,
+func inject(ctx context.Context, fault Fault, cfg ChaosConfig, op *operator.Client, up *Upstream,
 	rep *FaultReport, injections *atomic.Int64) (time.Time, error) {
 	switch fault {
 	case FaultKill:
 		return repeat(ctx, cfg, injections, func() error { return killOne(ctx, cfg, op, rep) })
 	case FaultReload:
 		return repeat(ctx, cfg, injections, func() error {
-			if err := op.reload(ctx); err != nil {
+			if _, err := operator.Call(ctx, op, operator.PostReload, operator.None{}); err != nil {
 				rep.Problems = append(rep.Problems, err.Error())
 			}
 			return nil
@@ -419,34 +420,34 @@ func hold(ctx context.Context, cfg ChaosConfig, sim *eventapi.Simulator, injecti
 
 // killOne sends SIGKILL to a random ready worker and waits for its slot to
 // have a ready successor, recording how long that took.
-func killOne(ctx context.Context, cfg ChaosConfig, op *Operator, rep *FaultReport) error {
-	ws, err := op.workers(ctx)
+func killOne(ctx context.Context, cfg ChaosConfig, op *operator.Client, rep *FaultReport) error {
+	ws, err := workers(ctx, op)
 	if err != nil {
 		return err
 	}
-	ready := slices.DeleteFunc(ws, func(w workerInfo) bool { return w.State != "ready" || w.Pid <= 0 })
+	ready := slices.DeleteFunc(ws, func(w operator.WorkerInfo) bool { return w.State != "ready" || w.PID <= 0 })
 	if len(ready) == 0 {
 		rep.Problems = append(rep.Problems, "kill: no ready worker to kill")
 		return nil
 	}
 	victim := ready[rand.IntN(len(ready))]
 	killed := time.Now()
-	if err := syscall.Kill(victim.Pid, syscall.SIGKILL); err != nil {
-		return fmt.Errorf("kill worker %d of slot %d: %w", victim.Pid, victim.Slot, err)
+	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("kill worker %d of slot %d: %w", victim.PID, victim.Slot, err)
 	}
 	back := waitFor(ctx, cfg.RecoveryTimeout, func() bool {
-		ws, err := op.workers(ctx)
+		ws, err := workers(ctx, op)
 		if err != nil {
 			return false
 		}
-		return slices.ContainsFunc(ws, func(w workerInfo) bool {
-			return w.Slot == victim.Slot && w.Pid != victim.Pid && w.Pid > 0 && w.State == "ready"
+		return slices.ContainsFunc(ws, func(w operator.WorkerInfo) bool {
+			return w.Slot == victim.Slot && w.PID != victim.PID && w.PID > 0 && w.State == "ready"
 		})
 	})
 	if !back {
 		rep.SlotRecovery = append(rep.SlotRecovery, -1)
 		rep.Problems = append(rep.Problems, fmt.Sprintf("kill: slot %d had no ready worker %s after pid %d was killed",
-			victim.Slot, cfg.RecoveryTimeout, victim.Pid))
+			victim.Slot, cfg.RecoveryTimeout, victim.PID))
 		return ctx.Err()
 	}
 	rep.SlotRecovery = append(rep.SlotRecovery, time.Since(killed))
@@ -784,17 +785,15 @@ func upstreamEvent(sim *eventapi.Simulator, id string) (eventapi.Event, bool) {
 	return ev, true
 }
 
-// workerInfo is the part of the operator socket's WorkerInfo the runner uses.
-type workerInfo struct {
-	Slot  int    `json:"slot"`
-	Pid   int    `json:"pid"`
-	State string `json:"state"`
+func workers(ctx context.Context, op *operator.Client) ([]operator.WorkerInfo, error) {
+	ws, err := operator.Call(ctx, op, operator.GetWorkers, operator.None{})
+	return ws.Workers, err
 }
 
-func pids(ws []workerInfo) []int {
+func pids(ws []operator.WorkerInfo) []int {
 	out := make([]int, 0, len(ws))
 	for _, w := range ws {
-		out = append(out, w.Pid)
+		out = append(out, w.PID)
 	}
 	slices.Sort(out)
 	return out

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -182,45 +181,6 @@ func TestCheckData(t *testing.T) {
 	}
 	if dc.OK() {
 		t.Error("OK with findings")
-	}
-}
-
-// TestOperatorWorkersAndHealth: the operator client decodes /workers, waits
-// for /health to turn 200, and reports a refused reload with its status.
-func TestOperatorWorkersAndHealth(t *testing.T) {
-	socket := filepath.Join(t.TempDir(), "op.sock")
-	ln, err := net.Listen("unix", socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var healthCalls atomic.Int64
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/workers":
-			fmt.Fprint(w, `{"workers":[{"slot":0,"pid":12,"state":"ready"},{"slot":1,"pid":11,"state":"starting"}]}`)
-		case "/health":
-			if healthCalls.Add(1) < 3 {
-				w.WriteHeader(http.StatusServiceUnavailable)
-			}
-		case "/reload":
-			w.WriteHeader(http.StatusConflict)
-			fmt.Fprint(w, `{"error":"a reload is already running"}`)
-		}
-	})}
-	go srv.Serve(ln) //nolint:errcheck // ends with Close below
-	defer srv.Close()
-
-	op := NewOperator(socket)
-	ctx := context.Background()
-	ws, err := op.workers(ctx)
-	if err != nil || fmt.Sprint(pids(ws)) != "[11 12]" {
-		t.Errorf("workers: pids %v, %v; want [11 12]", pids(ws), err)
-	}
-	if _, err := op.WaitHealthy(ctx, 5*time.Second); err != nil || healthCalls.Load() != 3 {
-		t.Errorf("waitHealthy: %v after %d calls, want healthy at the third", err, healthCalls.Load())
-	}
-	if err := op.reload(ctx); err == nil || !strings.Contains(err.Error(), "409") {
-		t.Errorf("reload = %v, want the 409 reported", err)
 	}
 }
 

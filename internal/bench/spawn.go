@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/amexd/amexd/internal/operator"
 )
 
 // Spawn timings: how long amexd may take to answer /healthz, and to exit
@@ -145,13 +147,13 @@ func (d *Daemon) waitHealthy(ctx context.Context) error {
 		if exited() {
 			return true
 		}
-		code, b, err := NewOperator(d.Socket).Do(ctx, http.MethodGet, "/health")
+		a, err := operator.NewClient(d.Socket).Do(ctx, http.MethodGet, operator.GetHealth.Path, nil)
 		if err != nil {
 			last = err.Error()
 			return false
 		}
-		last = fmt.Sprintf("%d %s", code, bytes.TrimSpace(b))
-		return code == http.StatusOK
+		last = fmt.Sprintf("%d %s", a.Code, bytes.TrimSpace(a.Body))
+		return a.Code == http.StatusOK
 	})
 	switch {
 	case exited():

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/operator"
 )
 
 // TestReadYourWritesAcrossWorkers: POST then GET on fresh connections,
@@ -122,12 +123,8 @@ func TestEventsSharedAcrossWorkers(t *testing.T) {
 	// cache entries), then read on fresh connections, spread over workers.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		var st struct {
-			Workers []struct {
-				Cache struct{ Entries int } `json:"cache"`
-			} `json:"workers"`
-		}
-		if err := d.operatorJSON("/workers", &st); err == nil && len(st.Workers) == 3 &&
+		st, err := operator.Call(t.Context(), d.op, operator.GetWorkers, operator.None{})
+		if err == nil && len(st.Workers) == 3 &&
 			st.Workers[0].Cache.Entries >= 52 && st.Workers[1].Cache.Entries >= 52 && st.Workers[2].Cache.Entries >= 52 {
 			break
 		}

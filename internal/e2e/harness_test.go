@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/amexd/amexd/internal/bench"
+	"github.com/amexd/amexd/internal/operator"
 )
 
 // binary is the amexd built once for the whole test run.
@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 // daemon is one running amexd.
 type daemon struct {
 	*bench.Daemon
-	op *bench.Operator
+	op *operator.Client
 }
 
 // freePort returns a loopback port that was free a moment ago.
@@ -78,12 +78,7 @@ func start(t *testing.T, args ...string) *daemon {
 			t.Logf("amexd log (end):\n%s", d.LogTail())
 		}
 	})
-	return &daemon{Daemon: d, op: bench.NewOperator(d.Socket)}
-}
-
-// operatorJSON decodes a GET on the operator socket into v.
-func (d *daemon) operatorJSON(path string, v any) error {
-	return d.op.JSON(context.Background(), path, v)
+	return &daemon{Daemon: d, op: operator.NewClient(d.Socket)}
 }
 
 // url is the address of path on the daemon's public port.

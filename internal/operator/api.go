@@ -1,0 +1,111 @@
+package operator
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/amexd/amexd/internal/control"
+)
+
+// The operator requests. Each answers with its Out type as JSON.
+var (
+	GetStatus         = Endpoint[None, Status]{Method: http.MethodGet, Path: "/status"}
+	GetWorkers        = Endpoint[None, Workers]{Method: http.MethodGet, Path: "/workers"}
+	GetBreakers       = Endpoint[None, control.ClusterStatus]{Method: http.MethodGet, Path: "/breakers"}
+	GetHealth         = Endpoint[None, Health]{Method: http.MethodGet, Path: "/health", Answers: []int{http.StatusOK, http.StatusServiceUnavailable}}
+	PostReload        = Endpoint[None, Reloaded]{Method: http.MethodPost, Path: "/reload"}
+	PostBreakersReset = Endpoint[BreakerReset, BreakersReset]{Method: http.MethodPost, Path: "/breakers/reset"}
+	PostCachePurge    = Endpoint[None, Purged]{Method: http.MethodPost, Path: "/cache/purge"}
+)
+
+// PathMetrics answers GET with the Prometheus text format, not JSON.
+const PathMetrics = "/metrics"
+
+// None is the body of a request that has none.
+type None struct{}
+
+// WorkerInfo is one slot's entry in /status and /workers.
+type WorkerInfo struct {
+	Slot int `json:"slot"`
+	PID  int `json:"pid"`
+	// State is starting, ready, draining, exited, or down for a slot
+	// without a worker.
+	State             string             `json:"state"`
+	Generation        int                `json:"generation"`
+	UptimeSeconds     float64            `json:"uptime_seconds"`
+	Restarts          int                `json:"restarts"`
+	Degraded          bool               `json:"degraded"`
+	LastHeartbeat     time.Time          `json:"last_heartbeat"`
+	Requests          uint64             `json:"requests"`
+	Inflight          int64              `json:"inflight"`
+	Cache             control.CacheStats `json:"cache"`
+	LimiterRejections uint64             `json:"limiter_rejections"`
+	// QueueDepth and QueueBacklog are the slot socket's accept queue length
+	// and limit; -1 when unknown.
+	QueueDepth   int64 `json:"queue_depth"`
+	QueueBacklog int64 `json:"queue_backlog"`
+}
+
+// Workers is the answer of GET /workers.
+type Workers struct {
+	Workers []WorkerInfo `json:"workers"`
+}
+
+// Status is the answer of GET /status.
+type Status struct {
+	PID           int       `json:"pid"`
+	Version       string    `json:"version"`
+	StartedAt     time.Time `json:"started_at"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+	Generation    int       `json:"generation"`
+	// Listen is the address the slots' sockets are bound to (with the real
+	// port when the configuration asked for port 0).
+	Listen  string `json:"listen"`
+	Healthy bool   `json:"healthy"`
+	Reason  string `json:"reason,omitempty"`
+	// Config is the configuration's summary: listen, workers, upstream,
+	// ratelimit, ratelimit_store, log.
+	Config  map[string]any `json:"config"`
+	Workers []WorkerInfo   `json:"workers"`
+}
+
+// Health is the answer of GET /health.
+type Health struct {
+	Healthy bool   `json:"healthy"`
+	Slots   int    `json:"slots"`
+	Serving int    `json:"serving"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// StatusCode is 200 when healthy, else 503, so that a probe needs only the
+// status line.
+func (h Health) StatusCode() int {
+	if h.Healthy {
+		return http.StatusOK
+	}
+	return http.StatusServiceUnavailable
+}
+
+// Reloaded is the answer of POST /reload.
+type Reloaded struct {
+	Generation int   `json:"generation"`
+	DurationMs int64 `json:"duration_ms"`
+}
+
+// BreakerReset is the body of POST /breakers/reset; an empty Name resets
+// every known breaker.
+type BreakerReset struct {
+	Name string `json:"name,omitempty"`
+}
+
+// BreakersReset is the answer of POST /breakers/reset: the breakers reset
+// and how many workers were told.
+type BreakersReset struct {
+	Reset   []string `json:"reset"`
+	Workers int      `json:"workers"`
+}
+
+// Purged is the answer of POST /cache/purge: how many workers were told.
+type Purged struct {
+	Workers int `json:"workers"`
+}

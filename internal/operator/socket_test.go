@@ -1,0 +1,28 @@
+package operator
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/amexd/amexd/internal/config"
+)
+
+func TestSocketPath(t *testing.T) {
+	cases := []struct {
+		socket, runtime, xdg, want string
+	}{
+		{"/x/a.sock", "/run/amexd", "", "/x/a.sock"},
+		{"", "/run/amexd:/run/other", "/run/user/0", "/run/amexd/amexd.sock"},
+		{"", "", "/run/user/0", "/run/user/0/amexd/amexd.sock"},
+		{"", "", "", "amexd-"},
+	}
+	for _, c := range cases {
+		t.Setenv("RUNTIME_DIRECTORY", c.runtime)
+		t.Setenv("XDG_RUNTIME_DIR", c.xdg)
+		cfg := config.Default()
+		cfg.Control.Socket = c.socket
+		if got := SocketPath(cfg); !strings.Contains(got, c.want) {
+			t.Errorf("SocketPath(%+v) = %q, want it to contain %q", c, got, c.want)
+		}
+	}
+}
