@@ -114,7 +114,38 @@ type Supervisor struct {
 	// OutageLimit is how long the supervisor tolerates no serving slot at all
 	// before it exits 1 so that systemd restarts it.
 	OutageLimit time.Duration `yaml:"outage_limit"`
+	// MaxRequests recycles a worker once it answered this many requests,
+	// plus a random part of MaxRequestsJitter drawn per worker so that
+	// slots do not recycle together; 0 never recycles on requests.
+	MaxRequests       int `yaml:"max_requests"`
+	MaxRequestsJitter int `yaml:"max_requests_jitter"`
+	// MaxMemory recycles a worker whose resident memory exceeds it; 0 never
+	// does. Workers also run with a Go memory limit (GOMEMLIMIT) of 90% of
+	// it, so that the garbage collector works harder before that happens.
+	MaxMemory Bytes `yaml:"max_memory"`
+	// Canary is how long a reload or upgrade watches the first slot it
+	// replaced before it replaces the others; 0 replaces them all at once
+	// in turn without watching.
+	Canary time.Duration `yaml:"canary"`
+	// Warm bounds the cache entries a new worker is given before it serves.
+	Warm Warm `yaml:"warm"`
 }
+
+// Warm bounds the transfer of hot cache entries from a running worker to
+// one that replaces it or joins the fleet.
+type Warm struct {
+	// MaxEntries bounds the entries transferred; 0 turns warm starts off.
+	MaxEntries int `yaml:"max_entries"`
+	// MaxBytes bounds the bodies transferred.
+	MaxBytes Bytes `yaml:"max_bytes"`
+	// Timeout bounds how long a new worker waits for the entries before it
+	// serves with what it has.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// MemoryLimit is the Go memory limit a worker sets for MaxMemory, or 0 when
+// MaxMemory is off.
+func (s Supervisor) MemoryLimit() int64 { return int64(s.MaxMemory) / 10 * 9 }
 
 // Default returns the built-in configuration, the same as configs/amexd.yaml.
 func Default() Config {
@@ -148,6 +179,8 @@ func Default() Config {
 			HealthyAfter:      time.Minute,
 			DegradedAfter:     5,
 			OutageLimit:       30 * time.Second,
+			Canary:            5 * time.Second,
+			Warm:              Warm{MaxEntries: 10000, MaxBytes: 64 << 20, Timeout: 2 * time.Second},
 		},
 		Upstream:  upstream.DefaultConfig(),
 		Breaker:   upstream.DefaultBreakerConfig(),
@@ -232,6 +265,7 @@ func (c Config) Validate() error {
 	if c.Supervisor.DegradedAfter < 1 {
 		bad("supervisor.degraded_after", c.Supervisor.DegradedAfter, "must be at least 1")
 	}
+	errs = append(errs, c.Supervisor.validateRecycling(c.Cache.SizeMB)...)
 	for _, o := range c.CORS.AllowOrigins {
 		if o == "*" && c.CORS.AllowCredentials {
 			bad("cors.allow_origins", quote(o), "cannot be a wildcard when cors.allow_credentials is true")
@@ -249,6 +283,51 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// memoryHeadroom is what a worker needs besides its cache's entries.
+const memoryHeadroom = 64 << 20
+
+// validateRecycling checks the keys of recycling, canaries and warm starts;
+// cacheMB is cache.size_mb, which supervisor.max_memory must leave room for.
+func (s Supervisor) validateRecycling(cacheMB int) []error {
+	var errs []error
+	bad := func(key string, value any, why string) {
+		errs = append(errs, fmt.Errorf("%s: %v %s", key, value, why))
+	}
+	if s.MaxRequests < 0 {
+		bad("supervisor.max_requests", s.MaxRequests, "must not be negative (0 turns it off)")
+	}
+	switch {
+	case s.MaxRequestsJitter < 0:
+		bad("supervisor.max_requests_jitter", s.MaxRequestsJitter, "must not be negative")
+	case s.MaxRequestsJitter > 0 && s.MaxRequests == 0:
+		bad("supervisor.max_requests_jitter", s.MaxRequestsJitter, "needs supervisor.max_requests")
+	}
+	if s.MaxMemory < 0 {
+		bad("supervisor.max_memory", int64(s.MaxMemory), "must not be negative (0 turns it off)")
+	}
+	if floor := Bytes(int64(cacheMB)<<20 + memoryHeadroom); s.MaxMemory > 0 && s.MaxMemory < floor {
+		bad("supervisor.max_memory", s.MaxMemory, fmt.Sprintf("is below cache.size_mb (%d MB) plus %s for the rest of a worker; use at least %s", cacheMB, Bytes(memoryHeadroom), floor))
+	}
+	if s.Canary < 0 {
+		bad("supervisor.canary", s.Canary, "must not be negative (0 turns it off)")
+	}
+	if s.Warm.MaxEntries < 0 {
+		bad("supervisor.warm.max_entries", s.Warm.MaxEntries, "must not be negative (0 turns warm starts off)")
+	}
+	if s.Warm.MaxEntries > 0 {
+		if s.Warm.MaxBytes <= 0 {
+			bad("supervisor.warm.max_bytes", int64(s.Warm.MaxBytes), "must be positive")
+		}
+		switch {
+		case s.Warm.Timeout <= 0:
+			bad("supervisor.warm.timeout", s.Warm.Timeout, "must be positive")
+		case s.Warm.Timeout >= s.ReadyTimeout:
+			bad("supervisor.warm.timeout", s.Warm.Timeout, "must be below supervisor.ready_timeout")
+		}
+	}
+	return errs
 }
 
 func quote(s string) string { return fmt.Sprintf("%q", s) }

@@ -92,6 +92,14 @@ func TestLoadErrorsNameTheField(t *testing.T) {
 		{"wildcard with credentials", []string{"-cors.allow_origins", "*", "-cors.allow_credentials"}, nil, "", "cors.allow_origins"},
 		{"stray argument", []string{"serve"}, nil, "", "unexpected argument"},
 		{"unknown flag", []string{"-nope", "1"}, nil, "", "nope"},
+		{"bad size env", nil, []string{"AMEXD_SUPERVISOR_MAX_MEMORY=lots"}, "", "AMEXD_SUPERVISOR_MAX_MEMORY"},
+		{"bad size in file", nil, nil, "supervisor:\n  max_memory: 12 parsecs\n", "line 2"},
+		{"max_memory below the cache", []string{"-supervisor.max_memory", "100MiB"}, nil, "", "supervisor.max_memory: 100MiB is below cache.size_mb"},
+		{"negative max_requests", []string{"-supervisor.max_requests", "-1"}, nil, "", "supervisor.max_requests: -1"},
+		{"jitter alone", []string{"-supervisor.max_requests_jitter", "10"}, nil, "", "supervisor.max_requests_jitter: 10 needs supervisor.max_requests"},
+		{"negative canary", []string{"-supervisor.canary", "-1s"}, nil, "", "supervisor.canary: -1s"},
+		{"warm timeout past ready", []string{"-supervisor.warm.timeout", "1m"}, nil, "", "supervisor.warm.timeout: 1m0s must be below supervisor.ready_timeout"},
+		{"warm without bytes", []string{"-supervisor.warm.max_bytes", "0"}, nil, "", "supervisor.warm.max_bytes: 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := tc.env

@@ -175,6 +175,8 @@ func typeName(t reflect.Type) string {
 	switch {
 	case t == durationType:
 		return "duration"
+	case t == bytesType:
+		return "size"
 	case t.Kind() == reflect.Slice:
 		return "comma-separated list"
 	default:
@@ -182,7 +184,10 @@ func typeName(t reflect.Type) string {
 	}
 }
 
-var durationType = reflect.TypeOf(time.Duration(0))
+var (
+	durationType = reflect.TypeOf(time.Duration(0))
+	bytesType    = reflect.TypeOf(Bytes(0))
+)
 
 // keys lists every key that an environment variable or a flag can set,
 // sorted. Lists of structures are settable only in the file.
@@ -215,7 +220,7 @@ func walk(t reflect.Type, prefix string, index []int, out *[]field) {
 }
 
 func settable(t reflect.Type) bool {
-	if t == durationType {
+	if t == durationType || t == bytesType {
 		return true
 	}
 	switch t.Kind() {
@@ -237,6 +242,13 @@ func (f field) set(cfg *Config, raw string) error {
 			return fmt.Errorf("%s: %q is not a duration (e.g. 500ms, 30s)", f.key, raw)
 		}
 		v.SetInt(int64(d))
+		return nil
+	case f.typ == bytesType:
+		b, err := ParseBytes(raw)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.key, err)
+		}
+		v.SetInt(int64(b))
 		return nil
 	}
 	switch f.typ.Kind() {
