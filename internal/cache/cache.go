@@ -325,6 +325,8 @@ func (c *Cache) lookup(key string) (record, bool) {
 	return rec, true
 }
 
-func (c *Cache) stripeOf(key string) *stripe {
-	return &c.stripes[maphash.String(c.seed, key)%stripeCount]
+func (c *Cache) stripeOf(key string) *stripe { return &c.stripes[c.stripeIndex(key)] }
+
+func (c *Cache) stripeIndex(key string) int {
+	return int(maphash.String(c.seed, key) % stripeCount)
 }
