@@ -27,6 +27,7 @@ type Worker struct {
 	upstreamLatency   *prometheus.HistogramVec
 	breakerState      *prometheus.GaugeVec
 	breakerChanges    *prometheus.CounterVec
+	warmEntries       *prometheus.CounterVec
 }
 
 // NewWorker registers a worker's series; cache is read at every scrape.
@@ -58,6 +59,10 @@ func NewWorker(cache func() CacheStats) *Worker {
 		breakerChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "amexd_breaker_transitions_total", Help: "Circuit breaker state changes, by breaker and new state.",
 		}, []string{"breaker", "from", "to"}),
+		warmEntries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "amexd_warm_start_entries_total",
+			Help: "Cache entries a new worker received from a running one, by outcome: stored, superseded (invalidated meanwhile), refused.",
+		}, []string{"outcome"}),
 	}
 	cacheCounter := func(name, help string, pick func(CacheStats) uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
@@ -65,7 +70,7 @@ func NewWorker(cache func() CacheStats) *Worker {
 	}
 	w.registry.MustRegister(
 		w.requests, w.duration, w.limiterRejections, w.upstreamCalls, w.upstreamLatency,
-		w.breakerState, w.breakerChanges,
+		w.breakerState, w.breakerChanges, w.warmEntries,
 		cacheCounter("amexd_cache_hits_total", "Cache lookups answered fresh.", func(s CacheStats) uint64 { return s.Hits }),
 		cacheCounter("amexd_cache_misses_total", "Cache lookups that called the upstream.", func(s CacheStats) uint64 { return s.Misses }),
 		cacheCounter("amexd_cache_stale_total", "Stale entries served because the upstream failed.", func(s CacheStats) uint64 { return s.Stale }),
@@ -80,6 +85,13 @@ func NewWorker(cache func() CacheStats) *Worker {
 func (w *Worker) Request(route, method string, code int, d time.Duration) {
 	w.requests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
 	w.duration.WithLabelValues(route, method).Observe(d.Seconds())
+}
+
+// WarmStart records a batch of a warm start's entries by outcome.
+func (w *Worker) WarmStart(stored, superseded, refused int) {
+	w.warmEntries.WithLabelValues("stored").Add(float64(stored))
+	w.warmEntries.WithLabelValues("superseded").Add(float64(superseded))
+	w.warmEntries.WithLabelValues("refused").Add(float64(refused))
 }
 
 // Rejected records a request refused by the named limit.
