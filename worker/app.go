@@ -54,6 +54,9 @@ type App struct {
 	requests   atomic.Uint64
 	rejections atomic.Uint64
 	inflight   atomic.Int64
+	// latency and serverErrors are the per-worker figures (figures.go).
+	latency      metrics.LatencyWindow
+	serverErrors atomic.Uint64
 }
 
 // New builds the application for cfg.

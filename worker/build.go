@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/prometheus/procfs"
+
 	"github.com/amexd/amexd/internal/cache"
 	"github.com/amexd/amexd/internal/catalog"
 	"github.com/amexd/amexd/internal/config"
@@ -35,6 +37,8 @@ type Worker struct {
 	Upstream *upstream.Client
 	series   *metrics.Worker
 	cache    *cache.Cache
+	warm     *warmStart
+	proc     *procfs.Proc
 }
 
 // Build assembles a worker's cache, upstream client, catalog, limiter and
@@ -49,7 +53,10 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 		return nil, fmt.Errorf("build cache: %w", err)
 	}
 	w.cache = c
+	w.warm = newWarmStart(c, o.Log)
+	w.proc = openSelf()
 	w.series = metrics.NewWorker(func() metrics.CacheStats { return metrics.CacheStats(w.cacheStats()) })
+	w.series.WatchProcess(func() metrics.ProcessStats { return seriesOf(w.processFigures()) })
 	onChange := func(name, from, to string, forced bool) {
 		if o.Control != nil {
 			if err := o.Control.ReportBreaker(name, from, to, forced); err != nil {
@@ -146,12 +153,17 @@ func (w *Worker) Purge() { w.Catalog.Purge() }
 func (w *Worker) Stats() control.Stats {
 	return control.Stats{
 		Requests:          w.App.Requests(),
+		Errors:            w.App.ServerErrors(),
 		Cache:             w.cacheStats(),
 		Breakers:          BreakerStats(w.Upstream.Breakers()),
 		LimiterRejections: w.App.Rejections(),
 		Inflight:          w.App.Inflight(),
+		Process:           w.processFigures(),
 	}
 }
+
+// Probe answers a request through the worker's HTTP handlers.
+func (w *Worker) Probe() { w.App.Probe() }
 
 // Metrics renders the worker's series for the supervisor.
 func (w *Worker) Metrics() []byte {

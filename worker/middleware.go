@@ -73,12 +73,16 @@ func (a *App) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		d := time.Since(start)
 		req, res := c.Request(), c.Response()
+		if req.RemoteAddr == probeAddr {
+			return nil
+		}
 		route := c.Path()
 		if route == "" {
 			route = "unmatched"
 		}
 		a.metrics.Request(route, req.Method, res.Status, d)
 		a.requests.Add(1)
+		a.observe(start.Add(d), d, res.Status)
 		if a.accessLogs {
 			level := slog.LevelInfo
 			if res.Status >= 500 {

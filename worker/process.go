@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -76,6 +77,7 @@ func run(slot int, boot *slog.Logger) error {
 	}
 	log = log.With("slot", slot, "pid", os.Getpid())
 	redis.SetLogger(logging.Printf{L: log.With("component", "go-redis")})
+	setMemoryLimit(cfg.Supervisor.MemoryLimit(), log)
 
 	var shared *os.File
 	if cfg.RateLimit.Store == "shared" {
@@ -89,11 +91,6 @@ func run(slot int, boot *slog.Logger) error {
 	}
 	defer w.Close()
 
-	srv := Server(cfg, w.App.Handler(), log)
-	conns := trackConns(srv)
-	served := make(chan error, 1)
-	go func() { served <- serve(srv, ln, cfg.TLS) }()
-
 	drain := make(chan struct{})
 	var once sync.Once
 	h := handler{Worker: w, drain: func() { once.Do(func() { close(drain) }) }}
@@ -101,6 +98,16 @@ func run(slot int, boot *slog.Logger) error {
 	ctlCtx, stopCtl := context.WithCancel(context.Background())
 	defer stopCtl()
 	go func() { ctlDone <- ctl.Serve(ctlCtx, h, cfg.Supervisor.HeartbeatInterval) }()
+	// The entries of a warm start come before the first connection is
+	// accepted, so that the slot's clients find them.
+	if wc.Warm {
+		w.awaitWarm(ctx, cfg.Supervisor.Warm.Timeout)
+	}
+
+	srv := Server(cfg, w.App.Handler(), log)
+	conns := trackConns(srv)
+	served := make(chan error, 1)
+	go func() { served <- serve(srv, ln, cfg.TLS) }()
 	if err := ctl.Ready(); err != nil {
 		return fmt.Errorf("report ready: %w", err)
 	}
@@ -125,6 +132,19 @@ func run(slot int, boot *slog.Logger) error {
 	// worker will answer no more control requests.
 	_ = conn.Close()
 	return nil
+}
+
+// setMemoryLimit gives the Go runtime the memory limit that
+// supervisor.max_memory implies, unless GOMEMLIMIT set one already.
+func setMemoryLimit(limit int64, log *slog.Logger) {
+	if limit <= 0 {
+		return
+	}
+	if env := os.Getenv("GOMEMLIMIT"); env != "" {
+		log.Info("GOMEMLIMIT from the environment kept", "GOMEMLIMIT", env, "max_memory_limit", limit)
+		return
+	}
+	debug.SetMemoryLimit(limit)
 }
 
 // idleGrace is how long a draining worker keeps idle keep-alive

@@ -46,6 +46,11 @@ func TestCodecRoundTrip(t *testing.T) {
 		{Type: TypeStats, ID: 4, Stats: &Stats{}, Metrics: "# TYPE x counter\nx 1\n"},
 		{Type: TypeCluster, ID: 5, Cluster: &ClusterStatus{Workers: []WorkerBreakers{{Slot: 1, PID: 42, State: "ready", Breakers: []Breaker{}}}, Summary: []BreakerSummary{{Name: "a", Open: 1}}}},
 		{Type: TypeAck, ID: 6, Error: "boom"},
+		{Type: TypeConfig, Slot: 1, Config: []byte(`{}`), Warm: true},
+		{Type: TypeExport, ID: 7, Export: &ExportRequest{MaxEntries: 10, MaxBytes: 1 << 20}},
+		{Type: TypeEntries, ID: 7, Entries: []CacheEntry{{Key: "user:1", Body: []byte(`{"id":1}`), Fresh: time.Second, Stale: time.Minute, Age: time.Millisecond}}},
+		{Type: TypeEntries, ID: 7, Done: true, Transfer: &Transfer{Entries: 1, Bytes: 8, From: "slot 0 pid 9"}},
+		{Type: TypeHeartbeat, Stats: &Stats{Errors: 2, Process: Process{RSSBytes: 1 << 20, CPUSeconds: 1.5, MemoryLimit: 1 << 30, Latency: Latency{Count: 3, P50Ms: 0.2, P99Ms: 9}}}},
 	}
 	a, b := pair(t)
 	ca, cb := NewCodec(a), NewCodec(b)
@@ -96,6 +101,46 @@ type recorder struct {
 	shared   []SharedEntry
 	drained  chan struct{}
 	requests uint64
+	imported []CacheEntry
+	warmed   []Transfer
+	failures []string
+	// probe, when set, is called by Probe.
+	probe func()
+}
+
+func (r *recorder) Export(req, batch ExportRequest, send func([]CacheEntry) error) (int, int64, error) {
+	var entries []CacheEntry
+	for i := range req.MaxEntries {
+		entries = append(entries, CacheEntry{Key: "user:" + string(rune('0'+i)), Body: []byte("b"), Fresh: time.Second})
+	}
+	n := 0
+	for len(entries) > 0 {
+		k := min(2, len(entries))
+		if err := send(entries[:k]); err != nil {
+			return n, int64(n), err
+		}
+		n, entries = n+k, entries[k:]
+	}
+	return n, int64(n), nil
+}
+
+func (r *recorder) Import(entries []CacheEntry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.imported = append(r.imported, entries...)
+}
+
+func (r *recorder) Warmed(t Transfer, failure string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.warmed = append(r.warmed, t)
+	r.failures = append(r.failures, failure)
+}
+
+func (r *recorder) Probe() {
+	if r.probe != nil {
+		r.probe()
+	}
 }
 
 func (r *recorder) Invalidate(keys []string) {
@@ -266,6 +311,115 @@ func TestWorkerConversation(t *testing.T) {
 	if err := w.Invalidate(ctx, []string{"x"}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Invalidate after Serve = %v, want ErrClosed", err)
 	}
+}
+
+func TestWarmStartMessages(t *testing.T) {
+	supEnd, workerEnd := pair(t)
+	sup := newFakeSupervisor(t, supEnd)
+	w := NewWorker(workerEnd, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &recorder{drained: make(chan struct{})}
+	served := make(chan error, 1)
+	go func() { served <- w.Serve(ctx, h, time.Hour) }()
+	defer func() {
+		cancel()
+		<-served
+	}()
+	send := func(m Message) {
+		if err := sup.codec.Send(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	send(Message{Type: TypeExport, ID: 3, Export: &ExportRequest{MaxEntries: 5, MaxBytes: 100}})
+	var got []CacheEntry
+	for {
+		m := sup.next(t, TypeEntries)
+		if m.ID != 3 {
+			t.Fatalf("entries answer under ID %d, want 3", m.ID)
+		}
+		got = append(got, m.Entries...)
+		if m.Done {
+			if m.Transfer == nil || m.Transfer.Entries != 5 || m.Error != "" {
+				t.Errorf("last entries message %+v, want a transfer of 5 entries", m)
+			}
+			break
+		}
+		if len(m.Entries) == 0 {
+			t.Error("an entries message before the last one is empty")
+		}
+	}
+	if len(got) != 5 {
+		t.Errorf("export sent %d entries, want 5", len(got))
+	}
+	send(Message{Type: TypeExport, ID: 4})
+	if m := sup.next(t, TypeEntries); !m.Done || m.Error == "" {
+		t.Errorf("export without limits answered %+v, want a failed last message", m)
+	}
+
+	send(Message{Type: TypeEntries, Entries: got[:2]})
+	send(Message{Type: TypeEntries, Entries: got[2:]})
+	send(Message{Type: TypeEntries, Done: true, Transfer: &Transfer{Entries: 5, From: "slot 1 pid 2"}})
+	send(Message{Type: TypeEntries, Done: true, Error: "source gone"})
+	send(Message{Type: TypeSnapshot, ID: 5}) // answered after the entries were handled
+	sup.next(t, TypeStats)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !reflect.DeepEqual(h.imported, got) {
+		t.Errorf("imported %+v, want %+v", h.imported, got)
+	}
+	if len(h.warmed) != 2 || h.warmed[0].From != "slot 1 pid 2" || h.failures[0] != "" || h.failures[1] != "source gone" {
+		t.Errorf("Warmed calls %+v with failures %q", h.warmed, h.failures)
+	}
+}
+
+// A heartbeat is sent only after a probe of the request path returned: a
+// worker whose probe is stuck answers other requests but does not beat.
+func TestHeartbeatWaitsForTheProbe(t *testing.T) {
+	supEnd, workerEnd := pair(t)
+	sup := newFakeSupervisor(t, supEnd)
+	w := NewWorker(workerEnd, slog.New(slog.DiscardHandler))
+	probing, release := make(chan struct{}), make(chan struct{})
+	var probes sync.WaitGroup
+	calls := 0
+	h := &recorder{drained: make(chan struct{}), probe: func() {
+		calls++ // only the heartbeat goroutine probes
+		if calls == 2 {
+			probes.Add(1)
+			defer probes.Done()
+			close(probing)
+			<-release
+		}
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- w.Serve(ctx, h, time.Millisecond) }()
+	defer func() {
+		cancel()
+		<-served
+	}()
+
+	sup.next(t, TypeHeartbeat)
+	<-probing
+	if err := sup.codec.Send(Message{Type: TypeSnapshot, ID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// Every message but a heartbeat may come; the first after the
+	// snapshot request must be its answer, as the probe still hangs.
+	for answered := false; !answered; {
+		select {
+		case m := <-sup.msgs:
+			if m.Type == TypeHeartbeat {
+				t.Fatal("a heartbeat was sent while the probe hung")
+			}
+			answered = m.Type == TypeStats
+		case <-time.After(5 * time.Second):
+			t.Fatal("no answer to the snapshot within 5s")
+		}
+	}
+	close(release)
+	probes.Wait()
+	sup.next(t, TypeHeartbeat)
 }
 
 func TestServeStopsWithContext(t *testing.T) {

@@ -15,6 +15,10 @@
 //	cluster (ID) → cluster       drain
 //	stats (ID, answers snapshot) snapshot (ID) → stats
 //	share (Shared)               share (Shared)
+//	entries (ID, answers export) export (ID, Export) → entries…
+//	                             entries (a warm start, relayed)
+//
+// Warm starts are described in warm.go.
 package control
 
 import (
@@ -60,10 +64,12 @@ type Message struct {
 	// invalidate/ack, snapshot/stats, cluster/cluster).
 	ID uint64 `json:"id,omitempty"`
 
-	// Slot, Generation and Config make up TypeConfig.
+	// Slot, Generation and Config make up TypeConfig; Warm is set on it
+	// when a warm start's entries follow.
 	Slot       int             `json:"slot,omitempty"`
 	Generation int             `json:"generation,omitempty"`
 	Config     json.RawMessage `json:"config,omitempty"`
+	Warm       bool            `json:"warm,omitempty"`
 
 	// Keys are the cache keys of an invalidate.
 	Keys []string `json:"keys,omitempty"`
@@ -78,6 +84,11 @@ type Message struct {
 	// Shared are cache entries of a share: answers that never change (an
 	// event), fetched by one worker and offered to the others.
 	Shared []SharedEntry `json:"shared,omitempty"`
+	// Export bounds an export; Entries, Done and Transfer make up entries.
+	Export   *ExportRequest `json:"export,omitempty"`
+	Entries  []CacheEntry   `json:"entries,omitempty"`
+	Done     bool           `json:"done,omitempty"`
+	Transfer *Transfer      `json:"transfer,omitempty"`
 	// Error, when set on an answer, says why the request failed.
 	Error string `json:"error,omitempty"`
 }
@@ -102,11 +113,31 @@ type BreakerChange struct {
 // Stats is what a worker counts, reported in every heartbeat and snapshot.
 // Counters are totals since the worker started.
 type Stats struct {
-	Requests          uint64     `json:"requests"`
+	Requests uint64 `json:"requests"`
+	// Errors counts the answers with a 5xx status.
+	Errors            uint64     `json:"errors"`
 	Cache             CacheStats `json:"cache"`
 	Breakers          []Breaker  `json:"breakers"`
 	LimiterRejections uint64     `json:"limiter_rejections"`
 	Inflight          int64      `json:"inflight"`
+	Process           Process    `json:"process"`
+}
+
+// Process is a worker process's resources and its recent latency.
+type Process struct {
+	RSSBytes   uint64  `json:"rss_bytes"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// MemoryLimit is the Go memory limit (GOMEMLIMIT); 0 when there is none.
+	MemoryLimit int64 `json:"memory_limit,omitempty"`
+	// Latency is of the requests answered in the last minute.
+	Latency Latency `json:"latency"`
+}
+
+// Latency sums up the answer times of a window of requests.
+type Latency struct {
+	Count uint64  `json:"count"`
+	P50Ms float64 `json:"p50_ms"`
+	P99Ms float64 `json:"p99_ms"`
 }
 
 // CacheStats are a worker's cache counters; Entries is the current size.

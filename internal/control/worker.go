@@ -15,6 +15,9 @@ import (
 // Handler is what a worker does for the supervisor's requests. Serve calls
 // Invalidate, ForceBreaker and Purge one at a time, in the order received;
 // Stats and Metrics may run concurrently with them.
+//
+// A Handler may also be an Exporter and an Importer, to take part in warm
+// starts, and a Prober, so that its heartbeats prove its request path.
 type Handler interface {
 	Invalidate(keys []string)
 	ForceBreaker(name, state string)
@@ -30,6 +33,13 @@ type Handler interface {
 	Drain()
 }
 
+// Prober is a Handler whose heartbeats wait for a probe: Probe returns once
+// the worker answered a request through its HTTP handlers, so a worker
+// whose request path is stuck stops beating and is seen as hung.
+type Prober interface {
+	Probe()
+}
+
 // WorkerConfig is the supervisor's first message to a worker. Config is the
 // JSON of config.Config, left raw so that this package does not depend on
 // the configuration's shape.
@@ -37,6 +47,8 @@ type WorkerConfig struct {
 	Slot       int
 	Generation int
 	Config     json.RawMessage
+	// Warm is set when the supervisor sends a warm start's entries next.
+	Warm bool
 }
 
 // ErrClosed is returned by requests made after Serve has stopped.
@@ -73,7 +85,7 @@ func (w *Worker) ReadConfig(ctx context.Context) (WorkerConfig, error) {
 	if m.Type != TypeConfig {
 		return WorkerConfig{}, fmt.Errorf("control: first message is %q, want %q", m.Type, TypeConfig)
 	}
-	return WorkerConfig{Slot: m.Slot, Generation: m.Generation, Config: m.Config}, nil
+	return WorkerConfig{Slot: m.Slot, Generation: m.Generation, Config: m.Config, Warm: m.Warm}, nil
 }
 
 // Ready tells the supervisor the worker is accepting connections.
@@ -166,6 +178,19 @@ func (w *Worker) dispatch(h Handler, m Message, wg *sync.WaitGroup) {
 		h.Purge()
 	case TypeShare:
 		h.Share(m.Shared)
+	case TypeEntries:
+		if im, ok := h.(Importer); ok {
+			importBatch(im, m)
+		}
+	case TypeExport:
+		ex, ok := h.(Exporter)
+		if !ok {
+			w.send(Message{Type: TypeEntries, ID: m.ID, Done: true, Error: "this worker cannot export its cache"})
+			return
+		}
+		// An export reads the cache after every invalidation received
+		// before it, as the warm start needs; it must not delay later ones.
+		wg.Go(func() { w.export(ex, m) })
 	case TypeDrain:
 		wg.Go(h.Drain)
 	case TypeSnapshot:
@@ -188,11 +213,17 @@ func (w *Worker) Share(entries []SharedEntry) {
 }
 
 // heartbeats sends one at once, so the supervisor knows the worker's
-// breakers from its start, then one every interval.
+// breakers from its start, then one every interval, each after a probe of
+// the request path.
 func (w *Worker) heartbeats(ctx context.Context, h Handler, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	probe := func() {}
+	if p, ok := h.(Prober); ok {
+		probe = p.Probe
+	}
 	for {
+		probe()
 		s := h.Stats()
 		w.send(Message{Type: TypeHeartbeat, Stats: &s})
 		select {
