@@ -3,7 +3,7 @@ module github.com/amexd/amexd
 go 1.26.8
 
 require (
-	github.com/allegro/bigcache/v3 v3.1.0
+	github.com/allegro/bigcache/v3 v3.2.0
 	github.com/benbjohnson/clock v1.3.0
 	github.com/cespare/xxhash/v2 v2.3.0
 	github.com/coreos/go-systemd/v22 v22.7.0

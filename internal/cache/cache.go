@@ -204,8 +204,8 @@ func (c *Cache) Peek(key string) (Entry, Status, bool) {
 
 // Set stores body under key with kind's windows and returns the entry.
 // Fetches for key already in flight will not overwrite it. The entry is
-// returned but not stored when kind is unknown or the entry is larger than
-// a shard of the cache (SizeMB/Shards).
+// returned but not stored when kind is unknown or the entry is too large
+// to store (see maxBody).
 func (c *Cache) Set(kind Kind, key string, body []byte) Entry {
 	pol, ok := c.cfg.Policy(kind)
 	rec, enc := c.newRecord(pol, body)
@@ -217,9 +217,7 @@ func (c *Cache) Set(kind Kind, key string, body []byte) Entry {
 	defer s.mu.Unlock()
 	s.gen.Add(1)
 	c.group.Load().Forget(key)
-	// A failed Set only means the body is larger than a shard; the answer is
-	// then served uncached, which is all the caller needs.
-	_ = c.store.Set(key, enc)
+	c.store1(key, enc)
 	return rec.entry
 }
 
@@ -281,10 +279,33 @@ func (c *Cache) fill(ctx context.Context, pol Policy, key string, fetch func(con
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.gen.Load() == gen {
-		// As in Set, failing only means the body does not fit in a shard.
-		_ = c.store.Set(key, enc)
+		c.store1(key, enc)
 	}
 	return rec.entry, nil
+}
+
+// store1 stores one encoded record unless its body is too large: bigcache
+// evicts a whole shard's entries before it refuses an entry that cannot fit,
+// so one big answer would empty the shard. A big answer is served uncached.
+func (c *Cache) store1(key string, enc []byte) {
+	if len(enc) > c.maxRecord(key) {
+		return
+	}
+	// With the size checked, a failure is not expected; the answer is then
+	// served uncached all the same.
+	_ = c.store.Set(key, enc)
+}
+
+// maxRecord is the largest encoded record stored under key. bigcache's
+// shard is a byte queue that grows by doubling up to SizeMB/Shards and
+// refuses an entry that fits neither in its current size nor in what it may
+// still grow by; one of the two is always at least half the limit, so an
+// entry up to half a shard, with bigcache's headers, fits once older entries
+// are evicted.
+func (c *Cache) maxRecord(key string) int {
+	const bigcacheHeaders = 8 + 8 + 2 + 5 // timestamp, hash, key length, queue header
+	shard := c.cfg.SizeMB << 20 / c.cfg.Shards
+	return shard/2 - 1 - bigcacheHeaders - len(key)
 }
 
 // callFetch calls fetch, turning a panic into an error: singleflight would

@@ -481,7 +481,7 @@ func TestOversizedAnswerIsServedUncached(t *testing.T) {
 		}
 	}
 	if calls.Load() != 2 {
-		t.Fatalf("%d fetches, want 2: an answer larger than a shard cannot be cached", calls.Load())
+		t.Fatalf("%d fetches, want 2: an answer larger than half a shard is not cached", calls.Load())
 	}
 }
 
@@ -515,5 +515,52 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 	cfg.Shards = 3
 	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "cache.shards: 3") {
 		t.Fatalf("New = %v, want the invalid field named", err)
+	}
+}
+
+func TestBigAnswerLeavesOtherEntriesInPlace(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.SizeMB, cfg.Shards = 1, 1
+	c, _ := newCache(t, &cfg)
+	small := []byte(strings.Repeat("s", 1<<10))
+	for i := range 10 {
+		c.Set(KindEvent, Key(KindEvent, fmt.Sprint(i)), small)
+	}
+	var calls atomic.Int32
+	// Larger than the shard, and larger than the shard's free space.
+	for _, size := range []int{2 << 20, 1<<20 - 100} {
+		if _, st, err := c.Get(t.Context(), KindEvents, "events", constant(strings.Repeat("x", size), &calls)); err != nil || st != StatusMiss {
+			t.Fatalf("Get of %d bytes = %s, %v; want MISS", size, st, err)
+		}
+		c.Set(KindEvents, "events", bytes.Repeat([]byte("y"), size))
+		for i := range 10 {
+			if _, _, ok := c.Peek(Key(KindEvent, fmt.Sprint(i))); !ok {
+				t.Fatalf("an answer of %d bytes evicted entry %d", size, i)
+			}
+		}
+		if _, _, ok := c.Peek("events"); ok {
+			t.Fatalf("an answer of %d bytes was stored in a 1 MiB shard", size)
+		}
+	}
+	if s := c.Stats(); s.Evictions != 0 || s.Entries != 10 {
+		t.Fatalf("stats %+v, want the 10 small entries and no evictions", s)
+	}
+}
+
+func TestLargestStorableAnswerIsStored(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.SizeMB, cfg.Shards = 1, 1
+	c, _ := newCache(t, &cfg)
+	key := "events"
+	pol, _ := cfg.Policy(KindEvents)
+	_, empty := c.newRecord(pol, nil)
+	body := bytes.Repeat([]byte("x"), c.maxRecord(key)-len(empty))
+	c.Set(KindEvents, key, body)
+	if e, _, ok := c.Peek(key); !ok || len(e.Body) != len(body) {
+		t.Fatalf("an answer of the largest storable size (%d bytes) was not stored", len(body))
+	}
+	c.Set(KindEvents, key, append(body, 'x'))
+	if e, _, ok := c.Peek(key); ok && len(e.Body) != len(body) {
+		t.Fatalf("an answer one byte over the largest storable size replaced the entry")
 	}
 }
