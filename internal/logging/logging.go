@@ -1,5 +1,7 @@
 // Package logging builds amexd's slog loggers: tint's colourful handler when
-// the output is a terminal, JSON otherwise, at the configured level.
+// the output is a terminal, JSON otherwise, at the configured level. Text
+// output escapes every string it writes (see Escape), so text a client chose,
+// such as a request path, cannot drive the operator's terminal.
 package logging
 
 import (
@@ -9,6 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/lmittmann/tint"
 	"golang.org/x/term"
@@ -38,15 +42,92 @@ func New(w io.Writer, format, level string) (*slog.Logger, error) {
 	}
 	switch format {
 	case "tint", "text":
-		return slog.New(tint.NewHandler(w, &tint.Options{
-			Level:      lvl,
-			TimeFormat: time.TimeOnly + ".000",
-			NoColor:    format == "text",
+		return slog.New(tint.NewTextHandler(w, &tint.Options{
+			Level:       lvl,
+			TimeFormat:  time.TimeOnly + ".000",
+			NoColor:     format == "text",
+			ReplaceAttr: escapeAttr,
 		})), nil
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl})), nil
 	}
 	return nil, fmt.Errorf("log format %q: want auto, text or json", format)
+}
+
+// escapeAttr escapes the message and every attribute's key and value. A
+// value of any other kind than string (an error, a Stringer) is escaped as
+// the text tint would print for it.
+func escapeAttr(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && (a.Key == slog.TimeKey || a.Key == slog.LevelKey || a.Key == slog.SourceKey) {
+		return a
+	}
+	a.Key = Escape(a.Key)
+	switch a.Value.Kind() {
+	case slog.KindString:
+		if s := a.Value.String(); !isSafe(s) {
+			a.Value = slog.StringValue(Escape(s))
+		}
+	case slog.KindAny:
+		if s := fmt.Sprintf("%+v", a.Value.Any()); !isSafe(s) {
+			a.Value = slog.StringValue(Escape(s))
+		}
+	}
+	return a
+}
+
+// Escape returns s with everything a terminal could act on spelled out:
+// control characters (C0, DEL, C1) and other unprintable runes as \uXXXX
+// (\n, \r and \t as such), invalid UTF-8 bytes as \xNN, and the backslash
+// itself as \x5c, so that no text, once quoted, reads as an escape (tint
+// turns a quoted "\x1b" back into ESC). Printable text is returned as is.
+func Escape(s string) string {
+	if isSafe(s) {
+		return s
+	}
+	b := make([]byte, 0, len(s)+16)
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			b = fmt.Appendf(b, `\x%02x`, s[i])
+		case r == '\\':
+			b = append(b, `\x5c`...)
+		case r == '\n':
+			b = append(b, `\n`...)
+		case r == '\r':
+			b = append(b, `\r`...)
+		case r == '\t':
+			b = append(b, `\t`...)
+		case r == ' ' || unicode.IsPrint(r):
+			b = append(b, s[i:i+n]...)
+		case r > 0xffff:
+			b = fmt.Appendf(b, `\U%08x`, r)
+		default:
+			b = fmt.Appendf(b, `\u%04x`, r)
+		}
+		i += n
+	}
+	return string(b)
+}
+
+// isSafe reports whether s has nothing for Escape to change; it is the fast
+// path for the usual plain ASCII.
+func isSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c >= utf8.RuneSelf || c == '\\' || c == 0x7f {
+			return isSafeRunes(s)
+		}
+	}
+	return true
+}
+
+func isSafeRunes(s string) bool {
+	for _, r := range s {
+		if r == '\\' || r == utf8.RuneError || (r != ' ' && !unicode.IsPrint(r)) {
+			return false
+		}
+	}
+	return true
 }
 
 func isTerminal(w io.Writer) bool {
