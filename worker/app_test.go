@@ -40,6 +40,12 @@ func testConfig() config.Config {
 
 func newEnv(t testing.TB, cfg config.Config) *env {
 	t.Helper()
+	return newEnvWith(t, cfg, Options{Slot: 0, PID: 1})
+}
+
+// newEnvWith is newEnv with the worker's options, such as its logger.
+func newEnvWith(t testing.TB, cfg config.Config, o Options) *env {
+	t.Helper()
 	sim, err := eventapi.NewSimulator(cfg.Simulator)
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +56,7 @@ func newEnv(t testing.TB, cfg config.Config) *env {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	w, err := Build(context.Background(), cfg, Options{Slot: 0, PID: 1})
+	w, err := Build(context.Background(), cfg, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"strconv"
@@ -96,10 +97,28 @@ func retryAfterSeconds(d time.Duration) string {
 	return strconv.Itoa(max(1, int(math.Ceil(d.Seconds()))))
 }
 
+// statusClientClosedRequest is the status recorded for a request whose client
+// went away before its answer was ready; nginx's 499, outside the 5xx that
+// count against the service.
+const statusClientClosedRequest = 499
+
+// clientGone reports whether err is the request's own context ending: the
+// client closed the connection (or half-closed it) before the answer.
+func clientGone(c echo.Context, err error) bool {
+	return errors.Is(err, context.Canceled) && errors.Is(c.Request().Context().Err(), context.Canceled)
+}
+
 // handleError is Echo's error handler: every error becomes the JSON shape
 // with the request ID; a HEAD request gets the status alone.
 func (a *App) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
+		return
+	}
+	if clientGone(c, err) {
+		a.log.LogAttrs(c.Request().Context(), slog.LevelInfo, "client disconnected",
+			slog.String("request_id", requestID(c)), slog.String("path", c.Request().URL.Path),
+			slog.Int("status", statusClientClosedRequest))
+		c.Response().WriteHeader(statusClientClosedRequest)
 		return
 	}
 	ae := toAPIError(err)
