@@ -124,6 +124,9 @@ func (a *App) create(c echo.Context, decode func([]byte) (catalog.NewEvent, erro
 	if err != nil {
 		return err
 	}
+	if err := catalog.CheckUTF8(body); err != nil {
+		return err
+	}
 	in, err := decode(body)
 	if err != nil {
 		return err

@@ -41,6 +41,25 @@ func invalid(code, field, format string, args ...any) *InvalidError {
 	return &InvalidError{Code: code, Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
+// CheckUTF8 refuses a request body that is not valid UTF-8, naming the
+// top-level field whose value holds the bad bytes when there is one. Run it
+// before decoding: encoding/json would silently turn each bad byte into
+// U+FFFD, storing text the client never sent.
+func CheckUTF8(body []byte) error {
+	if utf8.Valid(body) {
+		return nil
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) == nil {
+		for name, raw := range fields {
+			if !utf8.Valid(raw) {
+				return invalid("invalid_field", name, "field %q must be valid UTF-8", name)
+			}
+		}
+	}
+	return invalid("invalid_field", "", "request body must be valid UTF-8")
+}
+
 // DecodeNewEvent parses a create request strictly: one JSON object, known
 // fields only, with the types of NewEvent. The result is not yet validated.
 func DecodeNewEvent(body []byte) (NewEvent, error) {

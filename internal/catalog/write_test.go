@@ -54,6 +54,29 @@ func TestDecodeAndValidate(t *testing.T) {
 	}
 }
 
+func TestCheckUTF8(t *testing.T) {
+	for _, tc := range []struct {
+		body  string
+		field string // "-" = valid
+	}{
+		{`{"name":"café 🙂","userId":1}`, "-"},
+		{"{\"name\":\"\xff\xfe\",\"userId\":1}", "name"},
+		{"{\"name\":\"x\",\"details\":\"caf\xe9\"}", "details"},
+		{"{\"na\xffme\":\"x\"}", ""},
+		{"\xff", ""},
+	} {
+		err := CheckUTF8([]byte(tc.body))
+		var inv *InvalidError
+		switch {
+		case tc.field == "-" && err != nil:
+			t.Errorf("%q: unexpected error %v", tc.body, err)
+		case tc.field == "-":
+		case !errors.As(err, &inv) || inv.Code != "invalid_field" || inv.Field != tc.field:
+			t.Errorf("%q: error %v, want invalid_field on %q", tc.body, err, tc.field)
+		}
+	}
+}
+
 func TestParseIDs(t *testing.T) {
 	for _, tc := range []struct {
 		in, want string
