@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -161,6 +162,71 @@ func TestProductionConfig(t *testing.T) {
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestHelpPrintsEveryKeyOnceWithItsDoc(t *testing.T) {
+	var out strings.Builder
+	_, _, err := Load([]string{"-h"}, nil, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("Load(-h) = %v, want flag.ErrHelp", err)
+	}
+	help := out.String()
+	if n := strings.Count(help, "Usage:"); n != 1 {
+		t.Fatalf("the usage is printed %d times, want once:\n%s", n, help)
+	}
+	for _, f := range keys() {
+		if n := len(regexp.MustCompile(`(?m)^  -`+regexp.QuoteMeta(f.key)+`( |$)`).FindAllString(help, -1)); n != 1 {
+			t.Errorf("-%s is listed %d times, want once", f.key, n)
+		}
+	}
+	// The meaning and the default come from configs/amexd.yaml.
+	for _, want := range []string{
+		"-ratelimit.rate string\n    \tper client IP: N-S, N-M, N-H or N-D (default 100-M; env AMEXD_RATELIMIT_RATE)",
+		"-workers int\n    \tworker processes; 0 = one per CPU (default 0; env AMEXD_WORKERS)",
+		"-cors.allow_methods list\n    \t",
+		"(default GET,POST,OPTIONS; env AMEXD_CORS_ALLOW_METHODS)",
+		"-http.idle_timeout duration\n",
+		"(default 2m; env AMEXD_HTTP_IDLE_TIMEOUT)",
+	} {
+		if !strings.Contains(help, want) {
+			t.Errorf("help lacks %q:\n%s", want, help)
+		}
+	}
+}
+
+func TestEveryKeyIsDocumented(t *testing.T) {
+	docs, err := keyDocs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range keys() {
+		d, ok := docs[f.key]
+		if !ok || d.meaning == "" {
+			t.Errorf("%s has no comment in configs/amexd.yaml (its own or its section's)", f.key)
+		}
+	}
+}
+
+// TestReadmeKeysExist keeps the README's key table to keys that exist.
+func TestReadmeKeysExist(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{}
+	for _, f := range keys() {
+		known[f.key] = true
+	}
+	row := regexp.MustCompile("(?m)^\\| `([a-z_.]+)`")
+	rows := row.FindAllStringSubmatch(string(readme), -1)
+	if len(rows) < 5 {
+		t.Fatalf("found %d key rows in the README, want its configuration table", len(rows))
+	}
+	for _, m := range rows {
+		if !known[m[1]] {
+			t.Errorf("the README documents %q, which is not a key", m[1])
 		}
 	}
 }

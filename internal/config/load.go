@@ -35,27 +35,21 @@ type Source struct {
 // order, and validates it. Output of -h goes to out.
 func Load(args, env []string, out io.Writer) (Config, Source, error) {
 	src := Source{Args: args, Env: env}
-	cfg, err := src.load(out)
-	return cfg, src.withFile(out), err
+	cfg, file, err := src.load(out)
+	src.File = file
+	return cfg, src, err
 }
 
 // Reload reads the configuration again from the same source: the file is
 // re-read, the environment and flags are the ones the process started with.
 func (s Source) Reload() (Config, error) {
-	return s.load(io.Discard)
+	cfg, _, err := s.load(io.Discard)
+	return cfg, err
 }
 
-func (s Source) withFile(out io.Writer) Source {
-	fs, file := newFlagSet(out, keys(), func(field, string) error { return nil })
-	_ = fs.Parse(s.Args)
-	s.File = envValue(s.Env, EnvPrefix+"CONFIG")
-	if *file != "" {
-		s.File = *file
-	}
-	return s
-}
-
-func (s Source) load(out io.Writer) (Config, error) {
+// load parses the flags once and returns the configuration and the file it
+// read, if any.
+func (s Source) load(out io.Writer) (Config, string, error) {
 	fields := keys()
 	set := map[string]string{}
 	var scratch Config
@@ -64,10 +58,10 @@ func (s Source) load(out io.Writer) (Config, error) {
 		return f.set(&scratch, v) // reports bad syntax at parse time
 	})
 	if err := fs.Parse(s.Args); err != nil {
-		return Config{}, err
+		return Config{}, "", err
 	}
 	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return Config{}, "", fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	cfg := Default()
 	path := envValue(s.Env, EnvPrefix+"CONFIG")
@@ -76,27 +70,27 @@ func (s Source) load(out io.Writer) (Config, error) {
 	}
 	if path != "" {
 		if err := decodeFile(path, &cfg); err != nil {
-			return Config{}, err
+			return Config{}, path, err
 		}
 	}
 	for _, f := range fields {
 		if v, ok := lookupEnv(s.Env, f.env()); ok {
 			if err := f.set(&cfg, v); err != nil {
-				return Config{}, fmt.Errorf("%s: %w", f.env(), err)
+				return Config{}, path, fmt.Errorf("%s: %w", f.env(), err)
 			}
 		}
 	}
 	for _, f := range fields {
 		if v, ok := set[f.key]; ok {
 			if err := f.set(&cfg, v); err != nil {
-				return Config{}, fmt.Errorf("-%s: %w", f.key, err)
+				return Config{}, path, fmt.Errorf("-%s: %w", f.key, err)
 			}
 		}
 	}
 	if err := cfg.Validate(); err != nil {
-		return Config{}, fmt.Errorf("invalid configuration:\n%w", err)
+		return Config{}, path, fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	return cfg, nil
+	return cfg, path, nil
 }
 
 func newFlagSet(out io.Writer, fields []field, onSet func(field, string) error) (*flag.FlagSet, *string) {
@@ -106,12 +100,7 @@ func newFlagSet(out io.Writer, fields []field, onSet func(field, string) error) 
 	for _, f := range fields {
 		fs.Var(flagValue{f: f, set: onSet}, f.key, f.usage())
 	}
-	fs.Usage = func() {
-		fmt.Fprintln(out, "Usage: amexd [-config FILE] [-KEY VALUE ...]")
-		fmt.Fprintln(out, "\nEvery key can also be set as AMEXD_KEY in the environment (dots become underscores).")
-		fmt.Fprintln(out, "\nFlags:")
-		fs.PrintDefaults()
-	}
+	fs.Usage = func() { printUsage(out, fields) }
 	return fs, file
 }
 
