@@ -1,12 +1,12 @@
 # The README's commands. `make test` is what CI runs.
 GO ?= go
 
-.PHONY: run test deps vet units bench build
+.PHONY: run test deps vet staticcheck openapi-lint units bench build
 
 run:
 	$(GO) run ./cmd/amexd
 
-test: deps vet units
+test: deps vet staticcheck units
 	.ci/with-redis $(GO) test -race -count=1 -timeout 12m ./...
 
 # Installs the Debian packages the tests need (.ci/packages) when root.
@@ -16,6 +16,21 @@ deps:
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: the files above need formatting"; exit 1; }
+
+# staticcheck at a pinned version, installed from the module proxy when it
+# is missing or another version.
+STATICCHECK_VERSION := 0.8.2
+STATICCHECK := $(or $(shell $(GO) env GOBIN),$(shell $(GO) env GOPATH)/bin)/staticcheck
+staticcheck:
+	@case "$$($(STATICCHECK) -version 2>/dev/null)" in *"($(STATICCHECK_VERSION))"*) ;; \
+	  *) echo "installing staticcheck v$(STATICCHECK_VERSION)"; \
+	     $(GO) install honnef.co/go/tools/cmd/staticcheck@v$(STATICCHECK_VERSION);; esac
+	$(STATICCHECK) ./...
+
+# Redocly's recommended rules over the OpenAPI document (also a test:
+# worker/openapi_lint_test.go); .ci/redocly installs the pinned CLI.
+openapi-lint:
+	.ci/redocly lint --extends=recommended worker/openapi.json
 
 # The units must verify and rate 2.0 or better in systemd-analyze's exposure
 # scale (given as 20 tenths); skipped where systemd-analyze is missing.
