@@ -118,6 +118,8 @@ func placeholder(t reflect.Type) string {
 	switch {
 	case t == durationType:
 		return "duration"
+	case t == bytesType:
+		return "size"
 	case t.Kind() == reflect.Slice:
 		return "list"
 	case t.Kind() == reflect.Float64:

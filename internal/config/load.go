@@ -157,21 +157,9 @@ func (f field) env() string {
 }
 
 func (f field) usage() string {
-	return fmt.Sprintf("%s (%s, env %s)", f.key, typeName(f.typ), f.env())
+	return fmt.Sprintf("%s (%s, env %s)", f.key, placeholder(f.typ), f.env())
 }
 
-func typeName(t reflect.Type) string {
-	switch {
-	case t == durationType:
-		return "duration"
-	case t == bytesType:
-		return "size"
-	case t.Kind() == reflect.Slice:
-		return "comma-separated list"
-	default:
-		return t.Kind().String()
-	}
-}
 
 var (
 	durationType = reflect.TypeOf(time.Duration(0))
