@@ -160,7 +160,6 @@ func (f field) usage() string {
 	return fmt.Sprintf("%s (%s, env %s)", f.key, placeholder(f.typ), f.env())
 }
 
-
 var (
 	durationType = reflect.TypeOf(time.Duration(0))
 	bytesType    = reflect.TypeOf(Bytes(0))
