@@ -221,6 +221,9 @@ func (im *Import) add(w Warm) importOutcome {
 		entry:      Entry{Body: w.Body, ETag: etagOf(w.Body), Stored: time.Unix(0, now.Add(-w.Age).UnixNano())},
 	}
 	enc := encode(rec)
+	if len(enc) > c.maxRecord(w.Key) {
+		return importRefused // see store1: it would empty a shard
+	}
 
 	idx := c.stripeIndex(w.Key)
 	s := &c.stripes[idx]
