@@ -39,6 +39,7 @@ type Worker struct {
 	cache    *cache.Cache
 	warm     *warmStart
 	proc     *procfs.Proc
+	shared   *cache.Shared
 }
 
 // Build assembles a worker's cache, upstream client, catalog, limiter and
@@ -48,8 +49,22 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 		o.Log = slog.Default()
 	}
 	w := &Worker{}
-	c, err := cache.New(cfg.Cache, cache.WithStaleOn(servableFromStale))
+	cacheOpts := []cache.Option{cache.WithStaleOn(servableFromStale)}
+	if cfg.Cache.Shared == cache.SharedRedis {
+		url := cfg.Cache.RedisURL
+		if url == "" {
+			url = cfg.RateLimit.RedisURL
+		}
+		shared, err := cache.NewShared(url, cfg.Cache.RedisTimeout, cfg.Cache.SharedWait, o.Log)
+		if err != nil {
+			return nil, fmt.Errorf("build shared cache tier: %w", err)
+		}
+		w.shared = shared
+		cacheOpts = append(cacheOpts, cache.WithShared(shared))
+	}
+	c, err := cache.New(cfg.Cache, cacheOpts...)
 	if err != nil {
+		w.Close()
 		return nil, fmt.Errorf("build cache: %w", err)
 	}
 	w.cache = c
@@ -67,7 +82,7 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 	up, err := upstream.New(cfg.Upstream, cfg.Breaker,
 		upstream.WithLogger(o.Log), upstream.WithObserver(w.series), upstream.WithOnStateChange(onChange))
 	if err != nil {
-		_ = c.Close()
+		w.Close()
 		return nil, fmt.Errorf("build upstream client: %w", err)
 	}
 	w.Upstream = up
@@ -119,6 +134,9 @@ func (w *Worker) Close() {
 	}
 	if w.cache != nil {
 		_ = w.cache.Close()
+	}
+	if w.shared != nil {
+		_ = w.shared.Close()
 	}
 }
 

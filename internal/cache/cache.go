@@ -3,7 +3,9 @@
 // and stale windows, fills a missing or outdated entry with one fetch per key
 // at a time, serves stale entries when the upstream fails, and makes
 // invalidation win over fetches that were already in flight, so that a read
-// after a write and its invalidation never sees the old answer.
+// after a write and its invalidation never sees the old answer. An optional
+// shared tier in Redis (see [Shared]) sits below it, so that several
+// machines make one upstream call per key.
 package cache
 
 import (
@@ -67,6 +69,8 @@ type Cache struct {
 	staleOn func(error) bool
 
 	store *bigcache.BigCache
+	// shared is the optional second level, below store, common to machines.
+	shared *Shared
 	// group is replaced by Purge, so that no Get after a Purge joins a fetch
 	// that started before it.
 	group   atomic.Pointer[singleflight.Group]
@@ -91,6 +95,12 @@ func WithClock(now func() time.Time) Option {
 // by default every error may.
 func WithStaleOn(accept func(error) bool) Option {
 	return func(c *Cache) { c.staleOn = accept }
+}
+
+// WithShared puts a shared tier below the cache: a miss looks there before
+// fetching, and a fill is stored there too. The caller closes it.
+func WithShared(s *Shared) Option {
+	return func(c *Cache) { c.shared = s }
 }
 
 // New returns a cache configured by cfg, which must be valid. Call Close
@@ -236,6 +246,19 @@ func (c *Cache) Delete(keys ...string) {
 	}
 }
 
+// Invalidate removes the entries under keys after a write made them stale:
+// from the shared tier first, so that this cache cannot refill them from
+// there, then as Delete does. It returns the shared tier's error, if any,
+// once the local entries are gone.
+func (c *Cache) Invalidate(ctx context.Context, keys ...string) error {
+	var err error
+	if c.shared != nil {
+		err = c.shared.invalidate(ctx, keys)
+	}
+	c.Delete(keys...)
+	return err
+}
+
 // Purge removes every entry, with the same guarantees towards fetches in
 // flight as Delete.
 func (c *Cache) Purge() {
@@ -266,16 +289,30 @@ func (c *Cache) Stats() Stats {
 	}
 }
 
-// fill fetches the answer for key and stores it unless key was invalidated
-// since the fetch started.
+// fill takes the answer for key from the shared tier or fetches it, and
+// stores it unless key was invalidated since the fill started.
 func (c *Cache) fill(ctx context.Context, pol Policy, key string, fetch func(context.Context) ([]byte, error)) (Entry, error) {
 	s := c.stripeOf(key)
 	gen := s.gen.Load()
-	body, err := callFetch(ctx, key, fetch)
+	fetchRecord := func(ctx context.Context) (filled, error) {
+		body, err := callFetch(ctx, key, fetch)
+		if err != nil {
+			return filled{}, err
+		}
+		rec, enc := c.newRecord(pol, body)
+		return filled{rec: rec, enc: enc}, nil
+	}
+	var f filled
+	var err error
+	if c.shared != nil {
+		f, err = c.shared.load(ctx, key, func() int64 { return c.now().UnixNano() }, fetchRecord)
+	} else {
+		f, err = fetchRecord(ctx)
+	}
 	if err != nil {
 		return Entry{}, err
 	}
-	rec, enc := c.newRecord(pol, body)
+	rec, enc := f.rec, f.enc
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.gen.Load() == gen {

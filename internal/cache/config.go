@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Kind names a family of cached upstream answers; each kind has its own
@@ -56,6 +58,17 @@ type Config struct {
 	// Shards is the number of independently locked shards, a power of two.
 	Shards int `yaml:"shards"`
 
+	// Shared is the second level below every worker's cache: "none", or
+	// "redis" for one Redis common to the machines (see [Shared]).
+	Shared string `yaml:"shared"`
+	// RedisURL is the shared tier's Redis; empty means ratelimit.redis_url.
+	RedisURL string `yaml:"redis_url"`
+	// RedisTimeout bounds each call to the shared tier's Redis.
+	RedisTimeout time.Duration `yaml:"redis_timeout"`
+	// SharedWait bounds how long a miss waits for another machine's fill of
+	// the same key before asking the upstream itself.
+	SharedWait time.Duration `yaml:"shared_wait"`
+
 	Users      Policy `yaml:"users"`
 	User       Policy `yaml:"user"`
 	Events     Policy `yaml:"events"`
@@ -67,15 +80,24 @@ type Config struct {
 // says nothing about the cache.
 func DefaultConfig() Config {
 	return Config{
-		SizeMB:     256,
-		Shards:     64,
-		Users:      Policy{Fresh: 30 * time.Second, Stale: 10 * time.Minute},
-		User:       Policy{Fresh: 30 * time.Second, Stale: 10 * time.Minute},
-		Events:     Policy{Fresh: 10 * time.Second, Stale: 10 * time.Minute},
-		Event:      Policy{Fresh: 10 * time.Minute, Stale: time.Hour},
-		UserEvents: Policy{Fresh: 10 * time.Second, Stale: 10 * time.Minute},
+		SizeMB:       256,
+		Shards:       64,
+		Shared:       SharedNone,
+		RedisTimeout: 100 * time.Millisecond,
+		SharedWait:   3 * time.Second,
+		Users:        Policy{Fresh: 30 * time.Second, Stale: 10 * time.Minute},
+		User:         Policy{Fresh: 30 * time.Second, Stale: 10 * time.Minute},
+		Events:       Policy{Fresh: 10 * time.Second, Stale: 10 * time.Minute},
+		Event:        Policy{Fresh: 10 * time.Minute, Stale: time.Hour},
+		UserEvents:   Policy{Fresh: 10 * time.Second, Stale: 10 * time.Minute},
 	}
 }
+
+// The values of Config.Shared.
+const (
+	SharedNone  = "none"
+	SharedRedis = "redis"
+)
 
 // Policy returns the policy of kind k, and false when k is not a known kind.
 func (c Config) Policy(k Kind) (Policy, bool) {
@@ -122,6 +144,23 @@ func (c Config) Validate() error {
 	}
 	if c.Shards <= 0 || c.Shards&(c.Shards-1) != 0 {
 		errs = append(errs, fmt.Errorf("cache.shards: %d must be a positive power of two", c.Shards))
+	}
+	switch c.Shared {
+	case SharedNone:
+	case SharedRedis:
+		if c.RedisURL != "" {
+			if _, err := redis.ParseURL(c.RedisURL); err != nil {
+				errs = append(errs, fmt.Errorf("cache.redis_url: %q is not a Redis URL: %w", c.RedisURL, err))
+			}
+		}
+		if c.RedisTimeout <= 0 {
+			errs = append(errs, fmt.Errorf("cache.redis_timeout: %s must be positive", c.RedisTimeout))
+		}
+		if c.SharedWait <= 0 {
+			errs = append(errs, fmt.Errorf("cache.shared_wait: %s must be positive", c.SharedWait))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("cache.shared: %q is not a tier (want none or redis)", c.Shared))
 	}
 	for _, f := range c.policyFields() {
 		if f.p.Fresh <= 0 {

@@ -146,7 +146,10 @@ func (c *Catalog) CreateEventAs(ctx context.Context, ev NewEvent, id string) (ev
 		cache.Key(cache.KindUser, user),
 		cache.Key(cache.KindUserEvents, user),
 	}
-	c.cache.Delete(stale...)
+	if err := c.cache.Invalidate(ctx, stale...); err != nil {
+		c.log.WarnContext(ctx, "shared cache invalidation failed; its old answers may be served until their fresh window ends",
+			"event", created.ID, "err", err)
+	}
 	if b, err := json.Marshal(created); err == nil {
 		key := cache.Key(cache.KindEvent, created.ID)
 		c.cache.Set(cache.KindEvent, key, b)

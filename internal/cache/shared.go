@@ -1,0 +1,259 @@
+package cache
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The Redis key spaces of the shared tier, apart from those of the other
+// features that use the same Redis (rate limits, the cluster channel). A
+// cached answer lives under sharedValue+key, the generation that guards its
+// fills under sharedGen+key, and the lock of its fill under sharedLock+key.
+const (
+	sharedValue = "amexd:cache:v1:value:"
+	sharedGen   = "amexd:cache:v1:gen:"
+	sharedLock  = "amexd:cache:v1:lock:"
+)
+
+// Timings of the shared tier: how long a generation outlives its last
+// invalidation (far longer than any fill), how often a miss that waits for
+// another machine's fill looks again, and how long a failing Redis is left
+// alone before it is tried again.
+const (
+	sharedGenTTL    = time.Hour
+	sharedPoll      = 20 * time.Millisecond
+	sharedRetryWait = time.Second
+	sharedLogEvery  = 10 * time.Second
+)
+
+// storeIfGen stores a fill only if the key's generation is still the one
+// read before the fill asked the upstream: an invalidation in between means
+// the answer may predate a write.
+var storeIfGen = redis.NewScript(`
+local gen = redis.call('GET', KEYS[2]) or ''
+if gen ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1`)
+
+// unlockIfOwner releases a fill's lock only if it is still this fill's.
+var unlockIfOwner = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+// Shared is the cache's second level: a Redis that several machines share,
+// so that the first machine to miss a key asks the upstream and the others
+// take its answer. Entries keep the fresh and stale windows of the fill that
+// made them; machines are expected to agree on the time (NTP).
+//
+// It never fails a read: when Redis errs or answers slower than its timeout
+// the cache fetches from the upstream as if there were no shared tier, and
+// leaves Redis alone for a second before trying it again.
+type Shared struct {
+	rdb     *redis.Client
+	timeout time.Duration
+	wait    time.Duration
+	log     *slog.Logger
+	// retryAt (unix nanoseconds) is when Redis is tried again after a
+	// failure; lastLog rate-limits the warning about it.
+	retryAt atomic.Int64
+	lastLog atomic.Int64
+	errors  atomic.Uint64
+}
+
+// NewShared returns the shared tier on the Redis at url. timeout bounds each
+// Redis call; wait bounds how long a miss waits for another machine's fill
+// of the same key before asking the upstream itself, and is also how long
+// a fill's lock lives. An unreachable Redis is not an error here.
+func NewShared(url string, timeout, wait time.Duration, log *slog.Logger) (*Shared, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("cache: shared tier: %w", err)
+	}
+	if timeout <= 0 || wait <= 0 {
+		return nil, fmt.Errorf("cache: shared tier: timeout %s and wait %s must be positive", timeout, wait)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	opts.ContextTimeoutEnabled = true
+	// One attempt per call: the caller's fallback is the upstream, not a retry.
+	opts.MaxRetries = -1
+	return &Shared{rdb: redis.NewClient(opts), timeout: timeout, wait: wait, log: log}, nil
+}
+
+// Close closes the connections to Redis.
+func (s *Shared) Close() error { return s.rdb.Close() }
+
+// Errors counts the Redis calls that failed or timed out.
+func (s *Shared) Errors() uint64 { return s.errors.Load() }
+
+// available reports whether Redis is worth asking now.
+func (s *Shared) available() bool { return time.Now().UnixNano() >= s.retryAt.Load() }
+
+// failed records a Redis failure: Redis is skipped for sharedRetryWait and
+// the failure is logged at most once every sharedLogEvery.
+func (s *Shared) failed(op string, err error) {
+	s.errors.Add(1)
+	now := time.Now()
+	s.retryAt.Store(now.Add(sharedRetryWait).UnixNano())
+	last := s.lastLog.Load()
+	if now.UnixNano()-last >= int64(sharedLogEvery) && s.lastLog.CompareAndSwap(last, now.UnixNano()) {
+		s.log.Warn("cache: shared tier unavailable; filling from the upstream on this machine", "op", op, "err", err)
+	}
+}
+
+// call runs one Redis operation under the tier's timeout.
+func (s *Shared) call(ctx context.Context, op func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	return op(ctx)
+}
+
+// filled is an answer as the shared tier hands it to the cache: the decoded
+// record and its encoding.
+type filled struct {
+	rec record
+	enc []byte
+}
+
+// load returns key's answer from Redis when a fresh one is there, and
+// otherwise calls fetch, once across the machines when Redis allows: the
+// miss that takes the key's lock fetches and stores, the others wait for
+// its answer for at most the tier's wait, then fetch on their own. now is
+// the cache's clock in unix nanoseconds.
+func (s *Shared) load(ctx context.Context, key string, now func() int64, fetch func(context.Context) (filled, error)) (filled, error) {
+	deadline := time.Now().Add(s.wait)
+	for {
+		if !s.available() {
+			return fetch(ctx)
+		}
+		f, gen, found, err := s.lookup(ctx, key, now())
+		switch {
+		case err != nil:
+			s.failed("lookup", err)
+			return fetch(ctx)
+		case found:
+			return f, nil
+		}
+		token, locked, err := s.lock(ctx, key)
+		if err != nil {
+			s.failed("lock", err)
+			return fetch(ctx)
+		}
+		if locked || time.Now().After(deadline) {
+			f, err := fetch(ctx)
+			if err == nil {
+				s.store(ctx, key, gen, f, now())
+			}
+			if locked {
+				s.unlock(ctx, key, token)
+			}
+			return f, err
+		}
+		t := time.NewTimer(sharedPoll)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fetch(ctx)
+		}
+	}
+}
+
+// lookup reads key's answer and generation in one round trip. found is
+// true only for an answer within its fresh window.
+func (s *Shared) lookup(ctx context.Context, key string, now int64) (f filled, gen string, found bool, err error) {
+	var vals []any
+	err = s.call(ctx, func(ctx context.Context) error {
+		var err error
+		vals, err = s.rdb.MGet(ctx, sharedValue+key, sharedGen+key).Result()
+		return err
+	})
+	if err != nil {
+		return filled{}, "", false, err
+	}
+	gen, _ = vals[1].(string)
+	raw, ok := vals[0].(string)
+	if !ok {
+		return filled{}, gen, false, nil
+	}
+	enc := []byte(raw)
+	rec, err := decode(enc)
+	if err != nil || now >= rec.freshUntil {
+		return filled{}, gen, false, nil
+	}
+	return filled{rec: rec, enc: enc}, gen, true, nil
+}
+
+// lock tries to take key's fill lock, which expires after the tier's wait
+// if its owner never releases it.
+func (s *Shared) lock(ctx context.Context, key string) (token string, ok bool, err error) {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	token = hex.EncodeToString(b[:])
+	err = s.call(ctx, func(ctx context.Context) error {
+		var err error
+		ok, err = s.rdb.SetNX(ctx, sharedLock+key, token, s.wait).Result()
+		return err
+	})
+	return token, ok, err
+}
+
+func (s *Shared) unlock(ctx context.Context, key, token string) {
+	err := s.call(ctx, func(ctx context.Context) error {
+		return unlockIfOwner.Run(ctx, s.rdb, []string{sharedLock + key}, token).Err()
+	})
+	if err != nil {
+		// The lock expires on its own; until then others wait or fall back.
+		s.failed("unlock", err)
+	}
+}
+
+// store writes a fill to Redis for as long as its stale window lasts,
+// unless key was invalidated since gen was read.
+func (s *Shared) store(ctx context.Context, key, gen string, f filled, now int64) {
+	ttl := time.Duration(f.rec.staleUntil - now)
+	if ttl < time.Millisecond {
+		return
+	}
+	err := s.call(ctx, func(ctx context.Context) error {
+		return storeIfGen.Run(ctx, s.rdb, []string{sharedValue + key, sharedGen + key},
+			gen, f.enc, strconv.FormatInt(ttl.Milliseconds(), 10)).Err()
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		s.failed("store", err)
+	}
+}
+
+// invalidate deletes keys' answers and moves their generations on, so that
+// no fill that began before it can store an older answer afterwards.
+func (s *Shared) invalidate(ctx context.Context, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	err := s.call(ctx, func(ctx context.Context) error {
+		_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			for _, key := range keys {
+				p.Del(ctx, sharedValue+key)
+				p.Incr(ctx, sharedGen+key)
+				p.PExpire(ctx, sharedGen+key, sharedGenTTL)
+			}
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		s.failed("invalidate", err)
+		return fmt.Errorf("cache: invalidate %d keys in the shared tier: %w", len(keys), err)
+	}
+	return nil
+}

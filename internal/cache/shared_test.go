@@ -1,0 +1,311 @@
+package cache
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// privateRedis starts a redis-server of this test's own on a free loopback
+// port (shared test servers get flushed by other packages' tests) and
+// returns its URL. Without redis-server the test skips, except in CI
+// (CI=true), where it fails.
+func privateRedis(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("redis-server is not installed: CI must install it (.ci/packages)")
+		}
+		t.Skip("redis-server not installed")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	ln.Close()
+	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	waitFor(t, "redis-server to accept connections", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return "redis://" + addr + "/0"
+}
+
+// machine is one cache with its own shared-tier client, as one machine of a
+// cluster would have.
+func machine(t *testing.T, url string, wait time.Duration) (*Cache, *fakeClock, *Shared) {
+	t.Helper()
+	s, err := NewShared(url, 2*time.Second, wait, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	c, clock := newCache(t, nil, WithShared(s))
+	return c, clock, s
+}
+
+// counting returns a fetch answering body and the number of its calls.
+func counting(body string) (func(context.Context) ([]byte, error), *atomic.Int64) {
+	var n atomic.Int64
+	return func(context.Context) ([]byte, error) {
+		n.Add(1)
+		return []byte(body), nil
+	}, &n
+}
+
+func TestSharedTierOneFetchAcrossMachines(t *testing.T) {
+	url := privateRedis(t)
+	a, _, _ := machine(t, url, 10*time.Second)
+	b, _, _ := machine(t, url, 10*time.Second)
+
+	release := make(chan struct{})
+	var calls atomic.Int64
+	slow := func(context.Context) ([]byte, error) {
+		calls.Add(1)
+		<-release
+		return []byte(`{"id":1}`), nil
+	}
+	var wg sync.WaitGroup
+	var gotA Entry
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		gotA, _, _ = a.Get(context.Background(), KindUser, "user:1", slow)
+	}()
+	waitFor(t, "a's fetch to start", func() bool { return calls.Load() == 1 })
+	var gotB Entry
+	var errB error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		gotB, _, errB = b.Get(context.Background(), KindUser, "user:1", slow)
+	}()
+	waitFor(t, "b to wait for a's fill", func() bool { return b.Stats().Waiting == 1 })
+	close(release)
+	wg.Wait()
+	if errB != nil {
+		t.Fatalf("b: %v", errB)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("two machines missing one key made %d upstream calls, want 1", n)
+	}
+	if string(gotB.Body) != `{"id":1}` || gotB.ETag != gotA.ETag {
+		t.Errorf("b got %q %s, want a's answer %q %s", gotB.Body, gotB.ETag, gotA.Body, gotA.ETag)
+	}
+	// b stored it in its own cache: a hit, no Redis needed.
+	if _, st, _ := b.Get(context.Background(), KindUser, "user:1", slow); st != StatusHit {
+		t.Errorf("b's second read: %s, want HIT", st)
+	}
+}
+
+func TestSharedTierKeepsTheFillsWindows(t *testing.T) {
+	url := privateRedis(t)
+	a, _, _ := machine(t, url, time.Second)
+	b, clockB, _ := machine(t, url, time.Second)
+	fetch, calls := counting(`"u"`)
+	if _, _, err := a.Get(context.Background(), KindUser, "user:2", fetch); err != nil {
+		t.Fatal(err)
+	}
+	fresh := DefaultConfig().User.Fresh
+	clockB.Advance(fresh - time.Second)
+	if _, _, err := b.Get(context.Background(), KindUser, "user:2", fetch); err != nil || calls.Load() != 1 {
+		t.Fatalf("b within a's fresh window: err %v, %d calls, want 1", err, calls.Load())
+	}
+	// b's copy ends when a's fill does, not a full window after b took it.
+	clockB.Advance(2 * time.Second)
+	if _, st, _ := b.Get(context.Background(), KindUser, "user:2", fetch); st != StatusMiss || calls.Load() != 2 {
+		t.Errorf("b past a's fresh window: %s with %d calls, want a MISS with 2", st, calls.Load())
+	}
+}
+
+func TestSharedTierInvalidate(t *testing.T) {
+	url := privateRedis(t)
+	a, _, _ := machine(t, url, time.Second)
+	b, _, _ := machine(t, url, time.Second)
+	old, _ := counting(`"old"`)
+	if _, _, err := a.Get(context.Background(), KindUser, "user:3", old); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Invalidate(context.Background(), "user:3"); err != nil {
+		t.Fatal(err)
+	}
+	fresh, calls := counting(`"new"`)
+	for name, c := range map[string]*Cache{"a": a, "b": b} {
+		if e, _, err := c.Get(context.Background(), KindUser, "user:3", fresh); err != nil || string(e.Body) != `"new"` {
+			t.Errorf("%s after the invalidation: %q %v, want \"new\"", name, e.Body, err)
+		}
+	}
+	if calls.Load() != 1 {
+		t.Errorf("%d fetches after the invalidation, want 1 (the second machine reads the first's)", calls.Load())
+	}
+}
+
+// A fill that asked the upstream before a write's invalidation must not
+// leave its older answer in Redis for the other machines.
+func TestSharedTierFillRacingInvalidation(t *testing.T) {
+	url := privateRedis(t)
+	a, _, _ := machine(t, url, time.Second)
+	b, _, _ := machine(t, url, time.Second)
+	c, _, _ := machine(t, url, time.Second)
+	started, release := make(chan struct{}), make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _, _ = a.Get(context.Background(), KindUserEvents, "user-events:4", func(context.Context) ([]byte, error) {
+			close(started)
+			<-release
+			return []byte(`"before the write"`), nil
+		})
+	}()
+	<-started
+	if err := b.Invalidate(context.Background(), "user-events:4"); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	<-done
+	e, _, err := c.Get(context.Background(), KindUserEvents, "user-events:4", func(context.Context) ([]byte, error) {
+		return []byte(`"after the write"`), nil
+	})
+	if err != nil || string(e.Body) != `"after the write"` {
+		t.Errorf("a machine reading after the write got %q %v, want the new answer", e.Body, err)
+	}
+}
+
+func TestSharedTierWaitIsBounded(t *testing.T) {
+	url := privateRedis(t)
+	a, _, _ := machine(t, url, 10*time.Second)
+	b, _, _ := machine(t, url, 200*time.Millisecond)
+	started, release := make(chan struct{}), make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _, _ = a.Get(context.Background(), KindUser, "user:5", func(context.Context) ([]byte, error) {
+			close(started)
+			<-release
+			return []byte(`"a"`), nil
+		})
+	}()
+	<-started
+	fetch, calls := counting(`"b"`)
+	e, st, err := b.Get(context.Background(), KindUser, "user:5", fetch)
+	close(release)
+	<-done
+	if err != nil || st != StatusMiss || string(e.Body) != `"b"` || calls.Load() != 1 {
+		t.Errorf("b while a holds the lock past b's wait: %q %s %v, %d calls; want its own fetch", e.Body, st, err, calls.Load())
+	}
+}
+
+// unanswering accepts connections and never answers: a Redis that hangs.
+func unanswering(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "redis://" + ln.Addr().String() + "/0"
+}
+
+func TestSharedTierRedisDownOrHanging(t *testing.T) {
+	closed := func(t *testing.T) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln.Close()
+		return "redis://" + ln.Addr().String() + "/0"
+	}
+	for name, url := range map[string]func(*testing.T) string{"down": closed, "hanging": unanswering} {
+		t.Run(name, func(t *testing.T) {
+			s, err := NewShared(url(t), 50*time.Millisecond, time.Second, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			c, _ := newCache(t, nil, WithShared(s))
+			fetch, calls := counting(`"x"`)
+			for i, key := range []string{"user:6", "user:7"} {
+				e, st, err := c.Get(context.Background(), KindUser, key, fetch)
+				if err != nil || st != StatusMiss || string(e.Body) != `"x"` {
+					t.Fatalf("read %d: %q %s %v, want the upstream's answer", i, e.Body, st, err)
+				}
+			}
+			if calls.Load() != 2 || s.Errors() == 0 {
+				t.Errorf("%d fetches and %d Redis errors, want 2 fetches and the errors counted", calls.Load(), s.Errors())
+			}
+			err = c.Invalidate(context.Background(), "user:6")
+			if err == nil || !strings.Contains(err.Error(), "shared tier") {
+				t.Errorf("Invalidate with Redis %s: %v, want the shared tier's error", name, err)
+			}
+			if _, ok := c.lookup("user:6"); ok {
+				t.Error("the local entry survived an invalidation whose Redis part failed")
+			}
+		})
+	}
+}
+
+func TestSharedConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		edit func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Shared = "memcached" }, `cache.shared: "memcached"`},
+		{func(c *Config) { c.Shared, c.RedisURL = SharedRedis, "http://x" }, "cache.redis_url"},
+		{func(c *Config) { c.Shared, c.RedisTimeout = SharedRedis, 0 }, "cache.redis_timeout"},
+		{func(c *Config) { c.Shared, c.SharedWait = SharedRedis, -time.Second }, "cache.shared_wait"},
+	} {
+		cfg := DefaultConfig()
+		tc.edit(&cfg)
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate: %v, want an error naming %s", err, tc.want)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.Shared = SharedRedis
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("redis with the default URL (ratelimit.redis_url): %v", err)
+	}
+	if _, err := NewShared("redis://127.0.0.1:1/0", 0, time.Second, nil); err == nil {
+		t.Error("NewShared accepted a zero timeout")
+	}
+}
