@@ -1,13 +1,19 @@
 # The README's commands. `make test` is what CI runs.
 GO ?= go
 
-.PHONY: run test deps vet staticcheck openapi-lint units bench build
+.PHONY: run test deps vet staticcheck openapi-lint units bench build cluster-test
 
 run:
 	$(GO) run ./cmd/amexd
 
 test: deps vet staticcheck units
 	.ci/with-redis $(GO) test -race -count=1 -timeout 12m ./...
+
+# The tests on a real local cluster (internal/cluster): three hosts in
+# their own network namespaces behind HAProxy, one Redis, one simulator.
+# Needs root; `make test` runs them too.
+cluster-test: deps
+	$(GO) test -race -count=1 -timeout 5m -v ./internal/cluster/
 
 # Installs the Debian packages the tests need (.ci/packages) when root.
 deps:
