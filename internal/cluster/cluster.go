@@ -189,8 +189,9 @@ func (c *Cluster) claimSubnet() error {
 		}
 		_, _ = rand.Read(id[:])
 		c.ID = hex.EncodeToString(id[:])
-		if err := f.Truncate(0); err == nil {
-			_, err = f.WriteAt([]byte(c.ID+"\n"), 0)
+		if err := writeID(f, c.ID); err != nil {
+			f.Close()
+			return fmt.Errorf("cluster: lock subnet: %w", err)
 		}
 		c.subnet, c.lock = p, f
 		base := p.Addr().As4()
@@ -204,6 +205,14 @@ func (c *Cluster) claimSubnet() error {
 		return nil
 	}
 	return errors.New("cluster: no free private /24 found")
+}
+
+func writeID(f *os.File, id string) error {
+	if err := f.Truncate(0); err != nil {
+		return err
+	}
+	_, err := f.WriteAt([]byte(id+"\n"), 0)
+	return err
 }
 
 // usedPrefixes lists the IPv4 prefixes of the machine's addresses and routes.
@@ -243,13 +252,15 @@ func reapLeftovers(log *slog.Logger) {
 		if err != nil {
 			continue
 		}
+		// A file without an ID may be a live run's that has not written it
+		// yet; it is left alone.
 		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
 			b, _ := os.ReadFile(name)
 			if id := strings.TrimSpace(string(b)); isID(id) {
 				log.Warn("cluster: removing what a dead run left", "id", id)
 				removeByID(id)
+				_ = os.Remove(name)
 			}
-			_ = os.Remove(name)
 		}
 		f.Close()
 	}

@@ -416,3 +416,39 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestLeftoversRemoved: what a run killed before its teardown left (its
+// lock file, no longer locked, a namespace and a bridge named after its
+// ID) is removed by the next run.
+func TestLeftoversRemoved(t *testing.T) {
+	if err := Check(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	const id = "dead00"
+	if err := os.MkdirAll(lockDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	lock := filepath.Join(lockDir, "test-"+id+".lock")
+	if err := os.WriteFile(lock, []byte(id+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeByID(id); _ = os.Remove(lock) })
+	for _, args := range [][]string{{"netns", "add", "amx" + id + "h0"}, {"link", "add", "amxb" + id, "type", "bridge"}} {
+		if err := ip(args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reapLeftovers(slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), "amx"+id) {
+		t.Errorf("the dead run's namespace is still there: %s", out)
+	}
+	if exec.Command("ip", "link", "show", "amxb"+id).Run() == nil {
+		t.Error("the dead run's bridge is still there")
+	}
+	if _, err := os.Stat(lock); !os.IsNotExist(err) {
+		t.Errorf("the dead run's lock file: %v, want it removed", err)
+	}
+}
