@@ -3,13 +3,12 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/netip"
 	"path/filepath"
 	"strconv"
 	"time"
 
-	"github.com/amexd/amexd/internal/bench"
+	"github.com/amexd/amexd/internal/operator"
 )
 
 // Host timings: how long an amexd may take to report every slot serving,
@@ -35,7 +34,7 @@ type Host struct {
 }
 
 // Operator returns a client of the host's operator socket.
-func (h *Host) Operator() *bench.Operator { return bench.NewOperator(h.Socket) }
+func (h *Host) Operator() *operator.Client { return operator.NewClient(h.Socket) }
 
 // PID is the host's supervisor process, or 0 when it is not running.
 func (h *Host) PID() int {
@@ -102,8 +101,8 @@ func (c *Cluster) StartHost(ctx context.Context, h *Host) error {
 	h.proc = p
 	op := h.Operator()
 	err = waitUntil(ctx, hostStartTimeout, func() bool {
-		code, _, err := op.Do(ctx, http.MethodGet, "/health")
-		return err == nil && code == http.StatusOK
+		h, err := operator.Call(ctx, op, operator.GetHealth, operator.None{})
+		return err == nil && h.Healthy
 	}, p)
 	if err != nil {
 		return fmt.Errorf("host %d (%s): %w", h.Index, h.Addr, err)
