@@ -2,40 +2,15 @@ package e2e
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/redistest"
 )
-
-// redisAddr is the test Redis server (see .ci/with-redis). Outside CI the
-// Redis tests skip without it; in CI they fail.
-func redisAddr(t *testing.T) string {
-	t.Helper()
-	addr := os.Getenv("AMEXD_TEST_REDIS")
-	if addr == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("AMEXD_TEST_REDIS is not set: CI must run a redis-server (make test does)")
-		}
-		t.Skip("AMEXD_TEST_REDIS not set; run `make test` to start a throwaway redis-server")
-	}
-	return addr
-}
-
-// flushRedis empties the test database so budgets start fresh.
-func flushRedis(t *testing.T, addr string) {
-	t.Helper()
-	_, port, _ := net.SplitHostPort(addr)
-	if out, err := exec.Command("redis-cli", "-p", port, "flushall").CombinedOutput(); err != nil {
-		t.Fatalf("flush redis: %v %s", err, out)
-	}
-}
 
 // sharedUpstream is one simulator both instances call, as two machines
 // would call the one Event API.
@@ -57,12 +32,15 @@ func sharedUpstream(t *testing.T) string {
 // TestTwoInstancesShareRedis: two daemons (two "machines") on one Redis
 // share one budget exactly, and a write on one is visible on the other at
 // once.
+//
+// The test has a Redis of its own, so no other test's keys, load or
+// FLUSHALL reach it, and a Redis timeout far above any call's latency under
+// load: the budget is exact only while every call reaches Redis.
 func TestTwoInstancesShareRedis(t *testing.T) {
-	addr := redisAddr(t)
-	flushRedis(t, addr)
+	rds := redistest.Start(t)
 	up := sharedUpstream(t)
 	args := []string{"-workers", "2", "-ratelimit.rate", "30-M", "-ratelimit.store", "redis",
-		"-ratelimit.redis_url", "redis://" + addr + "/0", "-upstream.url", up}
+		"-ratelimit.redis_url", rds.URL, "-ratelimit.redis_timeout", "5s", "-upstream.url", up}
 	a, b := start(t, args...), start(t, args...)
 	c := fresh()
 	counts := map[int]int{}
@@ -78,7 +56,7 @@ func TestTwoInstancesShareRedis(t *testing.T) {
 		t.Errorf("60 requests over two instances: %v, want exactly 30×200 and 30×429", counts)
 	}
 
-	flushRedis(t, addr)
+	rds.Flush()
 	// Warm b's caches, then write on a and read on b at once.
 	for _, path := range []string{"/events/user/1", "/events", "/users/1"} {
 		for range 4 {
@@ -88,7 +66,7 @@ func TestTwoInstancesShareRedis(t *testing.T) {
 		}
 	}
 	for i := range 5 {
-		flushRedis(t, addr) // a fresh budget: this part is about visibility
+		rds.Flush() // a fresh budget: this part is about visibility
 		status, body := post(t, c, a.url("/events"), `{"name":"cross-machine","userId":1}`)
 		if status != http.StatusCreated {
 			t.Fatalf("POST on a: %d %s", status, body)
@@ -105,53 +83,12 @@ func TestTwoInstancesShareRedis(t *testing.T) {
 	}
 }
 
-// ownRedis starts a private redis-server on a free port so the test can stop
-// and restart it; it returns the port and a restart function.
-func ownRedis(t *testing.T) (addr string, stop, restart func()) {
-	t.Helper()
-	redisAddr(t) // the same CI rule: no Redis, no silent skip
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server not installed: %v", err)
-	}
-	addr = freePort(t)
-	_, port, _ := net.SplitHostPort(addr)
-	var cmd *exec.Cmd
-	stop = func() {
-		if cmd != nil && cmd.Process != nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			cmd = nil
-		}
-	}
-	restart = func() {
-		cmd = exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			if c, err := net.Dial("tcp", addr); err == nil {
-				c.Close()
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("redis-server did not start")
-			}
-			time.Sleep(20 * time.Millisecond) // polling a condition, bounded by the deadline
-		}
-	}
-	restart()
-	t.Cleanup(stop)
-	return addr, stop, restart
-}
-
 // TestRedisOutage: while Redis is down the service keeps answering by the
 // allow policy (no 500, no 429), and limits again once Redis is back.
 func TestRedisOutage(t *testing.T) {
-	addr, stop, restart := ownRedis(t)
+	rds := redistest.Start(t)
 	d := start(t, "-workers", "2", "-ratelimit.rate", "5-M", "-ratelimit.store", "redis",
-		"-ratelimit.redis_url", "redis://"+addr+"/0", "-ratelimit.on_redis_error", "allow", "-ratelimit.redis_timeout", "250ms")
+		"-ratelimit.redis_url", rds.URL, "-ratelimit.on_redis_error", "allow", "-ratelimit.redis_timeout", "5s")
 	c := fresh()
 	limited := func(n int) map[int]int {
 		counts := map[int]int{}
@@ -164,11 +101,11 @@ func TestRedisOutage(t *testing.T) {
 	if got := limited(8); got[200] != 5 || got[429] != 3 {
 		t.Fatalf("with Redis up: %v, want 5×200 and 3×429", got)
 	}
-	stop()
+	rds.Stop()
 	if got := limited(20); got[200] != 20 {
 		t.Errorf("with Redis down and the allow policy: %v, want 20×200", got)
 	}
-	restart()
+	rds.Restart()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		got := limited(6)

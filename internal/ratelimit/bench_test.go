@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/ulule/limiter/v3"
+
+	"github.com/amexd/amexd/internal/redistest"
 )
 
 // BenchmarkIncrement measures one Increment per operation from parallel
@@ -49,7 +51,7 @@ func BenchmarkIncrement(b *testing.B) {
 		run(b, st)
 	})
 	b.Run("redis", func(b *testing.B) {
-		st := newTestRedisStore(b, redisAddr(b), OnRedisErrorDeny, time.Second, WithKeyPrefix(testPrefix(b)))
+		st := newTestRedisStore(b, redistest.Start(b).URL, OnRedisErrorDeny, time.Second)
 		run(b, st)
 		if n := st.RedisFailures(); n != 0 {
 			b.Errorf("%d Redis failures during the benchmark", n)

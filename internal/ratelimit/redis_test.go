@@ -3,11 +3,11 @@ package ratelimit
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,60 +16,40 @@ import (
 
 	"github.com/ulule/limiter/v3"
 	"github.com/ulule/limiter/v3/drivers/store/tests"
+
+	"github.com/amexd/amexd/internal/redistest"
 )
 
-// redisAddr returns the address of the redis-server the tests use. CI must
-// provide one; elsewhere the tests that need it are skipped.
-func redisAddr(tb testing.TB) string {
-	tb.Helper()
-	addr := os.Getenv("AMEXD_TEST_REDIS")
-	if addr != "" {
-		return addr
-	}
-	if os.Getenv("CI") == "true" {
-		tb.Fatal("AMEXD_TEST_REDIS is not set: CI must run the Redis tests against a redis-server (e.g. AMEXD_TEST_REDIS=127.0.0.1:6390)")
-	}
-	tb.Skip("Redis tests need a redis-server: run `redis-server --port 6390 --save '' --appendonly no --daemonize yes` and set AMEXD_TEST_REDIS=127.0.0.1:6390")
-	return ""
-}
-
-// testPrefix keeps each run's keys apart, so runs against one Redis within a
-// window do not see each other's counts.
-func testPrefix(tb testing.TB) string {
-	return fmt.Sprintf("amexd-test-%d-%s", time.Now().UnixNano(), strings.ReplaceAll(tb.Name(), "/", "-"))
-}
-
-func newTestRedisStore(tb testing.TB, addr, policy string, timeout time.Duration, opts ...Option) *RedisStore {
+// newTestRedisStore builds a store on the Redis at url (each test starts its
+// own with redistest.Start, so no test sees another's keys or load).
+func newTestRedisStore(tb testing.TB, url, policy string, timeout time.Duration, opts ...Option) *RedisStore {
 	tb.Helper()
 	cfg := DefaultConfig()
 	cfg.Store = StoreRedis
-	cfg.RedisURL = "redis://" + addr + "/0?pool_size=64"
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	cfg.RedisURL = url + sep + "pool_size=64"
 	cfg.RedisTimeout = timeout
 	cfg.OnRedisError = policy
 	st, err := NewStore(context.Background(), cfg, nil, opts...)
 	if err != nil {
-		tb.Fatalf("NewStore(redis %s): %v", addr, err)
+		tb.Fatalf("NewStore(redis %s): %v", url, err)
 	}
 	rs := st.(*RedisStore)
 	tb.Cleanup(func() { rs.Close() })
 	return rs
 }
 
-// closedAddr returns a 127.0.0.1 address nothing listens on.
-func closedAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+// closedURL is a Redis URL of a socket nobody listens on.
+func closedURL(t *testing.T) string {
+	return "unix://" + filepath.Join(t.TempDir(), "none.sock") + "?db=0"
 }
 
 func TestRedisStoreULuleSuite(t *testing.T) {
-	addr := redisAddr(t)
 	t.Run("sequential", func(t *testing.T) {
-		st := newTestRedisStore(t, addr, OnRedisErrorDeny, time.Second, WithKeyPrefix(testPrefix(t)))
+		st := newTestRedisStore(t, redistest.Start(t).URL, OnRedisErrorDeny, time.Second)
 		tests.TestStoreSequentialAccess(t, st)
 		if n := st.RedisFailures(); n != 0 {
 			t.Errorf("RedisFailures() = %d against a healthy Redis, want 0", n)
@@ -82,7 +62,7 @@ func TestRedisStoreULuleSuite(t *testing.T) {
 			t.Skip("250,000 Redis calls: set AMEXD_TEST_REDIS_FULL=1 to run them (CI=true always does)")
 		}
 		// Generous timeout: 500 goroutines queue for the connection pool.
-		st := newTestRedisStore(t, addr, OnRedisErrorDeny, 10*time.Second, WithKeyPrefix(testPrefix(t)))
+		st := newTestRedisStore(t, redistest.Start(t).URL, OnRedisErrorDeny, 10*time.Second)
 		tests.TestStoreConcurrentAccess(t, st)
 		if n := st.RedisFailures(); n != 0 {
 			t.Errorf("RedisFailures() = %d against a healthy Redis, want 0", n)
@@ -92,11 +72,10 @@ func TestRedisStoreULuleSuite(t *testing.T) {
 
 // Two amexd instances (two stores, two connection pools) share one budget.
 func TestRedisStoreInstancesShareBudget(t *testing.T) {
-	addr := redisAddr(t)
-	prefix := testPrefix(t)
+	url := redistest.Start(t).URL
 	stores := []*RedisStore{
-		newTestRedisStore(t, addr, OnRedisErrorDeny, time.Second, WithKeyPrefix(prefix)),
-		newTestRedisStore(t, addr, OnRedisErrorDeny, time.Second, WithKeyPrefix(prefix)),
+		newTestRedisStore(t, url, OnRedisErrorDeny, time.Second),
+		newTestRedisStore(t, url, OnRedisErrorDeny, time.Second),
 	}
 	rate := limiter.Rate{Limit: 25, Period: time.Minute}
 	var allowed atomic.Int64
@@ -138,7 +117,7 @@ func TestRedisStoreUnreachable(t *testing.T) {
 		{OnRedisErrorDeny, limiter.Context{Limit: 7, Remaining: 0, Reached: true}},
 	} {
 		t.Run(tc.policy, func(t *testing.T) {
-			st := newTestRedisStore(t, closedAddr(t), tc.policy, 50*time.Millisecond)
+			st := newTestRedisStore(t, closedURL(t), tc.policy, 50*time.Millisecond)
 			ctx := context.Background()
 			calls := []func() (limiter.Context, error){
 				func() (limiter.Context, error) { return st.Get(ctx, "k", rate) },
@@ -169,7 +148,7 @@ func TestRedisStoreUnreachable(t *testing.T) {
 }
 
 func TestRedisStoreCallerGaveUp(t *testing.T) {
-	st := newTestRedisStore(t, closedAddr(t), OnRedisErrorAllow, 50*time.Millisecond)
+	st := newTestRedisStore(t, closedURL(t), OnRedisErrorAllow, 50*time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	got, err := st.Get(ctx, "k", limiter.Rate{Limit: 3, Period: time.Second})
@@ -202,7 +181,7 @@ func (b *lockedBuffer) count(s string) int {
 func TestRedisStoreLogsOncePerInterval(t *testing.T) {
 	logs := &lockedBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, nil))
-	st := newTestRedisStore(t, closedAddr(t), OnRedisErrorAllow, 50*time.Millisecond,
+	st := newTestRedisStore(t, closedURL(t), OnRedisErrorAllow, 50*time.Millisecond,
 		WithLogger(logger), WithLogInterval(time.Minute))
 	clk := newFakeClock()
 	st.now = clk.Now
@@ -237,6 +216,8 @@ type toggleProxy struct {
 	conns  map[net.Conn]struct{}
 }
 
+// newToggleProxy listens on loopback TCP and forwards to the Unix socket
+// target.
 func newToggleProxy(t *testing.T, target string) *toggleProxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -269,7 +250,7 @@ func (p *toggleProxy) serve(c net.Conn) {
 		c.Close()
 		return
 	}
-	up, err := net.Dial("tcp", p.target)
+	up, err := net.Dial("unix", p.target)
 	if err != nil {
 		p.mu.Unlock()
 		c.Close()
@@ -298,10 +279,10 @@ func (p *toggleProxy) set(up bool) {
 }
 
 func TestRedisStoreRecovers(t *testing.T) {
-	proxy := newToggleProxy(t, redisAddr(t))
+	proxy := newToggleProxy(t, redistest.Start(t).Socket)
 	logs := &lockedBuffer{}
-	st := newTestRedisStore(t, proxy.ln.Addr().String(), OnRedisErrorAllow, 200*time.Millisecond,
-		WithKeyPrefix(testPrefix(t)), WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+	st := newTestRedisStore(t, "redis://"+proxy.ln.Addr().String()+"/0", OnRedisErrorAllow, 200*time.Millisecond,
+		WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
 	ctx := context.Background()
 	rate := limiter.Rate{Limit: 100, Period: time.Minute}
 
