@@ -264,6 +264,7 @@ func (s *Supervisor) status() operator.Status {
 	}
 	s.mu.Unlock()
 	st.Workers = s.workers()
+	st.RateLimit = s.rateLimitStatus()
 	return st
 }
 

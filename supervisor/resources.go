@@ -6,8 +6,11 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/operator"
 	"github.com/amexd/amexd/internal/ratelimit"
 )
 
@@ -23,7 +26,30 @@ func (s *Supervisor) ensureTable(cfg config.Config) error {
 		return fmt.Errorf("create shared rate-limit table: %w", err)
 	}
 	s.table, s.tableFile = table, f
+	s.metrics.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "amexd_ratelimit_table_slots",
+			Help: "Slots of the shared rate-limit table (ratelimit.table_slots).",
+		}, func() float64 { return float64(cfg.RateLimit.TableSlots) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "amexd_ratelimit_table_used_slots",
+			Help: "Slots of the shared rate-limit table holding a live window.",
+		}, func() float64 { return float64(table.Stats().Used) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "amexd_ratelimit_table_overflow_total",
+			Help: "Requests whose client found no slot in the full shared table and was limited by its overflow sketch.",
+		}, func() float64 { return float64(table.Full()) }),
+	)
 	return nil
+}
+
+// rateLimitStatus describes the shared table, nil when there is none.
+func (s *Supervisor) rateLimitStatus() *operator.RateLimitStatus {
+	if s.table == nil {
+		return nil
+	}
+	st := s.table.Stats()
+	return &operator.RateLimitStatus{TableSlots: st.Slots, TableUsed: st.Used, TableOverflow: st.Full}
 }
 
 // simServer is the embedded Event API simulator, one for the whole cluster.

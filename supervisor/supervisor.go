@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -49,7 +48,7 @@ type Supervisor struct {
 	agg     *aggregator
 
 	listeners []*listener
-	table     io.Closer
+	table     *ratelimit.Table
 	tableFile *os.File
 	sim       *simServer
 	bridge    *bridge // relays to other machines when Redis is the shared store

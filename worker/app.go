@@ -117,7 +117,7 @@ func New(cfg config.Config, deps Deps) (*App, error) {
 		return nil, err
 	}
 	// Rate limiting comes first so that guessing tokens costs quota.
-	e.Use(limitBody(cfg.HTTP.MaxBodyBytes), a.limitRate(limits), authn)
+	e.Use(limitBody(cfg.HTTP.MaxBodyBytes), a.limitRate(limits, cfg.RateLimit.IPv6Prefix), authn)
 	a.routes()
 	return a, nil
 }

@@ -116,7 +116,7 @@ func BenchmarkRateLimitMiddleware(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				e.Use(a.limitRate(limits))
+				e.Use(a.limitRate(limits, 64))
 			}
 			e.GET("/x", func(c echo.Context) error { return c.NoContent(http.StatusOK) })
 			b.ReportAllocs()

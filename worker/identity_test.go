@@ -2,6 +2,7 @@ package worker
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"testing"
 )
@@ -37,5 +38,31 @@ func TestClientIdentity(t *testing.T) {
 				t.Errorf("a fourth request with a fresh X-Forwarded-For: %d; separate budget = %v, want %v", a.status, got, tc.wantSeparate)
 			}
 		})
+	}
+}
+
+// TestIPv6ClientsByPrefix: two addresses in one /64 (the default prefix)
+// spend one budget; an address in the next /64 has its own.
+func TestIPv6ClientsByPrefix(t *testing.T) {
+	cfg := testConfig()
+	cfg.RateLimit.Rate = "3-M"
+	e := newEnv(t, cfg)
+	from := func(addr string) int {
+		req := httptest.NewRequest(http.MethodGet, "/events/circuit-status", nil)
+		req.RemoteAddr = "[" + addr + "]:40000"
+		rec := httptest.NewRecorder()
+		e.app.App.Handler().ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for i, addr := range []string{"2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"} {
+		if code := from(addr); code != http.StatusOK {
+			t.Fatalf("request %d from %s: %d", i, addr, code)
+		}
+	}
+	if code := from("2001:db8:1:2:aaaa::7"); code != http.StatusTooManyRequests {
+		t.Errorf("a fourth request from the same /64: %d, want 429", code)
+	}
+	if code := from("2001:db8:1:3::1"); code != http.StatusOK {
+		t.Errorf("a request from the next /64: %d, want 200", code)
 	}
 }

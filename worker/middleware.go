@@ -12,6 +12,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/ulule/limiter/v3"
+
+	"github.com/amexd/amexd/internal/ratelimit"
 )
 
 const (
@@ -158,16 +160,16 @@ type rateLimit struct {
 }
 
 // limitRate counts every request but health probes against each limit that
-// applies, per client IP, and answers 429 past any of them. The headers
-// describe the tightest limit.
-func (a *App) limitRate(limits []rateLimit) echo.MiddlewareFunc {
+// applies, per client (an IPv4 address, or an IPv6 prefix of v6Bits), and
+// answers 429 past any of them. The headers describe the tightest limit.
+func (a *App) limitRate(limits []rateLimit, v6Bits int) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			switch c.Path() {
 			case "/healthz", "/readyz":
 				return next(c)
 			}
-			ip := c.RealIP()
+			client := ratelimit.ClientKey(c.RealIP(), v6Bits)
 			var (
 				tightest limiter.Context
 				found    bool
@@ -177,7 +179,7 @@ func (a *App) limitRate(limits []rateLimit) echo.MiddlewareFunc {
 				if !l.applies(c) {
 					continue
 				}
-				lc, err := l.limiter.Get(c.Request().Context(), l.name+"|"+ip)
+				lc, err := l.limiter.Get(c.Request().Context(), l.name+"|"+client)
 				if err != nil {
 					// The store answers by its own failure policy; an error
 					// here is unexpected and must not cost the client a 500.

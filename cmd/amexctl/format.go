@@ -51,6 +51,13 @@ func formatStatus(st operator.Status) string {
 	head.row("listen", st.Listen)
 	head.row("health", health)
 	head.row("config", configLine(st.Config))
+	if rl := st.RateLimit; rl != nil {
+		line := fmt.Sprintf("shared table %d of %d slots live, %d requests overflowed", rl.TableUsed, rl.TableSlots, rl.TableOverflow)
+		if rl.TableOverflow > 0 {
+			line += " (TABLE FULL: raise ratelimit.table_slots)"
+		}
+		head.row("ratelimit", line)
+	}
 
 	t := newTable("SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "REQUESTS", "HITS", "MISSES", "STALE")
 	for _, w := range st.Workers {

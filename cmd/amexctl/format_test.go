@@ -36,6 +36,7 @@ func TestFormat(t *testing.T) {
 listen      [::]:3000
 health      UNHEALTHY: slot 1 degraded
 config      auth=true listen=:3000 log=json/info ratelimit=100-M ratelimit_store=shared tls=false upstream="embedded simulator" workers=2
+ratelimit   shared table 16 of 16 slots live, 40 requests overflowed (TABLE FULL: raise ratelimit.table_slots)
 
 SLOT  PID   STATE            UPTIME  RESTARTS  REQUESTS  HITS  MISSES  STALE
 0     5001  ready            1m2s    0         1234      900   300     34

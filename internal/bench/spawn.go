@@ -187,6 +187,15 @@ func (d *Daemon) Stop() error {
 	}
 }
 
+// Log returns everything amexd wrote so far.
+func (d *Daemon) Log() (string, error) {
+	b, err := os.ReadFile(d.log.Name())
+	if err != nil {
+		return "", fmt.Errorf("read amexd log: %w", err)
+	}
+	return string(b), nil
+}
+
 // LogTail returns the last lines amexd wrote, for error messages.
 func (d *Daemon) LogTail() string {
 	b, err := os.ReadFile(d.log.Name())

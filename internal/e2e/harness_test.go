@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,8 +20,9 @@ import (
 	"github.com/amexd/amexd/internal/operator"
 )
 
-// binary is the amexd built once for the whole test run.
-var binary string
+// binary and amexctl are the amexd and amexctl built once for the whole
+// test run.
+var binary, amexctl string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "amexd-e2e-")
@@ -28,11 +31,14 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "amexd")
-	build := exec.Command("go", "build", "-race", "-o", binary, "../../cmd/amexd")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build amexd:", err)
-		os.Exit(1)
+	amexctl = filepath.Join(dir, "amexctl")
+	for _, b := range [][]string{{"-race", "-o", binary, "../../cmd/amexd"}, {"-o", amexctl, "../../cmd/amexctl"}} {
+		build := exec.Command("go", append([]string{"build"}, b...)...)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "go build", b, err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	_ = os.RemoveAll(dir)
@@ -43,17 +49,6 @@ func TestMain(m *testing.M) {
 type daemon struct {
 	*bench.Daemon
 	op *operator.Client
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // start runs amexd with args (after "-log.format json", so they can
@@ -79,6 +74,44 @@ func start(t *testing.T, args ...string) *daemon {
 		}
 	})
 	return &daemon{Daemon: d, op: operator.NewClient(d.Socket)}
+}
+
+// amexctl runs amexctl against the daemon and returns its output.
+func (d *daemon) amexctl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(amexctl, append([]string{"--socket", d.Socket}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("amexctl %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// metric returns the value of one series of the daemon's /metrics, given
+// as it appears there (name and labels).
+func (d *daemon) metric(t *testing.T, series string) float64 {
+	t.Helper()
+	body, err := d.op.Metrics(context.Background())
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			v, err := strconv.ParseFloat(rest, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %q: %v", series, rest, err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("no series %s in /metrics", series)
+	return 0
+}
+
+// from is a client whose connections come from the loopback address src
+// (any of 127.0.0.0/8 works without setup), one new connection a request.
+func from(src string) *http.Client {
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: dialer.DialContext}}
 }
 
 // url is the address of path on the daemon's public port.

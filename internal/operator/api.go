@@ -67,6 +67,17 @@ type Status struct {
 	// ratelimit, ratelimit_store, log.
 	Config  map[string]any `json:"config"`
 	Workers []WorkerInfo   `json:"workers"`
+	// RateLimit describes the shared rate-limit table, when there is one.
+	RateLimit *RateLimitStatus `json:"ratelimit,omitempty"`
+}
+
+// RateLimitStatus is the shared rate-limit table's part of /status.
+type RateLimitStatus struct {
+	TableSlots int `json:"table_slots"`
+	TableUsed  int `json:"table_used"`
+	// TableOverflow counts requests whose client found no slot; more than
+	// zero means ratelimit.table_slots is too small for the clients seen.
+	TableOverflow uint64 `json:"table_overflow"`
 }
 
 // Health is the answer of GET /health.

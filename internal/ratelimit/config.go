@@ -33,8 +33,16 @@ type Config struct {
 	// "memory" (per worker: a client gets one budget per worker) or "redis".
 	Store string `yaml:"store"`
 	// TableSlots is the shared table's size; each slot takes SlotBytes bytes and
-	// holds one client's window.
+	// holds one client's window. Clients beyond it are counted, more coarsely,
+	// in the table's overflow sketch.
 	TableSlots int `yaml:"table_slots"`
+	// IPv6Prefix is the length of the prefix an IPv6 client is keyed by: one
+	// budget for the whole /64 by default, since one host usually owns one.
+	// IPv4 clients are keyed by their address.
+	IPv6Prefix int `yaml:"ipv6_prefix"`
+	// LogInterval is how often, at most, the store logs that the shared table
+	// is full or that Redis fails; what happens in between is counted.
+	LogInterval time.Duration `yaml:"log_interval"`
 	// RedisURL is a redis:// or rediss:// URL, used with store "redis".
 	RedisURL string `yaml:"redis_url"`
 	// RedisTimeout bounds each Redis call.
@@ -64,6 +72,8 @@ func DefaultConfig() Config {
 		Rate:         "100-M",
 		Store:        StoreShared,
 		TableSlots:   65536,
+		IPv6Prefix:   64,
+		LogInterval:  10 * time.Second,
 		RedisURL:     "redis://127.0.0.1:6379/0",
 		RedisTimeout: 50 * time.Millisecond,
 		OnRedisError: OnRedisErrorAllow,
@@ -93,6 +103,12 @@ func (c Config) Validate() error {
 	}
 	if c.Store == StoreShared && (c.TableSlots < 1 || c.TableSlots > MaxTableSlots) {
 		bad("table_slots", "%d is out of range [1, %d]", c.TableSlots, MaxTableSlots)
+	}
+	if c.IPv6Prefix < 1 || c.IPv6Prefix > 128 {
+		bad("ipv6_prefix", "%d is out of range [1, 128]", c.IPv6Prefix)
+	}
+	if c.LogInterval <= 0 {
+		bad("log_interval", "%v must be positive", c.LogInterval)
 	}
 	if c.Store == StoreRedis {
 		if _, err := redis.ParseURL(c.RedisURL); err != nil {

@@ -34,14 +34,15 @@ func buildOptions(opts []Option) options {
 	return o
 }
 
-// WithLogger sets the logger the Redis store reports failures and recovery to;
-// by default it logs nothing.
+// WithLogger sets the logger the Redis store reports failures and recovery
+// to, and the shared table its pressure; by default they log nothing.
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
 }
 
 // WithLogInterval sets how often, at most, the Redis store logs that Redis is
-// failing (default 10s); failures in between are counted, not logged.
+// failing and the table that it is full (default 10s); what happens in
+// between is counted, not logged. NewStore sets it from the configuration.
 func WithLogInterval(d time.Duration) Option {
 	return func(o *options) { o.logInterval = d }
 }
@@ -63,6 +64,7 @@ func NewStore(ctx context.Context, cfg Config, shared *os.File, opts ...Option) 
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("ratelimit: new store: %w", err)
 	}
+	opts = append([]Option{WithLogInterval(cfg.LogInterval)}, opts...)
 	switch cfg.Store {
 	case StoreMemory:
 		o := buildOptions(opts)
@@ -74,7 +76,7 @@ func NewStore(ctx context.Context, cfg Config, shared *os.File, opts ...Option) 
 		if shared == nil {
 			return nil, errors.New("ratelimit: new store: ratelimit.store shared needs the supervisor's table")
 		}
-		return OpenTable(shared)
+		return OpenTable(shared, opts...)
 	default:
 		return NewRedisStore(ctx, cfg, opts...)
 	}

@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/bits"
 	"os"
 	"runtime"
@@ -25,13 +26,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Layout of the shared mapping: a 64-byte header followed by Slots slots of
-// SlotBytes bytes each. Every field is a 64-bit word accessed with sync/atomic
-// once the table is shared.
+// Layout of the shared mapping: a 128-byte header, then Slots slots of
+// SlotBytes bytes each, then the overflow sketch: overflowRows rows of width
+// 8-byte cells. Every field is a 64-bit word accessed with sync/atomic once
+// the table is shared.
 const (
 	tableMagic   = 0x31544c5258454d41 // "AMEXRLT1" read as a little-endian word
-	tableVersion = 1
-	headerBytes  = 64
+	tableVersion = 2
+	headerBytes  = 128
+
+	// overflowRows is the number of cells a key without a slot is counted
+	// in; minOverflowWidth is the smallest row, so that a few hundred keys
+	// without a slot rarely share all their cells with another key.
+	overflowRows     = 4
+	minOverflowWidth = 1024
+	cellBytes        = 8
 
 	// SlotBytes is the shared memory one slot takes: a key word and a state word.
 	SlotBytes = 16
@@ -72,7 +81,7 @@ const (
 	pendingSleep = 100 * time.Microsecond
 )
 
-// header is the table's first 64 bytes.
+// header is the table's first 128 bytes.
 type header struct {
 	magic   uint64
 	version uint64
@@ -80,8 +89,15 @@ type header struct {
 	probe   uint64
 	epochMs uint64
 	seed    uint64
-	full    uint64
-	_       uint64
+	// full counts the hits counted in the overflow sketch.
+	full uint64
+	// width is the overflow sketch's row length.
+	width uint64
+	// lastLogMs (table time plus one, 0 for never) and loggedFull (full then) let the
+	// processes sharing the table log its pressure once per interval in all.
+	lastLogMs  uint64
+	loggedFull uint64
+	_          [6]uint64
 }
 
 // slot is one entry of the table.
@@ -123,11 +139,17 @@ type slot struct {
 // share one counter; with k live keys the chance that any two collide is about
 // k²/2⁶⁵, under 10⁻¹⁰ for a million clients.
 //
-// When a new key finds no free or expired slot within its probe range, the
-// table is full for it: the request is allowed (the Context is not Reached and
-// Remaining equals the limit) and the Full counter rises. Failing open keeps
-// the service up when the table is sized too small; the counter tells the
-// operator to raise ratelimit.table_slots.
+// A new key takes a free slot in its probe range, or else one whose window
+// has expired. When there is neither, the table is full for it, and a full
+// table never means unlimited: the key is counted in the overflow sketch, a
+// count-min sketch of fixed windows shared by every key without a slot. Each
+// such hit adds to one cell in each of overflowRows rows, picked by the key's
+// hash, and the key's count is the smallest of its cells. A cell counts at
+// least the key's own hits in the cell's window, so the key is limited at its
+// rate or sooner: keys sharing all their cells share a budget, which is the
+// price of a table too small for its clients. Full counts these hits, and the
+// table logs the pressure (at most once per log interval for all processes
+// together) so that the operator raises ratelimit.table_slots.
 //
 // A key's first hit waits (at most about 5 ms) while a reclaim in its probe
 // range is unfinished, since that reclaim may be placing the same key. Two rare
@@ -140,9 +162,14 @@ type Table struct {
 	mem   []byte
 	hdr   *header
 	slots []slot
+	cells []uint64
+	width int
 	probe int
 	epoch int64
 	seed  uint64
+
+	logger      *slog.Logger
+	logInterval time.Duration
 
 	// now is time.Now outside tests; all processes use the wall clock so that
 	// their readings agree.
@@ -159,17 +186,20 @@ type TableStats struct {
 	// Used counts slots that hold a window which has not expired.
 	Used int
 	// Full counts requests, from every process, that found no slot since the
-	// table was created; it must not be summed across workers.
+	// table was created and were counted in the overflow sketch; it must not
+	// be summed across workers.
 	Full uint64
 }
 
-// CreateTable creates a table of the given number of slots (SlotBytes each) in
-// a new memfd and maps it. The file has close-on-exec set: pass it to a child
+// CreateTable creates a table of the given number of slots (SlotBytes each,
+// plus an overflow sketch; TableBytes says how much in all) in a new memfd
+// and maps it. WithLogger and WithLogInterval set where and how often it
+// reports a full table. The file has close-on-exec set: pass it to a child
 // explicitly (exec.Cmd.ExtraFiles), which clears the flag there. Its size is
 // sealed, so no process can shrink it under the others' mappings. The caller
 // owns both results: Close the table and the file when done; the counters live
 // as long as any process holds the file or a mapping.
-func CreateTable(slots int) (*Table, *os.File, error) {
+func CreateTable(slots int, opts ...Option) (*Table, *os.File, error) {
 	if slots < 1 || slots > MaxTableSlots {
 		return nil, nil, fmt.Errorf("ratelimit: create table: %d slots is out of range [1, %d]", slots, MaxTableSlots)
 	}
@@ -178,7 +208,7 @@ func CreateTable(slots int) (*Table, *os.File, error) {
 		return nil, nil, fmt.Errorf("ratelimit: create table: memfd_create: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), "amexd-ratelimit")
-	t, err := initTable(f, slots)
+	t, err := initTable(f, slots, buildOptions(opts))
 	if err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("ratelimit: create table: %w", err)
@@ -186,8 +216,21 @@ func CreateTable(slots int) (*Table, *os.File, error) {
 	return t, f, nil
 }
 
-func initTable(f *os.File, slots int) (*Table, error) {
-	size := int64(headerBytes + slots*SlotBytes)
+// TableBytes is the size of a table of the given number of slots.
+func TableBytes(slots int) int64 {
+	return tableBytes(uint64(slots), overflowWidth(uint64(slots)))
+}
+
+func tableBytes(slots, width uint64) int64 {
+	return int64(headerBytes + slots*SlotBytes + overflowRows*width*cellBytes)
+}
+
+// overflowWidth sizes the sketch's rows: an eighth of the slots in each.
+func overflowWidth(slots uint64) uint64 { return max(minOverflowWidth, slots/8) }
+
+func initTable(f *os.File, slots int, o options) (*Table, error) {
+	width := overflowWidth(uint64(slots))
+	size := tableBytes(uint64(slots), width)
 	if err := f.Truncate(size); err != nil {
 		return nil, err
 	}
@@ -208,16 +251,18 @@ func initTable(f *os.File, slots int) (*Table, error) {
 	hdr.version = tableVersion
 	hdr.slots = uint64(slots)
 	hdr.probe = uint64(min(probeLength, slots))
+	hdr.width = width
 	hdr.epochMs = uint64(time.Now().UnixMilli())
 	hdr.seed = binary.LittleEndian.Uint64(seed[:])
 	atomic.StoreUint64(&hdr.magic, tableMagic)
-	return newTable(mem), nil
+	return newTable(mem, o), nil
 }
 
 // OpenTable maps a table created by CreateTable, typically inherited by a
 // worker as a file descriptor, and checks its header. The caller keeps
-// ownership of f; the mapping stays valid after f is closed.
-func OpenTable(f *os.File) (*Table, error) {
+// ownership of f; the mapping stays valid after f is closed. The options are
+// CreateTable's.
+func OpenTable(f *os.File, opts ...Option) (*Table, error) {
 	if f == nil {
 		return nil, errors.New("ratelimit: open table: no file")
 	}
@@ -229,7 +274,7 @@ func OpenTable(f *os.File) (*Table, error) {
 	if size < headerBytes+SlotBytes {
 		return nil, fmt.Errorf("ratelimit: open table %s: %d bytes is too small for a table", f.Name(), size)
 	}
-	if size > headerBytes+MaxTableSlots*SlotBytes {
+	if size > TableBytes(MaxTableSlots) {
 		return nil, fmt.Errorf("ratelimit: open table %s: %d bytes is larger than any table", f.Name(), size)
 	}
 	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
@@ -240,7 +285,7 @@ func OpenTable(f *os.File) (*Table, error) {
 		unix.Munmap(mem)
 		return nil, fmt.Errorf("ratelimit: open table %s: %w", f.Name(), err)
 	}
-	return newTable(mem), nil
+	return newTable(mem, buildOptions(opts)), nil
 }
 
 func checkHeader(mem []byte) error {
@@ -251,8 +296,8 @@ func checkHeader(mem []byte) error {
 	if hdr.version != tableVersion {
 		return fmt.Errorf("table version %d, this build reads version %d", hdr.version, tableVersion)
 	}
-	if want := uint64(headerBytes) + hdr.slots*SlotBytes; hdr.slots == 0 || hdr.slots > MaxTableSlots || want != uint64(len(mem)) {
-		return fmt.Errorf("header says %d slots but the file is %d bytes", hdr.slots, len(mem))
+	if hdr.slots == 0 || hdr.slots > MaxTableSlots || hdr.width != overflowWidth(hdr.slots) || tableBytes(hdr.slots, hdr.width) != int64(len(mem)) {
+		return fmt.Errorf("header says %d slots and overflow width %d but the file is %d bytes", hdr.slots, hdr.width, len(mem))
 	}
 	if hdr.probe == 0 || hdr.probe > hdr.slots {
 		return fmt.Errorf("header says probe length %d for %d slots", hdr.probe, hdr.slots)
@@ -260,16 +305,21 @@ func checkHeader(mem []byte) error {
 	return nil
 }
 
-func newTable(mem []byte) *Table {
+func newTable(mem []byte, o options) *Table {
 	hdr := (*header)(unsafe.Pointer(&mem[0]))
+	cells := headerBytes + int(hdr.slots)*SlotBytes
 	return &Table{
-		mem:   mem,
-		hdr:   hdr,
-		slots: unsafe.Slice((*slot)(unsafe.Pointer(&mem[headerBytes])), int(hdr.slots)),
-		probe: int(hdr.probe),
-		epoch: int64(hdr.epochMs),
-		seed:  hdr.seed,
-		now:   time.Now,
+		mem:         mem,
+		hdr:         hdr,
+		slots:       unsafe.Slice((*slot)(unsafe.Pointer(&mem[headerBytes])), int(hdr.slots)),
+		cells:       unsafe.Slice((*uint64)(unsafe.Pointer(&mem[cells])), overflowRows*int(hdr.width)),
+		width:       int(hdr.width),
+		probe:       int(hdr.probe),
+		epoch:       int64(hdr.epochMs),
+		seed:        hdr.seed,
+		logger:      o.logger,
+		logInterval: o.logInterval,
+		now:         time.Now,
 	}
 }
 
@@ -280,12 +330,13 @@ func (t *Table) Close() error {
 		if err := unix.Munmap(t.mem); err != nil {
 			t.closeErr = fmt.Errorf("ratelimit: close table: %w", err)
 		}
-		t.mem, t.slots, t.hdr = nil, nil, nil
+		t.mem, t.slots, t.cells, t.hdr = nil, nil, nil, nil
 	})
 	return t.closeErr
 }
 
-// Full returns how many requests, from every process, found no slot.
+// Full returns how many requests, from every process, found no slot and were
+// counted in the overflow sketch.
 func (t *Table) Full() uint64 {
 	return atomic.LoadUint64(&t.hdr.full)
 }
@@ -311,8 +362,9 @@ func (t *Table) Get(ctx context.Context, key string, rate limiter.Rate) (limiter
 
 // Increment adds count to the key's window and returns the state after it. The
 // first hit of a key, or the first after its window expired, starts a window of
-// rate.Period. It fails only for arguments the table cannot represent: a
-// negative count, a period outside (0, 30 days] or a limit above MaxTableLimit.
+// rate.Period; a key the table has no slot for is counted in the overflow
+// sketch. It fails only for arguments the table cannot represent: a negative
+// count, a period outside (0, 30 days] or a limit above MaxTableLimit.
 func (t *Table) Increment(_ context.Context, key string, count int64, rate limiter.Rate) (limiter.Context, error) {
 	if err := checkArgs(count, rate); err != nil {
 		return limiter.Context{}, err
@@ -352,12 +404,7 @@ func (t *Table) Increment(_ context.Context, key string, count int64, rate limit
 		}
 		attempt++
 	}
-	atomic.AddUint64(&t.hdr.full, 1)
-	return limiter.Context{
-		Limit:     rate.Limit,
-		Remaining: rate.Limit,
-		Reset:     t.now().Add(rate.Period).Unix(),
-	}, nil
+	return t.overflow(h, n, period, rate), nil
 }
 
 // Peek returns the key's state without changing it; a key without a live
@@ -368,12 +415,16 @@ func (t *Table) Peek(_ context.Context, key string, rate limiter.Rate) (limiter.
 	}
 	now := t.nowMs()
 	h := t.hash(key)
-	if found, _, _ := t.scan(h, now); found >= 0 {
+	found, free, _ := t.scan(h, now)
+	if found >= 0 {
 		sl := &t.slots[found]
 		// The key check after the state read makes sure the state is h's.
 		if s := atomic.LoadUint64(&sl.state); atomic.LoadUint64(&sl.key) == h && live(s, now) {
 			return t.context(rate, s), nil
 		}
+	}
+	if found < 0 && free < 0 {
+		return t.context(rate, t.sketch(h, 0, rate.Period.Milliseconds(), now, false)), nil
 	}
 	return t.context(rate, pack(now+rate.Period.Milliseconds(), 0)), nil
 }
@@ -499,6 +550,70 @@ func (t *Table) claim(i int, h, n uint64, period, now int64) (uint64, bool) {
 		return 0, false
 	}
 	return next, true
+}
+
+// overflow counts n hits of h, which has no slot, in the overflow sketch.
+func (t *Table) overflow(h, n uint64, period int64, rate limiter.Rate) limiter.Context {
+	now := t.nowMs()
+	total := atomic.AddUint64(&t.hdr.full, 1)
+	s := t.sketch(h, n, period, now, true)
+	t.reportPressure(total, now)
+	return t.context(rate, s)
+}
+
+// sketch returns the state of h's smallest cell in the overflow
+// sketch, after adding n hits to each of its cells when add is set. A cell
+// whose window has expired starts a new one of period.
+func (t *Table) sketch(h, n uint64, period, now int64, add bool) uint64 {
+	var least uint64
+	for row := range overflowRows {
+		c := &t.cells[row*t.width+t.cell(h, row)]
+		var s uint64
+		for {
+			old := atomic.LoadUint64(c)
+			switch {
+			case live(old, now):
+				s = pack(expiryOf(old), min(countOf(old)+n, maxCount))
+			default:
+				s = pack(now+period, n)
+			}
+			if !add || s == old || atomic.CompareAndSwapUint64(c, old, s) {
+				break
+			}
+		}
+		if row == 0 || countOf(s) < countOf(least) {
+			least = s
+		}
+	}
+	return least
+}
+
+// cell picks h's cell in row: a splitmix64 finaliser of h and the row, so
+// that keys meeting in one row rarely meet in the next.
+func (t *Table) cell(h uint64, row int) int {
+	x := h + uint64(row+1)*0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	x ^= x >> 31
+	hi, _ := bits.Mul64(x, uint64(t.width))
+	return int(hi)
+}
+
+// reportPressure logs that the table is full, unless any process sharing it
+// did within the log interval. total is Full after this hit.
+func (t *Table) reportPressure(total uint64, now int64) {
+	// The stamp is the time plus one, so that 0 means never.
+	stamp := uint64(now) + 1
+	last := atomic.LoadUint64(&t.hdr.lastLogMs)
+	if last != 0 && int64(stamp-last) < t.logInterval.Milliseconds() {
+		return
+	}
+	if !atomic.CompareAndSwapUint64(&t.hdr.lastLogMs, last, stamp) {
+		return
+	}
+	before := atomic.SwapUint64(&t.hdr.loggedFull, total)
+	t.logger.Warn("ratelimit: shared table full; clients without a slot are limited by the overflow sketch, raise ratelimit.table_slots",
+		"slots", len(t.slots), "overflowed", total, "since_last_line", total-before)
 }
 
 func (t *Table) home(h uint64) int {

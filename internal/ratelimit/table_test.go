@@ -3,7 +3,9 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,6 +49,11 @@ func TestTableULuleSuite(t *testing.T) {
 	})
 	t.Run("concurrent", func(t *testing.T) {
 		tb, _ := newTestTable(t, 1024)
+		// The suite's window is 10 s; its 250,000 Gets can take longer than
+		// that on a loaded machine with the race detector. The clock stands
+		// still so that the count is about concurrency, not speed.
+		frozen := time.Now()
+		tb.now = func() time.Time { return frozen }
 		tests.TestStoreConcurrentAccess(t, tb)
 		got, err := tb.Peek(context.Background(), "foo", limiter.Rate{Limit: 1 << 20, Period: 10 * time.Second})
 		if err != nil {
@@ -197,17 +204,22 @@ func TestTableFull(t *testing.T) {
 		t.Fatalf("Stats after filling = %+v", st)
 	}
 
+	// A full table still limits: the newcomer is counted in the overflow
+	// sketch, alone there, so exactly at its rate.
 	for i := range 3 {
 		got, err := tb.Get(ctx, "newcomer", rate)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.Reached || got.Remaining != 1 {
-			t.Errorf("Get on a full table = %+v, want allowed with the whole limit remaining", got)
+		if want := i > 0; got.Reached != want || got.Remaining != 0 {
+			t.Errorf("Get %d on a full table = %+v, want reached=%v and 0 remaining", i, got, want)
 		}
 		if n := tb.Full(); n != uint64(i+1) {
-			t.Errorf("Full() = %d after %d rejected requests", n, i+1)
+			t.Errorf("Full() = %d after %d requests without a slot", n, i+1)
 		}
+	}
+	if got, err := tb.Peek(ctx, "newcomer", rate); err != nil || !got.Reached {
+		t.Errorf("Peek of the newcomer on a full table = %+v, %v; want reached", got, err)
 	}
 
 	// Known keys keep counting while the table is full.
@@ -329,7 +341,7 @@ func TestCreateTableFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := int64(headerBytes + 100*SlotBytes); st.Size() != want {
+	if want := int64(headerBytes + 100*SlotBytes + overflowRows*minOverflowWidth*cellBytes); st.Size() != want || TableBytes(100) != want {
 		t.Errorf("table file is %d bytes, want %d", st.Size(), want)
 	}
 	flags, err := unix.FcntlInt(f.Fd(), unix.F_GETFD, 0)
@@ -367,7 +379,7 @@ func TestOpenTableRejectsBadFiles(t *testing.T) {
 		{"header only", image[:headerBytes], "too small"},
 		{"zeros", make([]byte, len(image)), "bad magic"},
 		{"other version", patched(8, 9), "table version 9"},
-		{"truncated", image[:len(image)-SlotBytes], "header says 16 slots but the file is 304 bytes"},
+		{"truncated", image[:len(image)-SlotBytes], "header says 16 slots and overflow width 1024 but the file is 33136 bytes"},
 		{"grown", append(append([]byte(nil), image...), make([]byte, SlotBytes)...), "header says 16 slots"},
 		{"zero probe", patched(24, 0), "probe length 0"},
 	} {
@@ -408,4 +420,115 @@ func TestOpenTableRejectsBadFiles(t *testing.T) {
 		}
 		tb.Close()
 	})
+}
+
+// The table-full case of a hostile client: with every slot held by a live
+// window and more clients than slots, a brand-new client is still limited at
+// its rate, and no client is ever allowed past it.
+func TestTableOverflowStillLimits(t *testing.T) {
+	ctx := context.Background()
+	tb, _ := newTestTable(t, 16)
+	rate := limiter.Rate{Limit: 3, Period: time.Minute}
+	for i := range 51 {
+		if _, err := tb.Get(ctx, fmt.Sprintf("global|127.0.1.%d", i+1), rate); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := tb.Stats(); st.Used != 16 || st.Full != 51-16 {
+		t.Fatalf("Stats after 51 clients = %+v, want 16 used and 35 overflowed", st)
+	}
+	var got []bool
+	for range 6 {
+		lc, err := tb.Get(ctx, "global|127.0.2.1", rate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, lc.Reached)
+	}
+	if want := []bool{false, false, false, true, true, true}; !slices.Equal(got, want) {
+		t.Errorf("a new client's 6 requests on a full table: reached %v, want %v", got, want)
+	}
+
+	// Many more clients than the sketch has cells: collisions make the
+	// overflow stricter, never looser.
+	for i := range 5000 {
+		allowed := 0
+		for range 5 {
+			lc, err := tb.Get(ctx, fmt.Sprint("flood-", i), rate)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !lc.Reached {
+				allowed++
+			}
+		}
+		if allowed > int(rate.Limit) {
+			t.Fatalf("client %d got %d of 5 requests through on an overflowing table, limit %d", i, allowed, rate.Limit)
+		}
+	}
+}
+
+// The overflow sketch's windows expire like the slots'.
+func TestTableOverflowWindowExpires(t *testing.T) {
+	ctx := context.Background()
+	tb, _ := newTestTable(t, 1)
+	clk := newFakeClock()
+	tb.now = clk.Now
+	rate := limiter.Rate{Limit: 2, Period: time.Second}
+	tb.Get(ctx, "holder", rate)
+	for i := range 3 {
+		if lc, _ := tb.Get(ctx, "other", rate); lc.Reached != (i == 2) {
+			t.Fatalf("overflowed Get %d = %+v", i, lc)
+		}
+	}
+	clk.Advance(rate.Period)
+	tb.Get(ctx, "holder", rate) // a new window in the only slot
+	lc, _ := tb.Get(ctx, "other", rate)
+	if lc.Reached || lc.Remaining != 1 || tb.Full() != 4 {
+		t.Errorf("a period later: %+v, Full %d; want a fresh overflow window (1 remaining) and Full 4", lc, tb.Full())
+	}
+}
+
+// Every process sharing a table logs its pressure, but the line appears at
+// most once per interval for all of them together, with what overflowed since
+// the last one.
+func TestTablePressureLoggedOncePerInterval(t *testing.T) {
+	ctx := context.Background()
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	first, f, err := CreateTable(1, WithLogger(log), WithLogInterval(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	defer first.Close()
+	second, err := OpenTable(f, WithLogger(log), WithLogInterval(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	clk := newFakeClock()
+	first.now, second.now = clk.Now, clk.Now
+	rate := limiter.Rate{Limit: 100, Period: time.Hour}
+
+	const line = "ratelimit: shared table full"
+	first.Get(ctx, "holder", rate)
+	if n := logs.count(line); n != 0 {
+		t.Fatalf("%d pressure lines before the table was full", n)
+	}
+	for i := range 10 {
+		tb := []*Table{first, second}[i%2]
+		tb.Get(ctx, fmt.Sprint("client-", i), rate)
+	}
+	if n := logs.count(line); n != 1 {
+		t.Errorf("10 overflows from two mappings within the interval logged %d lines, want 1", n)
+	}
+	clk.Advance(time.Minute)
+	second.Get(ctx, "late", rate)
+	if n := logs.count(line); n != 2 {
+		t.Errorf("an overflow after the interval: %d lines in all, want 2", n)
+	}
+	if n := logs.count("overflowed=11 since_last_line=10"); n != 1 {
+		t.Errorf("second line should count 11 overflows, 10 since the first; log:\n%s", logs.buf.String())
+	}
 }
