@@ -50,6 +50,8 @@ type options struct {
 	spawn       bool
 	scale       bool
 	amexd       string
+	hosts       int
+	shared      string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, string, error) {
@@ -69,7 +71,10 @@ func parseFlags(args []string, stderr io.Writer) (options, string, error) {
 			"  chaos     with --spawn: under a steady mixed load, each fault in turn (kill -9\n"+
 			"            of workers, reloads, upstream down, upstream slow, addEvent failure\n"+
 			"            cycle) for --duration against a fresh amexd and upstream; a report\n"+
-			"            per fault with recovery times and a check of every event written\n\n"+
+			"            per fault with recovery times and a check of every event written\n"+
+			"  cluster   (root) builds --hosts amexd hosts in their own network namespaces\n"+
+			"            behind HAProxy with one Redis and one simulator, runs mixed through\n"+
+			"            HAProxy, reports it with the upstream calls, and tears it all down\n\n"+
 			"Flags:\n")
 		fs.PrintDefaults()
 	}
@@ -82,6 +87,8 @@ func parseFlags(args []string, stderr io.Writer) (options, string, error) {
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON")
 	fs.BoolVar(&o.spawn, "spawn", false, "build and start amexd for the run (embedded simulator), stop it afterwards")
 	fs.BoolVar(&o.scale, "scale", false, "run the scenario with a spawned amexd for workers = 1 … 2×CPUs")
+	fs.IntVar(&o.hosts, "hosts", 3, "hosts of the cluster scenario")
+	fs.StringVar(&o.shared, "shared", "redis", "cache.shared of the cluster scenario's hosts: redis or none")
 	fs.StringVar(&o.amexd, "amexd", "", "amexd binary for --spawn (default: go build ./cmd/amexd of this module)")
 	// Flags may follow the scenario ("amexbench cached --duration 5s"), which
 	// the flag package alone would take for more arguments.
@@ -107,6 +114,10 @@ func parseFlags(args []string, stderr io.Writer) (options, string, error) {
 		return o, "", fmt.Errorf("-connections %d: must be positive", o.connections)
 	case o.rate < 0:
 		return o, "", fmt.Errorf("-rate %d: must not be negative", o.rate)
+	case o.hosts < 1:
+		return o, "", fmt.Errorf("-hosts %d: must be at least 1", o.hosts)
+	case o.shared != "redis" && o.shared != "none":
+		return o, "", fmt.Errorf("-shared %q: want redis or none", o.shared)
 	case o.workers < 0:
 		return o, "", fmt.Errorf("-workers %d: must not be negative", o.workers)
 	}

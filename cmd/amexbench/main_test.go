@@ -93,6 +93,8 @@ func TestRunRefuses(t *testing.T) {
 		{[]string{"-target", "http://127.0.0.1:1", "nosuch"}, "unknown scenario"},
 		{[]string{"-duration", "0s", "cached"}, "must be positive"},
 		{[]string{"-scale", "fanout"}, "not supported"},
+		{[]string{"-hosts", "0", "cluster"}, "-hosts 0: must be at least 1"},
+		{[]string{"-shared", "memcached", "cluster"}, `-shared "memcached": want redis or none`},
 		{[]string{}, "exactly one scenario"},
 	} {
 		err := run(context.Background(), tc.args, io.Discard, io.Discard)

@@ -69,10 +69,13 @@ func (r *runner) run(ctx context.Context, scenario string) (result, error) {
 		}
 		reps, err := r.fanout(ctx)
 		return result{Reports: reps}, err
+	case "cluster":
+		reps, err := r.cluster(ctx)
+		return result{Reports: reps}, err
 	case "chaos":
 		return result{}, errors.New("chaos: not implemented in this tool yet; fault injection lives in the fault suite")
 	default:
-		return result{}, fmt.Errorf("unknown scenario %q (want cached, fanout, writes, mixed, baseline or chaos)", scenario)
+		return result{}, fmt.Errorf("unknown scenario %q (want cached, fanout, writes, mixed, baseline, chaos or cluster)", scenario)
 	}
 	if r.opts.scale {
 		return r.scale(ctx, scenario, fn)
