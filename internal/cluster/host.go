@@ -3,7 +3,9 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -29,6 +31,9 @@ type Host struct {
 	URL string
 	// Socket is its operator socket (a path, so reachable from anywhere).
 	Socket string
+	// Binary is the host's own copy of amexd, as each machine has its own;
+	// installing a new one there and asking for an upgrade upgrades the host.
+	Binary string
 
 	proc *process
 }
@@ -83,7 +88,13 @@ func (c *Cluster) StartHost(ctx context.Context, h *Host) error {
 		return fmt.Errorf("host %d is running", h.Index)
 	}
 	h.Socket = filepath.Join(c.opts.Dir, fmt.Sprintf("host%d.sock", h.Index))
-	args := []string{"netns", "exec", h.NS, c.opts.Binary,
+	if h.Binary == "" {
+		h.Binary = filepath.Join(c.opts.Dir, fmt.Sprintf("host%d", h.Index), "amexd")
+		if err := Install(c.opts.Binary, h.Binary); err != nil {
+			return fmt.Errorf("host %d: %w", h.Index, err)
+		}
+	}
+	args := []string{"netns", "exec", h.NS, h.Binary,
 		"-listen", netip.AddrPortFrom(h.Addr, HostPort).String(),
 		"-control.socket", h.Socket,
 		"-log.format", "json",
@@ -113,3 +124,36 @@ func (c *Cluster) StartHost(ctx context.Context, h *Host) error {
 
 // hostName is a host's server name in HAProxy.
 func hostName(i int) string { return "h" + strconv.Itoa(i) }
+
+// Install copies the executable src to dst the way a package manager does:
+// to a temporary file beside dst, then renamed over it, so a running amexd
+// keeps its old file and the next exec of dst finds the new one.
+func Install(src, dst string) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("install %s: %w", dst, err)
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("install %s: %w", dst, err)
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(dst), ".amexd-*")
+	if err != nil {
+		return fmt.Errorf("install %s: %w", dst, err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = io.Copy(tmp, in)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o755)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), dst)
+	}
+	if err != nil {
+		return fmt.Errorf("install %s: %w", dst, err)
+	}
+	return nil
+}
