@@ -174,6 +174,7 @@ func TestInvalidUTF8Refused(t *testing.T) {
 		for _, body := range []string{
 			"{\"name\":\"\xff\xfe\",\"userId\":1}",
 			"{\"name\":\"ok\",\"userId\":1,\"details\":\"caf\xe9\"}",
+			`{"name":"\ud800","userId":1}`,
 		} {
 			a := e.do(t, "POST", path, body)
 			if a.status != http.StatusBadRequest {

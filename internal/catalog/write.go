@@ -41,23 +41,59 @@ func invalid(code, field, format string, args ...any) *InvalidError {
 	return &InvalidError{Code: code, Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
-// CheckUTF8 refuses a request body that is not valid UTF-8, naming the
-// top-level field whose value holds the bad bytes when there is one. Run it
-// before decoding: encoding/json would silently turn each bad byte into
-// U+FFFD, storing text the client never sent.
+// CheckUTF8 refuses a request body that is not valid UTF-8, or whose JSON
+// escapes half of a UTF-16 surrogate pair alone ("\ud800"), naming the
+// top-level field that holds it when there is one. Run it before decoding:
+// encoding/json silently turns each such byte or escape into U+FFFD,
+// storing text the client never sent.
 func CheckUTF8(body []byte) error {
-	if utf8.Valid(body) {
+	if utf8.Valid(body) && !hasLoneSurrogate(body) {
 		return nil
 	}
 	var fields map[string]json.RawMessage
 	if json.Unmarshal(body, &fields) == nil {
 		for name, raw := range fields {
-			if !utf8.Valid(raw) {
+			if !utf8.Valid(raw) || hasLoneSurrogate(raw) {
 				return invalid("invalid_field", name, "field %q must be valid UTF-8", name)
 			}
 		}
 	}
 	return invalid("invalid_field", "", "request body must be valid UTF-8")
+}
+
+// hasLoneSurrogate reports whether the JSON text b has a \uXXXX escape of
+// a surrogate that is not part of a high-low pair.
+func hasLoneSurrogate(b []byte) bool {
+	for i := 0; i < len(b)-1; i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		r, ok := escapedRune(b[i:])
+		switch {
+		case !ok:
+			i++ // \n, \\ and the like: skip the escaped character
+		case r >= 0xdc00 && r <= 0xdfff:
+			return true
+		case r >= 0xd800 && r <= 0xdbff:
+			lo, ok := escapedRune(b[i+6:])
+			if !ok || lo < 0xdc00 || lo > 0xdfff {
+				return true
+			}
+			i += 11
+		default:
+			i += 5
+		}
+	}
+	return false
+}
+
+// escapedRune decodes a \uXXXX escape at the start of b.
+func escapedRune(b []byte) (rune, bool) {
+	if len(b) < 6 || b[0] != '\\' || b[1] != 'u' {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(b[2:6]), 16, 16)
+	return rune(n), err == nil
 }
 
 // DecodeNewEvent parses a create request strictly: one JSON object, known

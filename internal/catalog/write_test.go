@@ -64,6 +64,11 @@ func TestCheckUTF8(t *testing.T) {
 		{"{\"name\":\"x\",\"details\":\"caf\xe9\"}", "details"},
 		{"{\"na\xffme\":\"x\"}", ""},
 		{"\xff", ""},
+		{`{"name":"\ud800","userId":1}`, "name"},
+		{`{"name":"x","details":"a\udc00b"}`, "details"},
+		{`{"name":"\ud83d x"}`, "name"},
+		{`{"name":"\ud83d\u0041"}`, "name"},
+		{`{"name":"\ud83d\ude00 \u00e9 \\ud800","userId":1}`, "-"},
 	} {
 		err := CheckUTF8([]byte(tc.body))
 		var inv *InvalidError
