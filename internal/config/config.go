@@ -20,6 +20,7 @@ import (
 	"github.com/amexd/amexd/internal/auth"
 	"github.com/amexd/amexd/internal/cache"
 	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/idempotency"
 	"github.com/amexd/amexd/internal/ratelimit"
 	"github.com/amexd/amexd/internal/upstream"
 )
@@ -48,7 +49,11 @@ type Config struct {
 	Breaker    upstream.BreakerConfig `yaml:"breaker"`
 	Cache      cache.Config           `yaml:"cache"`
 	RateLimit  ratelimit.Config       `yaml:"ratelimit"`
-	Simulator  eventapi.SimConfig     `yaml:"simulator"`
+	// Idempotency keeps the answers of writes sent with an Idempotency-Key,
+	// in the shared table on one machine or, with ratelimit.store redis, in
+	// Redis across machines.
+	Idempotency idempotency.Config `yaml:"idempotency"`
+	Simulator   eventapi.SimConfig `yaml:"simulator"`
 }
 
 // Log selects the log handler and level.
@@ -166,7 +171,7 @@ func Default() Config {
 		CORS: CORS{
 			AllowOrigins: []string{"http://localhost:3000", "http://127.0.0.1:3000"},
 			AllowMethods: []string{"GET", "POST", "OPTIONS"},
-			AllowHeaders: []string{"Content-Type", "Authorization", "X-Request-ID", "If-None-Match"},
+			AllowHeaders: []string{"Content-Type", "Authorization", "X-Request-ID", "If-None-Match", "Idempotency-Key"},
 			MaxAge:       600,
 		},
 		Auth: auth.DefaultConfig(),
@@ -182,11 +187,12 @@ func Default() Config {
 			Canary:            5 * time.Second,
 			Warm:              Warm{MaxEntries: 10000, MaxBytes: 64 << 20, Timeout: 2 * time.Second},
 		},
-		Upstream:  upstream.DefaultConfig(),
-		Breaker:   upstream.DefaultBreakerConfig(),
-		Cache:     cache.DefaultConfig(),
-		RateLimit: ratelimit.DefaultConfig(),
-		Simulator: eventapi.DefaultSimConfig(),
+		Upstream:    upstream.DefaultConfig(),
+		Breaker:     upstream.DefaultBreakerConfig(),
+		Cache:       cache.DefaultConfig(),
+		RateLimit:   ratelimit.DefaultConfig(),
+		Idempotency: idempotency.DefaultConfig(),
+		Simulator:   eventapi.DefaultSimConfig(),
 	}
 }
 
@@ -277,7 +283,7 @@ func (c Config) Validate() error {
 	if c.CORS.MaxAge < 0 {
 		bad("cors.max_age", c.CORS.MaxAge, "must not be negative")
 	}
-	for _, v := range []interface{ Validate() error }{c.Auth, c.Upstream, c.Breaker, c.Cache, c.RateLimit, c.Simulator} {
+	for _, v := range []interface{ Validate() error }{c.Auth, c.Upstream, c.Breaker, c.Cache, c.RateLimit, c.Idempotency, c.Simulator} {
 		if err := v.Validate(); err != nil {
 			errs = append(errs, err)
 		}
