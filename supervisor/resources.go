@@ -4,20 +4,26 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/idempotency"
 	"github.com/amexd/amexd/internal/operator"
 	"github.com/amexd/amexd/internal/ratelimit"
 )
 
 // ensureTable creates the shared rate-limit table the first time a
-// configuration asks for the shared store; it then lives as long as the
-// supervisor, so counters survive reloads.
+// configuration asks for the shared store, and the idempotency table the
+// first time one keeps Idempotency-Keys on this machine; each then lives as
+// long as the supervisor, so counters and keys survive reloads.
 func (s *Supervisor) ensureTable(cfg config.Config) error {
+	if err := s.idem.ensure(cfg); err != nil {
+		return err
+	}
 	if cfg.RateLimit.Store != ratelimit.StoreShared || s.tableFile != nil {
 		return nil
 	}
@@ -50,6 +56,45 @@ func (s *Supervisor) rateLimitStatus() *operator.RateLimitStatus {
 	}
 	st := s.table.Stats()
 	return &operator.RateLimitStatus{TableSlots: st.Slots, TableUsed: st.Used, TableOverflow: st.Full}
+}
+
+// idempotencyTable is the memfd of the Idempotency-Key table every worker
+// maps as fd 6. The supervisor never reads it: it only keeps the file, so
+// that keys outlive workers; an upgrade hands the file to the new binary
+// like the rate-limit table's.
+type idempotencyTable struct {
+	file *os.File
+}
+
+func (t *idempotencyTable) ensure(cfg config.Config) error {
+	if cfg.RateLimit.Store == ratelimit.StoreRedis || t.file != nil {
+		return nil
+	}
+	table, f, err := idempotency.NewTable(cfg.Idempotency)
+	if err != nil {
+		return fmt.Errorf("create idempotency table: %w", err)
+	}
+	_ = table.Close() // the workers map it; the file keeps it alive
+	t.file = f
+	return nil
+}
+
+// extraFiles returns a worker's inherited files (fd 3 onwards) with the
+// table as fd 6, leaving fd 5 closed when files holds no rate-limit table.
+func (t *idempotencyTable) extraFiles(files []*os.File) []*os.File {
+	if t.file == nil {
+		return files
+	}
+	for len(files) < 3 {
+		files = append(files, nil)
+	}
+	return append(files, t.file)
+}
+
+func (t *idempotencyTable) close() {
+	if t.file != nil {
+		t.file.Close()
+	}
 }
 
 // simServer is the embedded Event API simulator, one for the whole cluster.

@@ -50,6 +50,7 @@ type Supervisor struct {
 	listeners []*listener
 	table     *ratelimit.Table
 	tableFile *os.File
+	idem      idempotencyTable
 	sim       *simServer
 	bridge    *bridge // relays to other machines when Redis is the shared store
 	op        *opServer
@@ -230,6 +231,7 @@ func (s *Supervisor) closeResources() {
 		s.table.Close()
 		s.tableFile.Close()
 	}
+	s.idem.close()
 }
 
 // keepSlot keeps a worker running in sl until ctx ends, respawning it with
@@ -361,6 +363,7 @@ func (s *Supervisor) spawn(slotIndex int, cfg config.Config, gen int) (*proc, er
 	if cfg.RateLimit.Store == ratelimit.StoreShared && s.tableFile != nil {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, s.tableFile)
 	}
+	cmd.ExtraFiles = s.idem.extraFiles(cmd.ExtraFiles)
 	// Workers die with the supervisor even if it is killed outright.
 	// Its own process group: a terminal's Ctrl-C reaches the supervisor
 	// alone, which then drains the workers in order instead of racing them.
