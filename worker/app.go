@@ -20,17 +20,20 @@ import (
 	"github.com/amexd/amexd/internal/catalog"
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/control"
+	"github.com/amexd/amexd/internal/idempotency"
 	"github.com/amexd/amexd/internal/metrics"
 	"github.com/amexd/amexd/internal/upstream"
 )
 
-// Deps are what the application serves from. Catalog, Limiter and Metrics
-// are required.
+// Deps are what the application serves from. Catalog, Limiter, Idempotency
+// and Metrics are required.
 type Deps struct {
 	Catalog *catalog.Catalog
 	// Limiter stores the rate-limit counters.
 	Limiter limiter.Store
-	Metrics *metrics.Worker
+	// Idempotency keeps the answers of writes sent with an Idempotency-Key.
+	Idempotency idempotency.Store
+	Metrics     *metrics.Worker
 	// Breakers reports this worker's circuit breakers.
 	Breakers func() []upstream.BreakerStatus
 	// Cluster reports every worker's breakers; nil outside a supervisor.
@@ -47,6 +50,7 @@ type App struct {
 	echo       *echo.Echo
 	deps       Deps
 	cat        *catalog.Catalog
+	idem       idempotency.Store
 	metrics    *metrics.Worker
 	log        *slog.Logger
 	accessLogs bool
@@ -61,8 +65,8 @@ type App struct {
 
 // New builds the application for cfg.
 func New(cfg config.Config, deps Deps) (*App, error) {
-	if deps.Catalog == nil || deps.Limiter == nil || deps.Metrics == nil {
-		return nil, fmt.Errorf("worker: Catalog, Limiter and Metrics are required")
+	if deps.Catalog == nil || deps.Limiter == nil || deps.Idempotency == nil || deps.Metrics == nil {
+		return nil, fmt.Errorf("worker: Catalog, Limiter, Idempotency and Metrics are required")
 	}
 	if deps.Log == nil {
 		deps.Log = slog.Default()
@@ -77,6 +81,7 @@ func New(cfg config.Config, deps Deps) (*App, error) {
 		echo:       echo.New(),
 		deps:       deps,
 		cat:        deps.Catalog,
+		idem:       deps.Idempotency,
 		metrics:    deps.Metrics,
 		log:        deps.Log,
 		accessLogs: cfg.Log.Access,
@@ -108,7 +113,7 @@ func New(cfg config.Config, deps Deps) (*App, error) {
 			AllowHeaders:     cfg.CORS.AllowHeaders,
 			AllowCredentials: cfg.CORS.AllowCredentials,
 			MaxAge:           cfg.CORS.MaxAge,
-			ExposeHeaders: []string{"X-Request-ID", "X-Cache", "ETag", "Retry-After", "Location", "WWW-Authenticate",
+			ExposeHeaders: []string{"X-Request-ID", "X-Cache", "ETag", "Retry-After", "Location", "WWW-Authenticate", "Idempotent-Replayed",
 				"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"},
 		}))
 	}

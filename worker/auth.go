@@ -57,9 +57,10 @@ func requireToken(v *auth.Verifier, protectReads bool) echo.MiddlewareFunc {
 				h.Set(echo.HeaderWWWAuthenticate, `Bearer realm="amexd"`)
 				return newError(http.StatusUnauthorized, "unauthorized", "a bearer token is required")
 			}
-			_, err := v.Verify(token)
+			sub, err := v.Verify(token)
 			switch {
 			case err == nil:
+				c.Set(subjectKey, sub)
 				return next(c)
 			case errors.Is(err, auth.ErrForbidden):
 				h.Set(echo.HeaderWWWAuthenticate, `Bearer realm="amexd", error="insufficient_scope"`)

@@ -13,6 +13,7 @@ import (
 	"github.com/amexd/amexd/internal/catalog"
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/control"
+	"github.com/amexd/amexd/internal/idempotency"
 	"github.com/amexd/amexd/internal/metrics"
 	"github.com/amexd/amexd/internal/ratelimit"
 	"github.com/amexd/amexd/internal/upstream"
@@ -25,6 +26,9 @@ type Options struct {
 	Log       *slog.Logger
 	// Shared is the supervisor's rate-limit table, for ratelimit.store shared.
 	Shared *os.File
+	// Idempotency is the supervisor's idempotency table; without it (and
+	// without Redis) the worker keeps keys in a table of its own.
+	Idempotency *os.File
 	// Control is the channel to the supervisor; nil when running alone.
 	Control *control.Worker
 }
@@ -40,6 +44,7 @@ type Worker struct {
 	warm     *warmStart
 	proc     *procfs.Proc
 	shared   *cache.Shared
+	idem     idempotency.Store
 }
 
 // Build assembles a worker's cache, upstream client, catalog, limiter and
@@ -99,15 +104,21 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 		w.Close()
 		return nil, fmt.Errorf("build rate limiter: %w", err)
 	}
+	w.idem, err = idempotencyStore(cfg, o.Idempotency)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("build idempotency store: %w", err)
+	}
 	deps := Deps{
-		Catalog:  w.Catalog,
-		Limiter:  store,
-		Metrics:  w.series,
-		Breakers: up.Breakers,
-		Ready:    up.Reachable,
-		Log:      o.Log,
-		Slot:     o.Slot,
-		PID:      o.PID,
+		Catalog:     w.Catalog,
+		Limiter:     store,
+		Idempotency: w.idem,
+		Metrics:     w.series,
+		Breakers:    up.Breakers,
+		Ready:       up.Reachable,
+		Log:         o.Log,
+		Slot:        o.Slot,
+		PID:         o.PID,
 	}
 	if o.Control != nil {
 		deps.Cluster = o.Control.Cluster
@@ -118,6 +129,24 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 		return nil, err
 	}
 	return w, nil
+}
+
+// idempotencyStore opens where Idempotency-Keys live: Redis when the rate
+// limit is there (several machines), else the supervisor's shared table,
+// else, for a worker running alone, a table of its own.
+func idempotencyStore(cfg config.Config, shared *os.File) (idempotency.Store, error) {
+	switch {
+	case cfg.RateLimit.Store == ratelimit.StoreRedis:
+		return idempotency.NewRedis(cfg.RateLimit.RedisURL, "amexd", cfg.Idempotency)
+	case shared != nil:
+		return idempotency.OpenTable(shared, cfg.Idempotency)
+	}
+	t, f, err := idempotency.NewTable(cfg.Idempotency)
+	if err != nil {
+		return nil, err
+	}
+	_ = f.Close() // the table keeps a descriptor of its own
+	return t, nil
 }
 
 // servableFromStale says which fetch failures a stale entry may answer:
@@ -137,6 +166,9 @@ func (w *Worker) Close() {
 	}
 	if w.shared != nil {
 		_ = w.shared.Close()
+	}
+	if w.idem != nil {
+		_ = w.idem.Close()
 	}
 }
 

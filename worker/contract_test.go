@@ -19,6 +19,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/idempotency"
 )
 
 // contract checks exchanges with a worker against the OpenAPI document and
@@ -214,6 +215,7 @@ func (ct *contract) run(t *testing.T, e *env, cases []contractCase) {
 // checks every exchange against the document.
 func TestContract(t *testing.T) {
 	cfg := authConfig(t)
+	cfg.Simulator.AddFail = 0 // more creates than one success phase
 	e := newEnv(t, cfg)
 	ct := loadContract(t, nil)
 	bearer := []string{"Authorization", "Bearer " + mint(t, cfg)}
@@ -275,7 +277,25 @@ func TestContract(t *testing.T) {
 		{"unknown path", "GET", "/nope", "", nil, false, 404},
 		{"unknown method", "DELETE", "/events", "", nil, false, 405},
 		{"unknown method on a legacy path", "PUT", "/getUsers", "", nil, false, 405},
+		{"create with a key", "POST", "/events", `{"name":"Keyed","userId":1}`, withBearer("Idempotency-Key", "contract-1"), true, 201},
+		{"create with a key, retried", "POST", "/events", `{"name":"Keyed","userId":1}`, withBearer("Idempotency-Key", "contract-1"), true, 201},
+		{"create with a key, other body", "POST", "/events", `{"name":"Other","userId":1}`, withBearer("Idempotency-Key", "contract-1"), true, 422},
+		{"create with a bad key", "POST", "/events", `{"name":"Keyed","userId":1}`, withBearer("Idempotency-Key", "a b"), true, 400},
+		{"legacy create with a key", "POST", "/addEvent", `{"name":"Keyed","userId":"1"}`, withBearer("Idempotency-Key", "contract-2"), true, 200},
+		{"legacy create with a key, retried", "POST", "/addEvent", `{"name":"Keyed","userId":"1"}`, withBearer("Idempotency-Key", "contract-2"), true, 200},
+		{"legacy create with a key, other body", "POST", "/addEvent", `{"name":"Other","userId":"1"}`, withBearer("Idempotency-Key", "contract-2"), true, 422},
+		{"legacy create with a bad key", "POST", "/addEvent", `{"name":"Keyed","userId":1}`, withBearer("Idempotency-Key", "a b"), true, 400},
 	})
+	// A retry while the first request is in flight: hold its key, which
+	// is scoped to the token's subject.
+	for _, path := range []string{"/events", "/addEvent"} {
+		body := `{"name":"In flight","userId":1}`
+		fp := idempotency.FingerprintOf([]byte("POST"), []byte(path), []byte(body))
+		if _, err := e.app.idem.Begin(context.Background(), "test\x00held"+path, fp, "event-99"); err != nil {
+			t.Fatal(err)
+		}
+		ct.run(t, e, []contractCase{{"create while the key is in flight " + path, "POST", path, body, withBearer("Idempotency-Key", "held"+path), true, 409}})
+	}
 
 	e.app.App.Drain()
 	ct.run(t, e, []contractCase{{"readyz while draining", "GET", "/readyz", "", nil, true, 503}})

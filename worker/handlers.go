@@ -131,13 +131,21 @@ func (a *App) create(c echo.Context, decode func([]byte) (catalog.NewEvent, erro
 	if err != nil {
 		return err
 	}
+	if key, sent, err := idempotencyKey(req); err != nil {
+		return err
+	} else if sent {
+		return a.createOnce(c, key, body, in, render)
+	}
 	ev, err := a.cat.CreateEvent(req.Context(), in)
 	if err != nil {
 		return err
 	}
+	status, out, err := encodeAnswer(ev, render)
+	if err != nil {
+		return err
+	}
 	c.Response().Header().Set(echo.HeaderLocation, "/events/"+ev.ID)
-	status, answer := render(ev)
-	return c.JSON(status, answer)
+	return c.Blob(status, echo.MIMEApplicationJSON, out)
 }
 
 func (a *App) healthz(c echo.Context) error {

@@ -22,19 +22,22 @@ import (
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/control"
 	"github.com/amexd/amexd/internal/logging"
+	"github.com/amexd/amexd/internal/ratelimit"
 )
 
 // The descriptors a worker inherits from the supervisor.
 const (
-	fdListener = 3
-	fdControl  = 4
-	fdShared   = 5
+	fdListener    = 3
+	fdControl     = 4
+	fdShared      = 5
+	fdIdempotency = 6
 )
 
 // Main runs a worker process under the supervisor and returns its exit
 // code. The supervisor passes the slot's listening socket as fd 3, the
-// control socketpair as fd 4 and, for the shared rate-limit store, the
-// table as fd 5; the configuration arrives as the first control message.
+// control socketpair as fd 4, for the shared rate-limit store the table as
+// fd 5 and, unless Idempotency-Keys live in Redis, the idempotency table as
+// fd 6; the configuration arrives as the first control message.
 func Main(args []string) int {
 	boot := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("pid", os.Getpid())
 	fs := flag.NewFlagSet("amexd worker", flag.ContinueOnError)
@@ -83,9 +86,13 @@ func run(slot int, boot *slog.Logger) error {
 	if cfg.RateLimit.Store == "shared" {
 		shared = os.NewFile(fdShared, "ratelimit-table")
 	}
+	idem, err := inheritedIdempotency(cfg)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	w, err := Build(ctx, cfg, Options{Slot: slot, PID: os.Getpid(), Log: log, Shared: shared, Control: ctl})
+	w, err := Build(ctx, cfg, Options{Slot: slot, PID: os.Getpid(), Log: log, Shared: shared, Idempotency: idem, Control: ctl})
 	if err != nil {
 		return err
 	}
@@ -145,6 +152,21 @@ func setMemoryLimit(limit int64, log *slog.Logger) {
 		return
 	}
 	debug.SetMemoryLimit(limit)
+}
+
+// inheritedIdempotency returns the supervisor's idempotency table, which
+// every worker of this machine shares, unless the keys live in Redis. A
+// worker must not fall back to a table of its own here: a retry reaching
+// a sibling would then write twice.
+func inheritedIdempotency(cfg config.Config) (*os.File, error) {
+	if cfg.RateLimit.Store == ratelimit.StoreRedis {
+		return nil, nil
+	}
+	f := os.NewFile(fdIdempotency, "idempotency-table")
+	if _, err := f.Stat(); err != nil {
+		return nil, fmt.Errorf("inherit idempotency table (fd %d): %w", fdIdempotency, err)
+	}
+	return f, nil
 }
 
 // idleGrace is how long a draining worker keeps idle keep-alive

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -48,7 +49,8 @@ func TestMain(m *testing.M) {
 // daemon is one running amexd.
 type daemon struct {
 	*bench.Daemon
-	op *operator.Client
+	op  *operator.Client
+	dir string // holds its log
 }
 
 // start runs amexd with args (after "-log.format json", so they can
@@ -57,9 +59,10 @@ type daemon struct {
 // if the test failed.
 func start(t *testing.T, args ...string) *daemon {
 	t.Helper()
+	dir := t.TempDir()
 	d, err := bench.Spawn(t.Context(), bench.SpawnOptions{
 		Binary: binary,
-		Dir:    t.TempDir(),
+		Dir:    dir,
 		Args:   append([]string{"-log.format", "json"}, args...),
 	})
 	if err != nil {
@@ -73,7 +76,28 @@ func start(t *testing.T, args ...string) *daemon {
 			t.Logf("amexd log (end):\n%s", d.LogTail())
 		}
 	})
-	return &daemon{Daemon: d, op: operator.NewClient(d.Socket)}
+	return &daemon{Daemon: d, op: operator.NewClient(d.Socket), dir: dir}
+}
+
+// logLines returns every JSON line amexd logged so far, decoded.
+func (d *daemon) logLines(t *testing.T) []map[string]any {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(d.dir, "amexd-*.log"))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("amexd's log in %s: %v %v", d.dir, files, err)
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for line := range strings.SplitSeq(string(b), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // amexctl runs amexctl against the daemon and returns its output.

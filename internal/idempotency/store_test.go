@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/amexd/amexd/internal/redistest"
 )
 
 // clock is a settable time for the stores' now.
@@ -42,26 +43,14 @@ func newTables(t *testing.T, cfg Config, clk *clock) (*Table, *Table) {
 	return a, b
 }
 
-func redisAddr(t *testing.T) string {
-	t.Helper()
-	addr := os.Getenv("AMEXD_TEST_REDIS")
-	if addr == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("AMEXD_TEST_REDIS is not set: CI must run the Redis tests against a redis-server (make test does)")
-		}
-		t.Skip("AMEXD_TEST_REDIS not set; run `make test` to start a throwaway redis-server")
-	}
-	return addr
-}
-
 // newRedisPair returns two Redis stores on one server, as two machines.
 func newRedisPair(t *testing.T, cfg Config, clk *clock) (*Redis, *Redis) {
 	t.Helper()
-	addr := redisAddr(t)
+	rds := redistest.Start(t)
 	prefix := fmt.Sprintf("amexd-test-%d-%s", time.Now().UnixNano(), strings.ReplaceAll(t.Name(), "/", "-"))
 	var out [2]*Redis
 	for i := range out {
-		r, err := NewRedis("redis://"+addr+"/0", prefix, cfg)
+		r, err := NewRedis(rds.URL, prefix, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
