@@ -159,6 +159,26 @@ func TestSharedTierInvalidate(t *testing.T) {
 	}
 }
 
+// holdFill starts a Get of key on c whose fetch, once called, waits; it
+// returns when the fetch was called, and finish lets the fetch answer body
+// and waits for the Get to return.
+func holdFill(c *Cache, kind Kind, key, body string) (finish func()) {
+	started, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _, _ = c.Get(context.Background(), kind, key, func(context.Context) ([]byte, error) {
+			close(started)
+			<-release
+			return []byte(body), nil
+		})
+	}()
+	<-started
+	return func() {
+		close(release)
+		<-done
+	}
+}
+
 // A fill that asked the upstream before a write's invalidation must not
 // leave its older answer in Redis for the other machines.
 func TestSharedTierFillRacingInvalidation(t *testing.T) {
@@ -166,22 +186,11 @@ func TestSharedTierFillRacingInvalidation(t *testing.T) {
 	a, _, _ := machine(t, url, time.Second)
 	b, _, _ := machine(t, url, time.Second)
 	c, _, _ := machine(t, url, time.Second)
-	started, release := make(chan struct{}), make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _, _ = a.Get(context.Background(), KindUserEvents, "user-events:4", func(context.Context) ([]byte, error) {
-			close(started)
-			<-release
-			return []byte(`"before the write"`), nil
-		})
-	}()
-	<-started
+	finish := holdFill(a, KindUserEvents, "user-events:4", `"before the write"`)
 	if err := b.Invalidate(context.Background(), "user-events:4"); err != nil {
 		t.Fatal(err)
 	}
-	close(release)
-	<-done
+	finish()
 	e, _, err := c.Get(context.Background(), KindUserEvents, "user-events:4", func(context.Context) ([]byte, error) {
 		return []byte(`"after the write"`), nil
 	})
@@ -194,21 +203,10 @@ func TestSharedTierWaitIsBounded(t *testing.T) {
 	url := privateRedis(t)
 	a, _, _ := machine(t, url, 10*time.Second)
 	b, _, _ := machine(t, url, 200*time.Millisecond)
-	started, release := make(chan struct{}), make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _, _ = a.Get(context.Background(), KindUser, "user:5", func(context.Context) ([]byte, error) {
-			close(started)
-			<-release
-			return []byte(`"a"`), nil
-		})
-	}()
-	<-started
+	finish := holdFill(a, KindUser, "user:5", `"a"`)
 	fetch, calls := counting(`"b"`)
 	e, st, err := b.Get(context.Background(), KindUser, "user:5", fetch)
-	close(release)
-	<-done
+	finish()
 	if err != nil || st != StatusMiss || string(e.Body) != `"b"` || calls.Load() != 1 {
 		t.Errorf("b while a holds the lock past b's wait: %q %s %v, %d calls; want its own fetch", e.Body, st, err, calls.Load())
 	}

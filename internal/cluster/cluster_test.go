@@ -153,17 +153,6 @@ func TestRateLimitThroughHAProxy(t *testing.T) {
 	}
 }
 
-func post(t *testing.T, c *http.Client, url, body string) (int, string) {
-	t.Helper()
-	res, err := c.Post(url, "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatalf("POST %s: %v", url, err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res.StatusCode, string(b)
-}
-
 // noLimit raises the rate limit out of the way of tests about other things.
 var noLimit = []string{"-ratelimit.rate", "10000000-M"}
 
@@ -194,13 +183,15 @@ func writeReadBack(t *testing.T, c *Cluster) {
 				}
 			}
 		}
-		status, body := post(t, hc, writer.URL+"/events", fmt.Sprintf(`{"name":"written on host %d","userId":2}`, writer.Index))
-		if status != http.StatusCreated {
-			t.Fatalf("POST on host %d: %d %s", writer.Index, status, body)
+		res, err := hc.Post(writer.URL+"/events", "application/json", strings.NewReader(fmt.Sprintf(`{"name":"written on host %d","userId":2}`, writer.Index)))
+		if err != nil {
+			t.Fatal(err)
 		}
 		var ev eventapi.Event
-		if err := json.Unmarshal([]byte(body), &ev); err != nil {
-			t.Fatal(err)
+		err = json.NewDecoder(res.Body).Decode(&ev)
+		res.Body.Close()
+		if res.StatusCode != http.StatusCreated || err != nil {
+			t.Fatalf("POST on host %d: %d (%v)", writer.Index, res.StatusCode, err)
 		}
 		for _, base := range append(hostURLs(c), c.LB) {
 			for _, p := range paths {
