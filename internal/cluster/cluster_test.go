@@ -278,8 +278,9 @@ func TestSharedTierColdHosts(t *testing.T) {
 	}
 }
 
-// load sends GETs of paths through HAProxy from conns goroutines until stop
-// is closed, and counts the answers by status (0 for a transport error).
+// load sends requests for paths (GETs, or POSTs of a new event for paths
+// written "POST /path") from conns goroutines until stop is closed, and
+// counts the answers by status (0 for a transport error).
 type load struct {
 	mu     sync.Mutex
 	counts map[int]int
@@ -300,7 +301,14 @@ func startLoad(url string, paths []string, conns int) *load {
 				default:
 				}
 				status := 0
-				if res, err := hc.Get(url + paths[i%len(paths)]); err == nil {
+				var res *http.Response
+				var err error
+				if p, ok := strings.CutPrefix(paths[i%len(paths)], "POST "); ok {
+					res, err = hc.Post(url+p, "application/json", strings.NewReader(`{"name":"under load","userId":3}`))
+				} else {
+					res, err = hc.Get(url + paths[i%len(paths)])
+				}
+				if err == nil {
 					_, _ = io.Copy(io.Discard, res.Body)
 					res.Body.Close()
 					status = res.StatusCode
