@@ -309,16 +309,22 @@ func (c *Cache) fill(ctx context.Context, pol Policy, key string, fetch func(con
 	} else {
 		f, err = fetchRecord(ctx)
 	}
-	if err != nil {
-		return Entry{}, err
-	}
-	rec, enc := f.rec, f.enc
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.gen.Load() == gen {
-		c.store1(key, enc)
+	if err != nil {
+		// The shared tier's stale copy, if any, is kept where Get's stale
+		// fallback looks, unless this cache holds a longer-lived one.
+		if f.enc != nil && s.gen.Load() == gen {
+			if local, ok := c.lookup(key); !ok || local.staleUntil < f.rec.staleUntil {
+				c.store1(key, f.enc)
+			}
+		}
+		return Entry{}, err
 	}
-	return rec.entry, nil
+	if s.gen.Load() == gen {
+		c.store1(key, f.enc)
+	}
+	return f.rec.entry, nil
 }
 
 // store1 stores one encoded record unless its body is too large: bigcache

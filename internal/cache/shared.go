@@ -129,28 +129,41 @@ type filled struct {
 // otherwise calls fetch, once across the machines when Redis allows: the
 // miss that takes the key's lock fetches and stores, the others wait for
 // its answer for at most the tier's wait, then fetch on their own. now is
-// the cache's clock in unix nanoseconds.
+// the cache's clock in unix nanoseconds. When fetch fails, the answer
+// returned with its error is Redis's copy past its fresh window but within
+// its stale one, if there was one (its enc is nil otherwise).
 func (s *Shared) load(ctx context.Context, key string, now func() int64, fetch func(context.Context) (filled, error)) (filled, error) {
+	var stale filled
+	fetchOr := func() (filled, error) {
+		f, err := fetch(ctx)
+		if err != nil {
+			return stale, err
+		}
+		return f, nil
+	}
 	deadline := time.Now().Add(s.wait)
 	for {
 		if !s.available() {
-			return fetch(ctx)
+			return fetchOr()
 		}
-		f, gen, found, err := s.lookup(ctx, key, now())
+		f, gen, err := s.lookup(ctx, key)
+		t := now()
 		switch {
 		case err != nil:
 			s.failed("lookup", err)
-			return fetch(ctx)
-		case found:
+			return fetchOr()
+		case f.enc != nil && t < f.rec.freshUntil:
 			return f, nil
+		case f.enc != nil && t < f.rec.staleUntil:
+			stale = f
 		}
 		token, locked, err := s.lock(ctx, key)
 		if err != nil {
 			s.failed("lock", err)
-			return fetch(ctx)
+			return fetchOr()
 		}
 		if locked || time.Now().After(deadline) {
-			f, err := fetch(ctx)
+			f, err := fetchOr()
 			if err == nil {
 				s.store(ctx, key, gen, f, now())
 			}
@@ -159,19 +172,19 @@ func (s *Shared) load(ctx context.Context, key string, now func() int64, fetch f
 			}
 			return f, err
 		}
-		t := time.NewTimer(sharedPoll)
+		timer := time.NewTimer(sharedPoll)
 		select {
-		case <-t.C:
+		case <-timer.C:
 		case <-ctx.Done():
-			t.Stop()
-			return fetch(ctx)
+			timer.Stop()
+			return fetchOr()
 		}
 	}
 }
 
-// lookup reads key's answer and generation in one round trip. found is
-// true only for an answer within its fresh window.
-func (s *Shared) lookup(ctx context.Context, key string, now int64) (f filled, gen string, found bool, err error) {
+// lookup reads key's answer, whatever its windows say (enc is nil when
+// there is none), and its generation, in one round trip.
+func (s *Shared) lookup(ctx context.Context, key string) (f filled, gen string, err error) {
 	var vals []any
 	err = s.call(ctx, func(ctx context.Context) error {
 		var err error
@@ -179,19 +192,19 @@ func (s *Shared) lookup(ctx context.Context, key string, now int64) (f filled, g
 		return err
 	})
 	if err != nil {
-		return filled{}, "", false, err
+		return filled{}, "", err
 	}
 	gen, _ = vals[1].(string)
 	raw, ok := vals[0].(string)
 	if !ok {
-		return filled{}, gen, false, nil
+		return filled{}, gen, nil
 	}
 	enc := []byte(raw)
 	rec, err := decode(enc)
-	if err != nil || now >= rec.freshUntil {
-		return filled{}, gen, false, nil
+	if err != nil {
+		return filled{}, gen, nil
 	}
-	return filled{rec: rec, enc: enc}, gen, true, nil
+	return filled{rec: rec, enc: enc}, gen, nil
 }
 
 // lock tries to take key's fill lock, which expires after the tier's wait

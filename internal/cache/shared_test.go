@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -305,5 +306,27 @@ func TestSharedConfigValidate(t *testing.T) {
 	}
 	if _, err := NewShared("redis://127.0.0.1:1/0", 0, time.Second, nil); err == nil {
 		t.Error("NewShared accepted a zero timeout")
+	}
+}
+
+// A machine that has nothing of its own answers from the shared tier's
+// stale copy when the upstream fails.
+func TestSharedTierStaleWhenUpstreamFails(t *testing.T) {
+	url := privateRedis(t)
+	a, _, _ := machine(t, url, time.Second)
+	b, clockB, _ := machine(t, url, time.Second)
+	fetch, _ := counting(`"kept"`)
+	if _, _, err := a.Get(context.Background(), KindUser, "user:8", fetch); err != nil {
+		t.Fatal(err)
+	}
+	clockB.Advance(DefaultConfig().User.Fresh + time.Second)
+	down := errors.New("upstream down")
+	e, st, err := b.Get(context.Background(), KindUser, "user:8", func(context.Context) ([]byte, error) { return nil, down })
+	if err != nil || st != StatusStale || string(e.Body) != `"kept"` {
+		t.Errorf("b past the fresh window, upstream failing: %q %s %v, want a's answer as STALE", e.Body, st, err)
+	}
+	clockB.Advance(DefaultConfig().User.Stale)
+	if _, _, err := b.Get(context.Background(), KindUser, "user:8", func(context.Context) ([]byte, error) { return nil, down }); !errors.Is(err, down) {
+		t.Errorf("b past the stale window too: %v, want the upstream's error", err)
 	}
 }
