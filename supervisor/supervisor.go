@@ -182,6 +182,9 @@ func (s *Supervisor) open(cfg config.Config) error {
 	s.cfg = cfg
 	for i := range n {
 		s.slots = append(s.slots, &slot{index: i, ln: lns[i], cfg: cfg, gen: s.gen})
+		// A slot's restart counter exists from the start at 0, so that
+		// rate() and increase() see its first restart.
+		s.metrics.restarts.WithLabelValues(strconv.Itoa(i))
 	}
 	if cfg.RateLimit.Store == "redis" {
 		forced := func(name, state string) { s.forceBreaker(nil, name, state) }

@@ -91,6 +91,9 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 		return nil, fmt.Errorf("build upstream client: %w", err)
 	}
 	w.Upstream = up
+	for _, b := range up.Breakers() {
+		w.series.BreakerState(b.Name, b.State)
+	}
 	catOpts := []catalog.Option{catalog.WithLogger(o.Log)}
 	if o.Control != nil {
 		ctl := o.Control

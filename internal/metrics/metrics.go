@@ -109,6 +109,12 @@ func (w *Worker) Transition(op, from, to string) {
 	w.breakerState.WithLabelValues(op).Set(stateValue(to))
 }
 
+// BreakerState sets a breaker's state gauge without counting a change, so
+// that every breaker has a series from the worker's first moment.
+func (w *Worker) BreakerState(op, state string) {
+	w.breakerState.WithLabelValues(op).Set(stateValue(state))
+}
+
 func stateValue(state string) float64 {
 	switch state {
 	case "open":
