@@ -4,7 +4,9 @@
 // runs, and prints a table or JSON of throughput, latency quantiles,
 // answers by status and errors by kind. Its chaos scenario injects faults
 // into a spawned amexd under load and reports, per fault, the answers, the
-// failures, the time to recover and a check of the events written.
+// failures, the time to recover and a check of the events written. With
+// --html FILE it also writes the run as one self-contained HTML page of
+// charts over time.
 package main
 
 import (
@@ -23,6 +25,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/amexd/amexd/internal/bench"
+	"github.com/amexd/amexd/internal/benchpage"
 )
 
 func main() {
@@ -52,6 +55,7 @@ type options struct {
 	amexd       string
 	hosts       int
 	shared      string
+	html        string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, string, error) {
@@ -90,6 +94,7 @@ func parseFlags(args []string, stderr io.Writer) (options, string, error) {
 	fs.IntVar(&o.hosts, "hosts", 3, "hosts of the cluster scenario")
 	fs.StringVar(&o.shared, "shared", "redis", "cache.shared of the cluster scenario's hosts: redis or none")
 	fs.StringVar(&o.amexd, "amexd", "", "amexd binary for --spawn (default: go build ./cmd/amexd of this module)")
+	fs.StringVar(&o.html, "html", "", "also write the run as a self-contained HTML `file`: charts over time and the summary table")
 	// Flags may follow the scenario ("amexbench cached --duration 5s"), which
 	// the flag package alone would take for more arguments.
 	var positional []string
@@ -144,8 +149,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer os.RemoveAll(tmp)
 	r := &runner{opts: o, log: stderr, progress: bench.NewProgress(stderr, inPlace), tmp: tmp}
+	pg := benchpage.Page{Title: "amexbench " + scenario, Command: "amexbench " + strings.Join(args, " "), Generated: time.Now()}
 	if scenario == "chaos" {
-		return r.chaos(ctx, stdout)
+		reps, err := r.chaos(ctx, stdout)
+		if o.html != "" && len(reps) > 0 {
+			pg.Sections = benchpage.ChaosSections(reps)
+			err = errors.Join(err, writePage(o.html, pg))
+		}
+		return err
 	}
 
 	res, runErr := r.run(ctx, scenario)
@@ -158,7 +169,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := printResult(stdout, res, o.json); err != nil {
 		return errors.Join(runErr, err)
 	}
+	if o.html != "" {
+		for _, rep := range res.Reports {
+			pg.Sections = append(pg.Sections, benchpage.Section{Title: rep.Name, Reports: []bench.Report{rep},
+				Details: strings.Join(rep.Notes, "\n"), Timeline: rep.Timeline})
+		}
+		runErr = errors.Join(runErr, writePage(o.html, pg))
+	}
 	return runErr
+}
+
+// writePage writes pg to the file path, replacing it only once the page is
+// complete.
+func writePage(path string, pg benchpage.Page) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("html: %w", err)
+	}
+	err = benchpage.Write(f, pg)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("html %s: %w", path, err)
+	}
+	return nil
 }
 
 func printResult(w io.Writer, res result, asJSON bool) error {
@@ -182,17 +222,18 @@ func printResult(w io.Writer, res result, asJSON bool) error {
 
 // chaos runs every fault for --duration, each against its own freshly
 // spawned amexd and upstream so that one fault's after-effects do not
-// colour the next, and prints the reports of the faults it ran.
-func (r *runner) chaos(ctx context.Context, stdout io.Writer) error {
+// colour the next, prints the reports of the faults it ran and returns
+// them.
+func (r *runner) chaos(ctx context.Context, stdout io.Writer) ([]bench.FaultReport, error) {
 	if !r.opts.spawn {
-		return errors.New("chaos against an existing --target is not implemented in this tool yet; " +
+		return nil, errors.New("chaos against an existing --target is not implemented in this tool yet; " +
 			"use --spawn: the faults need amexd's upstream and operator socket")
 	}
 	if r.bin = r.opts.amexd; r.bin == "" {
 		fmt.Fprintln(r.log, "building amexd …")
 		var err error
 		if r.bin, err = bench.BuildAmexd(ctx, r.tmp); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	cfg := bench.ChaosConfig{Duration: r.opts.duration, Rate: r.opts.rate, Progress: r.progress}
@@ -213,14 +254,14 @@ func (r *runner) chaos(ctx context.Context, stdout io.Writer) error {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(map[string]any{"faults": reps}); err != nil {
-			return errors.Join(runErr, fmt.Errorf("write json: %w", err))
+			return reps, errors.Join(runErr, fmt.Errorf("write json: %w", err))
 		}
-		return errors.Join(runErr, chaosVerdict(reps))
+		return reps, errors.Join(runErr, chaosVerdict(reps))
 	}
 	if err := bench.WriteChaos(stdout, reps); err != nil {
-		return errors.Join(runErr, err)
+		return reps, errors.Join(runErr, err)
 	}
-	return errors.Join(runErr, chaosVerdict(reps))
+	return reps, errors.Join(runErr, chaosVerdict(reps))
 }
 
 // chaosVerdict fails the run when a fault left problems or lost data, so

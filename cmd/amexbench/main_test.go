@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -142,5 +144,28 @@ func TestScaleWorkers(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+func TestRunWritesHTMLPage(t *testing.T) {
+	srv := fakeAmexd(t)
+	page := filepath.Join(t.TempDir(), "run.html")
+	var out, errOut strings.Builder
+	err := run(context.Background(), []string{"-target", srv.URL, "-duration", "1s", "-rate", "20", "-connections", "1", "--html", page, "writes"}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("run: %v\nstderr: %s", err, errOut.String())
+	}
+	b, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	html := string(b)
+	for _, want := range []string{"<h2>writes</h2>", "<td>writes</td>", `id="amexbench-data"`, `"status":{"201":`, "503 without Retry-After: 0"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	if _, err := os.Stat(page + ".tmp"); !os.IsNotExist(err) {
+		t.Errorf("temporary file left behind: %v", err)
 	}
 }

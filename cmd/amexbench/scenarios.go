@@ -131,6 +131,9 @@ func (r *runner) attackFor(ctx context.Context, name string, tr vegeta.Targeter,
 		Inspect:     inspect,
 		Progress:    r.progress,
 	}
+	if r.opts.html != "" {
+		a.Timeline = bench.NewTimeline(bench.StepFor(d))
+	}
 	return a.Run(ctx)
 }
 

@@ -34,6 +34,8 @@ type Attack struct {
 	Inspect func(*vegeta.Result)
 	// Progress, when set, receives a progress line once per second.
 	Progress *Progress
+	// Timeline, when set, records every result over time.
+	Timeline *Timeline
 }
 
 // Run carries out the attack until its duration is over or ctx ends, then
@@ -98,6 +100,9 @@ func (a Attack) Run(ctx context.Context) (Report, error) {
 		if a.Inspect != nil {
 			a.Inspect(res)
 		}
+		if a.Timeline != nil {
+			a.Timeline.Observe(res)
+		}
 		m.Add(res)
 		live.requests.Add(1)
 		switch {
@@ -111,7 +116,9 @@ func (a Attack) Run(ctx context.Context) (Report, error) {
 	close(progressDone)
 	wg.Wait()
 	m.Close()
-	return NewReport(a.Name, &m, errs), ctx.Err()
+	rep := NewReport(a.Name, &m, errs)
+	rep.Timeline = a.Timeline
+	return rep, ctx.Err()
 }
 
 // liveCounts are the running totals the progress line reads while the

@@ -229,6 +229,9 @@ type FaultReport struct {
 	// Problems lists what went wrong beyond the counts: a refused reload, a
 	// slot that did not come back, a kind that did not recover.
 	Problems []string `json:"problems,omitempty"`
+	// Timeline is the load's answers over time, with a mark for each
+	// injection and for the fault's end.
+	Timeline *Timeline `json:"-"`
 }
 
 // Requests is the number of requests the load sent.
@@ -283,7 +286,8 @@ func (r FaultReport) Replaced() int {
 // which is filled as far as the run got.
 func RunFault(ctx context.Context, target ChaosTarget, up *Upstream, fault Fault, cfg ChaosConfig) (FaultReport, error) {
 	cfg = cfg.withDefaults()
-	rep := FaultReport{Fault: fault, Recovery: make(map[string]time.Duration)}
+	rep := FaultReport{Fault: fault, Recovery: make(map[string]time.Duration),
+		Timeline: NewTimeline(StepFor(cfg.Lead + cfg.Duration + cfg.Tail))}
 	if !slices.Contains(AllFaults(), fault) {
 		return rep, fmt.Errorf("chaos: unknown fault %q", fault)
 	}
@@ -298,7 +302,7 @@ func RunFault(ctx context.Context, target ChaosTarget, up *Upstream, fault Fault
 	rep.PidsBefore = pids(before)
 
 	tr := newTracker()
-	load := newLoad(target.URL, fault, cfg, tr)
+	load := newLoad(target.URL, fault, cfg, tr, rep.Timeline)
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	loadDone := load.start(loadCtx)
@@ -329,7 +333,9 @@ func RunFault(ctx context.Context, target ChaosTarget, up *Upstream, fault Fault
 			rep.HealthRecovery = -1
 			rep.Problems = append(rep.Problems, fmt.Sprintf("GET /health not 200 within %s of the fault's end: %v", cfg.RecoveryTimeout, err))
 		}
-		if !waitFor(ctx, cfg.RecoveryTimeout-time.Since(end), func() bool { return tr.allRecovered(end) }) {
+		if waitFor(ctx, cfg.RecoveryTimeout-time.Since(end), func() bool { return tr.allRecovered(end) }) {
+			rep.Timeline.Mark("every request kind succeeds again")
+		} else {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("not every request kind succeeded within %s of the fault's end", cfg.RecoveryTimeout))
 		}
 		rep.Recovery = tr.recovery(end)
@@ -359,13 +365,18 @@ func inject(ctx context.Context, fault Fault, cfg ChaosConfig, op *operator.Clie
 		return repeat(ctx, cfg, injections, func() error { return killOne(ctx, cfg, op, rep) })
 	case FaultReload:
 		return repeat(ctx, cfg, injections, func() error {
+			rep.Timeline.Mark("reload")
 			if _, err := operator.Call(ctx, op, operator.PostReload, operator.None{}); err != nil {
 				rep.Problems = append(rep.Problems, err.Error())
+				rep.Timeline.Mark("reload failed")
+				return nil
 			}
+			rep.Timeline.Mark("reload done")
 			return nil
 		})
 	case FaultUpstreamDown:
 		injections.Add(1)
+		rep.Timeline.Mark("upstream down")
 		if err := up.Stop(); err != nil {
 			return time.Time{}, err
 		}
@@ -373,11 +384,12 @@ func inject(ctx context.Context, fault Fault, cfg ChaosConfig, op *operator.Clie
 		if err := up.Start(); err != nil {
 			return time.Time{}, errors.Join(held, err)
 		}
+		rep.Timeline.Mark("upstream up")
 		return time.Now(), held
 	case FaultUpstreamSlow:
-		return hold(ctx, cfg, up.Sim, injections, func(c *eventapi.SimConfig) { c.EventDelay = cfg.SlowDelay })
+		return hold(ctx, cfg, up.Sim, rep.Timeline, "upstream slow", injections, func(c *eventapi.SimConfig) { c.EventDelay = cfg.SlowDelay })
 	default: // FaultAddEventCycle, the list being checked by RunFault
-		return hold(ctx, cfg, up.Sim, injections, func(c *eventapi.SimConfig) {
+		return hold(ctx, cfg, up.Sim, rep.Timeline, "addEvent failure cycle", injections, func(c *eventapi.SimConfig) {
 			orig := eventapi.DefaultSimConfig()
 			c.AddOK, c.AddFail = orig.AddOK, orig.AddFail
 		})
@@ -403,11 +415,12 @@ func repeat(ctx context.Context, cfg ChaosConfig, injections *atomic.Int64, once
 }
 
 // hold changes the simulator's knobs with edit for cfg.Duration, then puts
-// them back as they were.
-func hold(ctx context.Context, cfg ChaosConfig, sim *eventapi.Simulator, injections *atomic.Int64,
-	edit func(*eventapi.SimConfig)) (time.Time, error) {
+// them back as they were, marking both moments on tl as what and its end.
+func hold(ctx context.Context, cfg ChaosConfig, sim *eventapi.Simulator, tl *Timeline, what string,
+	injections *atomic.Int64, edit func(*eventapi.SimConfig)) (time.Time, error) {
 	saved := sim.Config()
 	injections.Add(1)
+	tl.Mark(what)
 	if err := sim.Update(edit); err != nil {
 		return time.Time{}, fmt.Errorf("inject: %w", err)
 	}
@@ -415,6 +428,7 @@ func hold(ctx context.Context, cfg ChaosConfig, sim *eventapi.Simulator, injecti
 	if err := sim.Update(func(c *eventapi.SimConfig) { *c = saved }); err != nil {
 		return time.Time{}, errors.Join(held, fmt.Errorf("restore: %w", err))
 	}
+	tl.Mark(what + " over")
 	return time.Now(), held
 }
 
@@ -431,6 +445,7 @@ func killOne(ctx context.Context, cfg ChaosConfig, op *operator.Client, rep *Fau
 		return nil
 	}
 	victim := ready[rand.IntN(len(ready))]
+	rep.Timeline.Mark(fmt.Sprintf("kill -9 slot %d", victim.Slot))
 	killed := time.Now()
 	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
 		return fmt.Errorf("kill worker %d of slot %d: %w", victim.PID, victim.Slot, err)
@@ -451,6 +466,7 @@ func killOne(ctx context.Context, cfg ChaosConfig, op *operator.Client, rep *Fau
 		return ctx.Err()
 	}
 	rep.SlotRecovery = append(rep.SlotRecovery, time.Since(killed))
+	rep.Timeline.Mark(fmt.Sprintf("slot %d ready", victim.Slot))
 	return nil
 }
 
@@ -459,7 +475,7 @@ type load struct {
 	attacks []Attack
 }
 
-func newLoad(base string, fault Fault, cfg ChaosConfig, tr *tracker) *load {
+func newLoad(base string, fault Fault, cfg ChaosConfig, tr *tracker, tl *Timeline) *load {
 	// The attacks run until the run stops them; their duration is only a
 	// backstop in case it does not.
 	span := cfg.Lead + cfg.Duration + 3*cfg.RecoveryTimeout + cfg.Tail
@@ -476,6 +492,7 @@ func newLoad(base string, fault Fault, cfg ChaosConfig, tr *tracker) *load {
 	for i := range l.attacks {
 		l.attacks[i].Duration = span
 		l.attacks[i].Inspect = tr.inspect
+		l.attacks[i].Timeline = tl
 	}
 	return l
 }

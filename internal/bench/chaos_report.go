@@ -31,20 +31,23 @@ func WriteChaos(w io.Writer, reports []FaultReport) error {
 		if err := WriteTable(w, r.Streams); err != nil {
 			return err
 		}
-		if err := writeChaosDetails(w, r); err != nil {
+		if err := WriteChaosDetails(w, r); err != nil {
 			return fmt.Errorf("write chaos report: %w", err)
 		}
 	}
 	return nil
 }
 
-func writeChaosDetails(w io.Writer, r FaultReport) error {
+// WriteChaosDetails prints what a fault's report holds besides its
+// streams: answers per request kind, recovery times, pids, the data check
+// and the problems.
+func WriteChaosDetails(w io.Writer, r FaultReport) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "request\trequests\tstatus\terrors\t503 w/o Retry-After\trecovery")
 	for _, kind := range slices.Sorted(maps.Keys(r.Kinds)) {
 		k := r.Kinds[kind]
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\n", kind, k.Requests, formatStatus(k.Status),
-			formatErrors(k.Errors), k.NoRetryAfter, formatRecovery(r.Recovery[kind], kind, r.Recovery))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\n", kind, k.Requests, FormatStatus(k.Status),
+			FormatErrors(k.Errors), k.NoRetryAfter, formatRecovery(r.Recovery[kind], kind, r.Recovery))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

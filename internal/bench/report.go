@@ -39,6 +39,8 @@ type Report struct {
 	BaselineRatio float64 `json:"baseline_ratio,omitempty"`
 	// Notes are scenario-specific findings printed under the table.
 	Notes []string `json:"notes,omitempty"`
+	// Timeline is the attack's results over time, when it recorded them.
+	Timeline *Timeline `json:"-"`
 }
 
 // Latency holds latency quantiles of one attack. It encodes to JSON as
@@ -96,7 +98,7 @@ func WriteTable(w io.Writer, reports []Report) error {
 			r.Name, r.Requests, r.Throughput,
 			FormatDuration(r.Latency.P50), FormatDuration(r.Latency.P90),
 			FormatDuration(r.Latency.P99), FormatDuration(r.Latency.Max),
-			formatStatus(r.Status), formatErrors(r.Errors))
+			FormatStatus(r.Status), FormatErrors(r.Errors))
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write table: %w", err)
@@ -124,7 +126,8 @@ func FormatDuration(d time.Duration) string {
 	}
 }
 
-func formatStatus(status map[int]uint64) string {
+// FormatStatus prints answers by status as "200:12 503:3", or "-".
+func FormatStatus(status map[int]uint64) string {
 	if len(status) == 0 {
 		return "-"
 	}
@@ -135,7 +138,9 @@ func formatStatus(status map[int]uint64) string {
 	return strings.Join(parts, " ")
 }
 
-func formatErrors(errs map[ErrorKind]uint64) string {
+// FormatErrors prints the transport failures that happened by kind, as
+// "timeout:2", or "-".
+func FormatErrors(errs map[ErrorKind]uint64) string {
 	var parts []string
 	for _, k := range AllErrorKinds() {
 		if n := errs[k]; n > 0 {

@@ -4,11 +4,14 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/amexd/amexd/internal/bench"
+	"github.com/amexd/amexd/internal/benchpage"
+	"github.com/amexd/amexd/internal/benchpage/pagecheck"
 )
 
 // faultWorkers is the worker count of the fault suite's daemons: one per
@@ -48,6 +51,8 @@ func TestChaos(t *testing.T) {
 }
 
 func runFaults(t *testing.T, cfg bench.ChaosConfig) {
+	var reports []bench.FaultReport
+	defer func() { checkPage(t, reports) }()
 	for _, tc := range []struct {
 		fault bench.Fault
 		check func(t *testing.T, cfg bench.ChaosConfig, rep bench.FaultReport)
@@ -72,6 +77,7 @@ func runFaults(t *testing.T, cfg bench.ChaosConfig) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute+3*cfg.Duration)
 			defer cancel()
 			rep, err := bench.RunFault(ctx, bench.ChaosTarget{URL: d.URL, Socket: d.Socket}, up, tc.fault, cfg)
+			reports = append(reports, rep)
 			var out strings.Builder
 			if werr := bench.WriteChaos(&out, []bench.FaultReport{rep}); werr != nil {
 				t.Error(werr)
@@ -83,6 +89,46 @@ func runFaults(t *testing.T, cfg bench.ChaosConfig) {
 			checkCommon(t, rep)
 			tc.check(t, cfg, rep)
 		})
+	}
+}
+
+// checkPage writes the faults' reports as amexbench --html does and opens
+// the page in headless Chromium: three charts per fault, the injections
+// marked on them, no error.
+func checkPage(t *testing.T, reports []bench.FaultReport) {
+	if len(reports) == 0 {
+		return
+	}
+	bin, err := pagecheck.Browser()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%v: CI installs it from .ci/packages", err)
+		}
+		t.Logf("page not checked: %v", err)
+		return
+	}
+	path := filepath.Join(t.TempDir(), "chaos.html")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = benchpage.Write(f, benchpage.Page{Title: "amexbench chaos", Generated: time.Now(), Sections: benchpage.ChaosSections(reports)})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := pagecheck.Open(context.Background(), bin, path, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Errors) > 0 {
+		t.Errorf("the chaos page raised errors: %q", res.Errors)
+	}
+	if res.Charts != 3*len(reports) || res.Marks < 3*len(reports) {
+		t.Errorf("the chaos page drew %d charts with %d mark lines for %d faults, want 3 charts and at least 3 marks each",
+			res.Charts, res.Marks, len(reports))
 	}
 }
 
