@@ -106,11 +106,17 @@
       });
     }
 
+    // Every chart has the mark lines; the first of a section their labels,
+    // staggered over three rows and kept inside the plot.
     const marks = el("g", { class: "marks" }, svg);
     opt.marks.forEach((m, i) => {
       const x = xs(m.t);
-      el("line", { x1: x, x2: x, y1: M.top, y2: M.top + ph }, marks);
-      const label = text(marks, x + 3, M.top + 10 + (i % 3) * 11, m.label);
+      const line = el("line", { x1: x, x2: x, y1: M.top, y2: M.top + ph }, marks);
+      el("title", {}, line).textContent = m.label + " at " + m.t.toFixed(2) + "s";
+      if (!opt.labels) return;
+      const right = x > W - M.right - 140;
+      const label = text(marks, right ? x - 3 : x + 3, M.top + 10 + (i % 3) * 11, m.label,
+        right ? { "text-anchor": "end" } : {});
       el("title", {}, label).textContent = m.label + " at " + m.t.toFixed(2) + "s";
     });
 
@@ -146,7 +152,7 @@
     const at = p => p.t + step / 2;
     const ms = v => (v > 0 ? v : null);
     chart(box, {
-      title: "Latency per step (log scale)", log: true, tmax: tmax, marks: sec.marks,
+      title: "Latency per step (log scale)", log: true, labels: true, tmax: tmax, marks: sec.marks,
       series: [
         { name: "p50", color: "#1e88e5", points: sec.points.map(p => [at(p), ms(p.p50_ms)]) },
         { name: "p90", color: "#fb8c00", points: sec.points.map(p => [at(p), ms(p.p90_ms)]) },
