@@ -22,6 +22,9 @@ type command struct {
 	wait time.Duration
 	// local commands do not talk to the daemon.
 	local bool
+	// live commands run until the operator quits; wait bounds each of
+	// their requests instead of the whole command.
+	live bool
 }
 
 // commandNamed looks a subcommand up by name.
@@ -41,6 +44,8 @@ func commandNamed(name string) (command, bool) {
 		return command{run: runCache, wait: defaultWait}, true
 	case "metrics":
 		return command{run: runMetrics, wait: defaultWait}, true
+	case "top":
+		return command{run: runTop, flags: topFlags, wait: defaultWait, live: true}, true
 	case "token":
 		return command{run: runToken, flags: tokenFlags, local: true}, true
 	}

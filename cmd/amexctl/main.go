@@ -1,7 +1,8 @@
 // Command amexctl is amexd's operator CLI: it asks a running supervisor,
 // over its operator socket, for status, workers, breakers and health, and
 // tells it to reload, reset breakers or purge caches. Output is aligned
-// tables, or the daemon's own JSON with --json.
+// tables, or the daemon's own JSON with --json; `amexctl top` is a live view
+// of the workers.
 //
 // Exit status: 0 on success; 1 when amexd is unhealthy, refused the command,
 // is not running or refused the caller; 2 for a usage error.
@@ -48,6 +49,9 @@ Commands:
   reload               rolling reload with the configuration re-read
   cache purge          empty every worker's cache
   metrics              Prometheus metrics of the supervisor and the workers
+  top [--interval D] [-n N]
+                       live view of the workers (requests/s, p99, cache hit
+                       ratio, 429s/s, breakers, memory); q or Ctrl-C quits
   token --secret-file F [--role R] [--ttl D] [--sub NAME]
                        mint an HS256 JWT for the write endpoints
 
@@ -80,7 +84,7 @@ func (o *options) register(fs *flag.FlagSet) {
 
 // run is amexctl with its environment passed in, returning the exit status.
 func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int {
-	inv := &invocation{stdout: stdout, stderr: stderr}
+	inv := &invocation{stdin: os.Stdin, stdout: stdout, stderr: stderr}
 	o := &inv.opts
 	fs := flag.NewFlagSet("amexctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -146,10 +150,13 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 	if wait <= 0 {
 		wait = cmd.wait
 	}
-	ctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
 	inv.client = operator.NewClient(inv.socket)
 	inv.wait = wait
+	if cmd.live {
+		return cmd.run(ctx, inv, pos)
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
 	return cmd.run(ctx, inv, pos)
 }
 
@@ -211,6 +218,8 @@ type invocation struct {
 	wait   time.Duration
 	client *operator.Client
 	token  tokenOptions
+	top    topOptions
+	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
 }
