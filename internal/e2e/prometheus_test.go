@@ -68,7 +68,7 @@ func TestPromtoolChecksShippedConfig(t *testing.T) {
 		}
 	}
 
-	alerts := alertNames(t)
+	_, alerts := ruleNames(t)
 	if len(alerts) == 0 {
 		t.Fatal("rules.yml has no alerts")
 	}
@@ -113,28 +113,20 @@ func readRules(t *testing.T) rulesFile {
 	return rf
 }
 
-func alertNames(t *testing.T) []string {
-	var out []string
-	for _, g := range readRules(t).Groups {
-		for _, r := range g.Rules {
-			if r.Alert != "" {
-				out = append(out, r.Alert)
-			}
-		}
-	}
-	return out
-}
-
-func recordedNames(t *testing.T) []string {
-	var out []string
+// ruleNames returns the names of the recording rules and of the alerts
+// of rules.yml, in file order.
+func ruleNames(t *testing.T) (records, alerts []string) {
 	for _, g := range readRules(t).Groups {
 		for _, r := range g.Rules {
 			if r.Record != "" {
-				out = append(out, r.Record)
+				records = append(records, r.Record)
+			}
+			if r.Alert != "" {
+				alerts = append(alerts, r.Alert)
 			}
 		}
 	}
-	return out
+	return records, alerts
 }
 
 func readYAML(t *testing.T, path string, v any) {
@@ -236,7 +228,7 @@ func TestPrometheusScrapesAmexd(t *testing.T) {
 	defer stopTraffic()
 	exercise(t, d)
 
-	recorded := recordedNames(t)
+	recorded, _ := ruleNames(t)
 	panels, labelQueries := dashboardQueries(t)
 	queries := map[string]string{}
 	for _, r := range recorded {

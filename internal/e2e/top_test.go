@@ -36,6 +36,16 @@ func newTmux(t *testing.T) *tmux {
 	return tm
 }
 
+// buildAmexctl builds cmd/amexctl into dir.
+func buildAmexctl(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "amexctl")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/amexctl").CombinedOutput(); err != nil {
+		t.Fatalf("build amexctl: %v\n%s", err, out)
+	}
+	return bin
+}
+
 func (tm *tmux) run(args ...string) (string, error) {
 	out, err := exec.Command(tm.bin, append([]string{"-S", tm.sock}, args...)...).CombinedOutput()
 	return string(out), err
@@ -47,10 +57,7 @@ func (tm *tmux) run(args ...string) (string, error) {
 func TestTopInTmux(t *testing.T) {
 	tm := newTmux(t)
 	dir := t.TempDir()
-	amexctl := filepath.Join(dir, "amexctl")
-	if out, err := exec.Command("go", "build", "-o", amexctl, "../../cmd/amexctl").CombinedOutput(); err != nil {
-		t.Fatalf("build amexctl: %v\n%s", err, out)
-	}
+	amexctl := buildAmexctl(t, dir)
 	d := start(t, "-workers", "2")
 	ws, err := operator.Call(t.Context(), d.op, operator.GetWorkers, operator.None{})
 	if err != nil {
@@ -108,10 +115,7 @@ func TestTopInTmux(t *testing.T) {
 // TestTopWithoutTerminal: piped, top prints -n frames and stops.
 func TestTopWithoutTerminal(t *testing.T) {
 	dir := t.TempDir()
-	amexctl := filepath.Join(dir, "amexctl")
-	if out, err := exec.Command("go", "build", "-o", amexctl, "../../cmd/amexctl").CombinedOutput(); err != nil {
-		t.Fatalf("build amexctl: %v\n%s", err, out)
-	}
+	amexctl := buildAmexctl(t, dir)
 	d := start(t, "-workers", "2")
 	client := fresh()
 	for range 20 {
