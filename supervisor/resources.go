@@ -17,14 +17,15 @@ import (
 )
 
 // ensureTable creates the shared rate-limit table the first time a
-// configuration asks for the shared store, and the idempotency table the
-// first time one keeps Idempotency-Keys on this machine; each then lives as
-// long as the supervisor, so counters and keys survive reloads.
+// configuration needs it (the shared store, or Redis's local fallback), and
+// the idempotency table the first time one keeps Idempotency-Keys on this
+// machine; each then lives as long as the supervisor, so counters and keys
+// survive reloads.
 func (s *Supervisor) ensureTable(cfg config.Config) error {
 	if err := s.idem.ensure(cfg); err != nil {
 		return err
 	}
-	if cfg.RateLimit.Store != ratelimit.StoreShared || s.tableFile != nil {
+	if !cfg.RateLimit.UsesTable() || s.tableFile != nil {
 		return nil
 	}
 	table, f, err := ratelimit.CreateTable(cfg.RateLimit.TableSlots)

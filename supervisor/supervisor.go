@@ -363,7 +363,7 @@ func (s *Supervisor) spawn(slotIndex int, cfg config.Config, gen int) (*proc, er
 	cmd.Env = workerEnv(os.Environ())
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.ExtraFiles = []*os.File{s.listeners[slotIndex].file, childEnd}
-	if cfg.RateLimit.Store == ratelimit.StoreShared && s.tableFile != nil {
+	if cfg.RateLimit.UsesTable() && s.tableFile != nil {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, s.tableFile)
 	}
 	cmd.ExtraFiles = s.idem.extraFiles(cmd.ExtraFiles)

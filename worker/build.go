@@ -107,6 +107,9 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 		w.Close()
 		return nil, fmt.Errorf("build rate limiter: %w", err)
 	}
+	if rs, ok := store.(*ratelimit.RedisStore); ok {
+		w.series.ObserveRedisStore(rs.RedisFailures, rs.Degraded)
+	}
 	w.idem, err = idempotencyStore(cfg, o.Idempotency)
 	if err != nil {
 		w.Close()

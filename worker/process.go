@@ -83,7 +83,7 @@ func run(slot int, boot *slog.Logger) error {
 	setMemoryLimit(cfg.Supervisor.MemoryLimit(), log)
 
 	var shared *os.File
-	if cfg.RateLimit.Store == "shared" {
+	if cfg.RateLimit.UsesTable() {
 		shared = os.NewFile(fdShared, "ratelimit-table")
 	}
 	idem, err := inheritedIdempotency(cfg)

@@ -1,10 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -119,4 +123,76 @@ func TestRedisOutage(t *testing.T) {
 			t.Fatalf("still not limiting 15s after Redis returned: %v", got)
 		}
 	}
+}
+
+// TestRedisPausedLimitsLocally: with Redis paused (SIGSTOP) while other
+// clients keep the daemon busy, a client is still limited, to this
+// machine's share of the budget (20 a minute over 2 instances: 10), counted
+// in the machine's shared table across both workers. Once Redis continues
+// and every worker is back on it, limiting is exact again.
+func TestRedisPausedLimitsLocally(t *testing.T) {
+	rds := redistest.Start(t)
+	d := start(t, "-workers", "2", "-ratelimit.rate", "20-M", "-ratelimit.store", "redis",
+		"-ratelimit.redis_url", rds.URL, "-ratelimit.redis_timeout", "2s", "-ratelimit.instances", "2")
+	// burst sends n requests from the loopback address src and counts the
+	// answers by status and by the limit they announced.
+	burst := func(src string, n int) (statuses, limits map[string]int) {
+		statuses, limits = map[string]int{}, map[string]int{}
+		c := from(src)
+		for range n {
+			res, err := c.Get(d.url("/events/circuit-status"))
+			if err != nil {
+				t.Fatalf("GET from %s: %v", src, err)
+			}
+			res.Body.Close()
+			statuses[strconv.Itoa(res.StatusCode)]++
+			limits[res.Header.Get("X-RateLimit-Limit")]++
+		}
+		return statuses, limits
+	}
+	exact := func(what string, statuses, limits map[string]int, allowed, refused int, limit string) {
+		t.Helper()
+		if statuses["200"] != allowed || statuses["429"] != refused || len(statuses) != 2 || limits[limit] != allowed+refused {
+			t.Errorf("%s: statuses %v, announced limits %v; want exactly %d×200 and %d×429, every answer with limit %s",
+				what, statuses, limits, allowed, refused, limit)
+		}
+	}
+	statuses, limits := burst("127.0.4.1", 25)
+	exact("with Redis up", statuses, limits, 20, 5, "20")
+
+	ctx, stopLoad := context.WithCancel(context.Background())
+	var load sync.WaitGroup
+	defer func() {
+		stopLoad()
+		load.Wait()
+	}()
+	for g := range 4 {
+		load.Go(func() {
+			c := from(fmt.Sprintf("127.0.3.%d", g+1))
+			for ctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.url("/events/circuit-status"), nil)
+				if res, err := c.Do(req); err == nil {
+					res.Body.Close()
+				}
+			}
+		})
+	}
+
+	rds.Pause()
+	statuses, limits = burst("127.0.4.2", 25)
+	exact("with Redis paused", statuses, limits, 10, 15, "10")
+
+	rds.Resume()
+	deadline := time.Now().Add(60 * time.Second)
+	for d.metric(t, `amexd_ratelimit_redis_degraded{slot="0"}`)+d.metric(t, `amexd_ratelimit_redis_degraded{slot="1"}`) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("workers still limit locally 60s after Redis continued")
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition, bounded by the deadline
+	}
+	if n := d.metric(t, `amexd_ratelimit_redis_fallbacks_total{slot="0"}`) + d.metric(t, `amexd_ratelimit_redis_fallbacks_total{slot="1"}`); n < 25 {
+		t.Errorf("amexd_ratelimit_redis_fallbacks_total = %v over both slots, want at least the 25 paused requests", n)
+	}
+	statuses, limits = burst("127.0.4.3", 25)
+	exact("after Redis continued", statuses, limits, 20, 5, "20")
 }

@@ -125,6 +125,26 @@ func stateValue(state string) float64 {
 	return 0
 }
 
+// ObserveRedisStore adds the Redis rate-limit store's series, read at every
+// scrape: the calls answered by on_redis_error, and whether it applies now.
+func (w *Worker) ObserveRedisStore(fallbacks func() uint64, degraded func() bool) {
+	w.registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "amexd_ratelimit_redis_fallbacks_total",
+			Help: "Rate-limit calls answered by ratelimit.on_redis_error because Redis failed or was slower than ratelimit.redis_timeout.",
+		}, func() float64 { return float64(fallbacks()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "amexd_ratelimit_redis_degraded",
+			Help: "1 while the rate limiter answers by ratelimit.on_redis_error, since its last Redis call failed.",
+		}, func() float64 {
+			if degraded() {
+				return 1
+			}
+			return 0
+		}),
+	)
+}
+
 // Registry is the worker's registry, for collectors registered elsewhere.
 func (w *Worker) Registry() *prometheus.Registry { return w.registry }
 

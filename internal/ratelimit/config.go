@@ -21,6 +21,7 @@ const (
 
 // Policies for Config.OnRedisError.
 const (
+	OnRedisErrorLocal = "local"
 	OnRedisErrorAllow = "allow"
 	OnRedisErrorDeny  = "deny"
 )
@@ -47,9 +48,15 @@ type Config struct {
 	RedisURL string `yaml:"redis_url"`
 	// RedisTimeout bounds each Redis call.
 	RedisTimeout time.Duration `yaml:"redis_timeout"`
-	// OnRedisError is "allow" (fail open) or "deny" (answer limit reached) while
-	// Redis fails.
+	// OnRedisError says how requests are limited while Redis fails or is
+	// slower than RedisTimeout: "local" counts them in this machine's shared
+	// table against this machine's share of the rate (the rate divided by
+	// Instances); "allow" lets every request through; "deny" refuses every
+	// one.
 	OnRedisError string `yaml:"on_redis_error"`
+	// Instances is how many amexd machines share the Redis budget, which
+	// sets each one's share under the local policy.
+	Instances int `yaml:"instances"`
 	// TrustedProxies lists the CIDRs whose X-Forwarded-For is believed when
 	// finding a client's address; empty trusts none.
 	TrustedProxies []string `yaml:"trusted_proxies"`
@@ -65,8 +72,8 @@ type Route struct {
 }
 
 // DefaultConfig returns the defaults: 100 requests a minute per client in a
-// shared table of 65536 slots, Redis at 127.0.0.1:6379 with a 50 ms timeout
-// failing open.
+// shared table of 65536 slots; with the Redis store, Redis at 127.0.0.1:6379
+// with a 50 ms timeout, limiting locally while Redis fails.
 func DefaultConfig() Config {
 	return Config{
 		Rate:         "100-M",
@@ -76,7 +83,8 @@ func DefaultConfig() Config {
 		LogInterval:  10 * time.Second,
 		RedisURL:     "redis://127.0.0.1:6379/0",
 		RedisTimeout: 50 * time.Millisecond,
-		OnRedisError: OnRedisErrorAllow,
+		OnRedisError: OnRedisErrorLocal,
+		Instances:    1,
 	}
 }
 
@@ -90,7 +98,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("ratelimit.%s: "+format, append([]any{field}, args...)...))
 	}
 	maxLimit := int64(0)
-	if c.Store == StoreShared {
+	if c.UsesTable() {
 		maxLimit = MaxTableLimit
 	}
 	if _, err := parseRate(c.Rate, maxLimit); err != nil {
@@ -101,7 +109,7 @@ func (c Config) Validate() error {
 	default:
 		bad("store", "%q is not a store (want shared, memory or redis)", c.Store)
 	}
-	if c.Store == StoreShared && (c.TableSlots < 1 || c.TableSlots > MaxTableSlots) {
+	if c.UsesTable() && (c.TableSlots < 1 || c.TableSlots > MaxTableSlots) {
 		bad("table_slots", "%d is out of range [1, %d]", c.TableSlots, MaxTableSlots)
 	}
 	if c.IPv6Prefix < 1 || c.IPv6Prefix > 128 {
@@ -119,9 +127,12 @@ func (c Config) Validate() error {
 		}
 	}
 	switch c.OnRedisError {
-	case OnRedisErrorAllow, OnRedisErrorDeny:
+	case OnRedisErrorLocal, OnRedisErrorAllow, OnRedisErrorDeny:
 	default:
-		bad("on_redis_error", "%q is not a policy (want allow or deny)", c.OnRedisError)
+		bad("on_redis_error", "%q is not a policy (want local, allow or deny)", c.OnRedisError)
+	}
+	if c.Instances < 1 {
+		bad("instances", "%d must be at least 1", c.Instances)
 	}
 	for i, p := range c.TrustedProxies {
 		if _, err := netip.ParsePrefix(p); err != nil {
@@ -148,6 +159,12 @@ func (c Config) Validate() error {
 		seen[id] = i
 	}
 	return errors.Join(errs...)
+}
+
+// UsesTable reports whether the configuration needs the machine's shared
+// table: for the shared store, and for Redis's local policy.
+func (c Config) UsesTable() bool {
+	return c.Store == StoreShared || c.Store == StoreRedis && c.OnRedisError == OnRedisErrorLocal
 }
 
 // ParseRate parses a rate in ulule/limiter notation ("100-M": a limit, then S,

@@ -15,12 +15,14 @@ func TestDefaultConfigIsValid(t *testing.T) {
 		t.Fatalf("DefaultConfig().Validate() = %v", err)
 	}
 	want := Config{
-		Rate: "100-M", Store: "shared", TableSlots: 65536,
-		RedisURL: "redis://127.0.0.1:6379/0", RedisTimeout: 50 * time.Millisecond, OnRedisError: "allow",
+		Rate: "100-M", Store: "shared", TableSlots: 65536, IPv6Prefix: 64, LogInterval: 10 * time.Second,
+		RedisURL: "redis://127.0.0.1:6379/0", RedisTimeout: 50 * time.Millisecond, OnRedisError: "local", Instances: 1,
 	}
 	if cfg.Rate != want.Rate || cfg.Store != want.Store || cfg.TableSlots != want.TableSlots ||
+		cfg.IPv6Prefix != want.IPv6Prefix || cfg.LogInterval != want.LogInterval ||
 		cfg.RedisURL != want.RedisURL || cfg.RedisTimeout != want.RedisTimeout ||
-		cfg.OnRedisError != want.OnRedisError || len(cfg.TrustedProxies) != 0 || len(cfg.Routes) != 0 {
+		cfg.OnRedisError != want.OnRedisError || cfg.Instances != want.Instances ||
+		len(cfg.TrustedProxies) != 0 || len(cfg.Routes) != 0 {
 		t.Errorf("DefaultConfig() = %+v, want %+v", cfg, want)
 	}
 }
@@ -34,7 +36,12 @@ func TestConfigValidate(t *testing.T) {
 		{"bad rate", func(c *Config) { c.Rate = "100/M" }, `ratelimit.rate: "100/M" is not a valid rate (want e.g. 100-M)`},
 		{"zero limit", func(c *Config) { c.Rate = "0-M" }, `ratelimit.rate: "0-M" has a limit below 1`},
 		{"limit above table", func(c *Config) { c.Rate = "99999999-M" }, `has a limit above the shared table's maximum`},
-		{"big limit in redis", func(c *Config) { c.Rate = "99999999-M"; c.Store = "redis" }, ""},
+		{"big limit in redis, allow", func(c *Config) { c.Rate = "99999999-M"; c.Store = "redis"; c.OnRedisError = "allow" }, ""},
+		{"big limit in redis, local", func(c *Config) { c.Rate = "99999999-M"; c.Store = "redis" }, `has a limit above the shared table's maximum`},
+		{"no slots for redis, local", func(c *Config) { c.TableSlots = 0; c.Store = "redis" }, `ratelimit.table_slots: 0 is out of range`},
+		{"ipv6 prefix", func(c *Config) { c.IPv6Prefix = 129 }, `ratelimit.ipv6_prefix: 129 is out of range [1, 128]`},
+		{"log interval", func(c *Config) { c.LogInterval = 0 }, `ratelimit.log_interval: 0s must be positive`},
+		{"no instances", func(c *Config) { c.Instances = 0 }, `ratelimit.instances: 0 must be at least 1`},
 		{"bad store", func(c *Config) { c.Store = "disk" }, `ratelimit.store: "disk" is not a store`},
 		{"no slots", func(c *Config) { c.TableSlots = 0 }, `ratelimit.table_slots: 0 is out of range`},
 		{"slots unused by memory", func(c *Config) { c.TableSlots = 0; c.Store = "memory" }, ""},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -20,15 +21,24 @@ var errNotReady = errors.New("redis store not initialised yet")
 
 // RedisStore is ulule's Redis store behind a per-call timeout and a failure
 // policy. When Redis fails or is slower than the timeout, every call answers by
-// the policy instead of an error: "allow" returns a Context that is not Reached
-// (Remaining = Limit, Reset one period from now), "deny" one that is Reached.
-// It keeps trying Redis on every call, so it recovers on its own once Redis is
-// back, including when Redis was down when the store was created.
+// the policy instead of an error: "local" counts the call in a local store
+// (the machine's shared table) against the machine's share of the rate, the
+// limit divided by the number of instances and rounded up; "allow" returns a
+// Context that is not Reached (Remaining = Limit, Reset one period from now),
+// "deny" one that is Reached. After a failure, calls answer by the policy at
+// once for a short while; then one call tries Redis again, and the store
+// recovers on its own once Redis answers, including when Redis was down when
+// the store was created.
 type RedisStore struct {
-	client  *redis.Client
-	prefix  string
-	timeout time.Duration
-	deny    bool
+	client    *redis.Client
+	prefix    string
+	timeout   time.Duration
+	policy    string
+	instances int64
+	// local counts calls under the local policy; ownLocal is set when the
+	// store created it and closes it.
+	local    limiter.Store
+	ownLocal io.Closer
 
 	logger      *slog.Logger
 	logInterval time.Duration
@@ -44,9 +54,10 @@ type RedisStore struct {
 	suppressed atomic.Uint64
 	lastLog    atomic.Int64
 	degraded   atomic.Bool
-	// retryAt (unix nanos) is when a degraded store tries Redis again;
-	// until then calls get the policy's answer at once instead of each
-	// waiting out the timeout against a Redis that is known to be down.
+	// retryAt (unix nanos) is when a degraded store tries Redis again; the
+	// one call that moves it on does, and the others get the policy's
+	// answer at once instead of each waiting out the timeout against a
+	// Redis that is known to be failing.
 	retryAt atomic.Int64
 }
 
@@ -55,8 +66,10 @@ const redisRetryInterval = 500 * time.Millisecond
 
 type innerStore struct{ limiter.Store }
 
-// NewRedisStore connects to cfg.RedisURL. It fails only for a configuration it
-// cannot use; an unreachable Redis is logged and handled per call.
+// NewRedisStore connects to cfg.RedisURL. Under the local policy it counts
+// in the store WithLocal gives (NewStore gives the machine's shared table),
+// or else in a table of its own. It fails only for a configuration it cannot
+// use; an unreachable Redis is logged and handled per call.
 func NewRedisStore(ctx context.Context, cfg Config, opts ...Option) (*RedisStore, error) {
 	ropts, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
@@ -75,20 +88,31 @@ func NewRedisStore(ctx context.Context, cfg Config, opts ...Option) (*RedisStore
 	}
 	o := buildOptions(opts)
 	s := &RedisStore{
-		client:      redis.NewClient(ropts),
 		prefix:      o.prefix,
 		timeout:     cfg.RedisTimeout,
-		deny:        cfg.OnRedisError == OnRedisErrorDeny,
+		policy:      cfg.OnRedisError,
+		instances:   int64(max(cfg.Instances, 1)),
+		local:       o.local,
 		logger:      o.logger,
 		logInterval: o.logInterval,
 		now:         time.Now,
 	}
+	if s.policy == OnRedisErrorLocal && s.local == nil {
+		table, f, err := CreateTable(cfg.TableSlots, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("ratelimit: redis store: local table: %w", err)
+		}
+		// The mapping outlives the file.
+		f.Close()
+		s.local, s.ownLocal = table, table
+	}
+	s.client = redis.NewClient(ropts)
 	cctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	if _, err := s.ready(cctx); err != nil {
 		s.degraded.Store(true)
 		s.logger.Warn("ratelimit: redis not reachable yet; applying on_redis_error until it is",
-			"addr", ropts.Addr, "policy", s.policy(), "error", err)
+			"addr", ropts.Addr, "policy", s.policy, "error", err)
 	}
 	return s, nil
 }
@@ -96,54 +120,72 @@ func NewRedisStore(ctx context.Context, cfg Config, opts ...Option) (*RedisStore
 // RedisFailures counts the calls answered by the policy because Redis failed.
 func (s *RedisStore) RedisFailures() uint64 { return s.failures.Load() }
 
-// Close closes the connections to Redis.
+// Degraded reports whether the store answers by the policy now, since its
+// last call to Redis failed.
+func (s *RedisStore) Degraded() bool { return s.degraded.Load() }
+
+// Close closes the connections to Redis, and the local table when the store
+// created it.
 func (s *RedisStore) Close() error {
+	var errs []error
 	if err := s.client.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if s.ownLocal != nil {
+		if err := s.ownLocal.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("ratelimit: close redis store: %w", err)
 	}
 	return nil
 }
 
+// storeOp is one limiter.Store call, made on Redis with the configured rate
+// or on the local store with this machine's share of it.
+type storeOp func(ctx context.Context, st limiter.Store, rate limiter.Rate) (limiter.Context, error)
+
 // Get increments the key's count by one.
 func (s *RedisStore) Get(ctx context.Context, key string, rate limiter.Rate) (limiter.Context, error) {
-	return s.call(ctx, rate, func(ctx context.Context, st limiter.Store) (limiter.Context, error) {
+	return s.call(ctx, rate, func(ctx context.Context, st limiter.Store, rate limiter.Rate) (limiter.Context, error) {
 		return st.Get(ctx, key, rate)
 	})
 }
 
 // Peek returns the key's state without changing it.
 func (s *RedisStore) Peek(ctx context.Context, key string, rate limiter.Rate) (limiter.Context, error) {
-	return s.call(ctx, rate, func(ctx context.Context, st limiter.Store) (limiter.Context, error) {
+	return s.call(ctx, rate, func(ctx context.Context, st limiter.Store, rate limiter.Rate) (limiter.Context, error) {
 		return st.Peek(ctx, key, rate)
 	})
 }
 
 // Reset deletes the key's window.
 func (s *RedisStore) Reset(ctx context.Context, key string, rate limiter.Rate) (limiter.Context, error) {
-	return s.call(ctx, rate, func(ctx context.Context, st limiter.Store) (limiter.Context, error) {
+	return s.call(ctx, rate, func(ctx context.Context, st limiter.Store, rate limiter.Rate) (limiter.Context, error) {
 		return st.Reset(ctx, key, rate)
 	})
 }
 
 // Increment adds count to the key's window.
 func (s *RedisStore) Increment(ctx context.Context, key string, count int64, rate limiter.Rate) (limiter.Context, error) {
-	return s.call(ctx, rate, func(ctx context.Context, st limiter.Store) (limiter.Context, error) {
+	return s.call(ctx, rate, func(ctx context.Context, st limiter.Store, rate limiter.Rate) (limiter.Context, error) {
 		return st.Increment(ctx, key, count, rate)
 	})
 }
 
-func (s *RedisStore) call(ctx context.Context, rate limiter.Rate, op func(context.Context, limiter.Store) (limiter.Context, error)) (limiter.Context, error) {
-	if s.degraded.Load() && s.now().UnixNano() < s.retryAt.Load() {
+func (s *RedisStore) call(ctx context.Context, rate limiter.Rate, op storeOp) (limiter.Context, error) {
+	if s.degraded.Load() && !s.retryNow() {
 		s.failures.Add(1)
 		s.suppressed.Add(1)
-		return s.fallback(rate), nil
+		return s.fallback(ctx, rate, op)
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	st, err := s.ready(cctx)
 	if err == nil {
 		var lctx limiter.Context
-		if lctx, err = op(cctx, st); err == nil {
+		if lctx, err = op(cctx, st, rate); err == nil {
 			if s.degraded.CompareAndSwap(true, false) {
 				s.logger.Info("ratelimit: redis reachable again", "failures", s.failures.Load())
 			}
@@ -155,7 +197,15 @@ func (s *RedisStore) call(ctx context.Context, rate limiter.Rate, op func(contex
 	if ctx.Err() == nil {
 		s.failed(err)
 	}
-	return s.fallback(rate), nil
+	return s.fallback(ctx, rate, op)
+}
+
+// retryNow reports whether this call of a degraded store is the one to try
+// Redis again: the first after retryAt, which moves retryAt on.
+func (s *RedisStore) retryNow() bool {
+	now := s.now().UnixNano()
+	at := s.retryAt.Load()
+	return now >= at && s.retryAt.CompareAndSwap(at, now+int64(redisRetryInterval))
 }
 
 // ready returns ulule's store, building it if this call is the one to do so.
@@ -183,16 +233,28 @@ func (s *RedisStore) ready(ctx context.Context) (limiter.Store, error) {
 	return st, nil
 }
 
-func (s *RedisStore) fallback(rate limiter.Rate) limiter.Context {
+// fallback answers op by the policy while Redis fails.
+func (s *RedisStore) fallback(ctx context.Context, rate limiter.Rate, op storeOp) (limiter.Context, error) {
+	if s.policy == OnRedisErrorLocal {
+		share := rate
+		share.Limit = (rate.Limit + s.instances - 1) / s.instances
+		// The local table answers at once; the caller's context may be the
+		// one Redis just ran out.
+		lctx, err := op(context.WithoutCancel(ctx), s.local, share)
+		if err != nil {
+			return limiter.Context{}, fmt.Errorf("ratelimit: local fallback: %w", err)
+		}
+		return lctx, nil
+	}
 	lctx := limiter.Context{
 		Limit:     rate.Limit,
 		Remaining: rate.Limit,
 		Reset:     s.now().Add(rate.Period).Unix(),
 	}
-	if s.deny {
+	if s.policy == OnRedisErrorDeny {
 		lctx.Remaining, lctx.Reached = 0, true
 	}
-	return lctx
+	return lctx, nil
 }
 
 // failed counts a failure and logs it unless it logged one within logInterval.
@@ -207,13 +269,6 @@ func (s *RedisStore) failed(err error) {
 		return
 	}
 	s.logger.Warn("ratelimit: redis failed; applying on_redis_error",
-		"policy", s.policy(), "error", err,
+		"policy", s.policy, "error", err,
 		"failures", s.failures.Load(), "not_logged", s.suppressed.Swap(0))
-}
-
-func (s *RedisStore) policy() string {
-	if s.deny {
-		return OnRedisErrorDeny
-	}
-	return OnRedisErrorAllow
 }

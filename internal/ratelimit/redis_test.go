@@ -3,10 +3,12 @@ package ratelimit
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -336,5 +338,114 @@ func TestRedisStoreRecovers(t *testing.T) {
 	again := getUntil(true)
 	if again.Remaining >= first.Remaining {
 		t.Errorf("after recovering again Remaining = %d, want below %d: the count must live on in Redis", again.Remaining, first.Remaining)
+	}
+}
+
+// newLocalRedisStore is a store with the local policy for instances
+// machines, counting locally in a table of its own.
+func newLocalRedisStore(t *testing.T, url string, instances int, timeout time.Duration) *RedisStore {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Store, cfg.RedisURL, cfg.RedisTimeout, cfg.Instances = StoreRedis, url, timeout, instances
+	if cfg.OnRedisError != OnRedisErrorLocal {
+		t.Fatalf("default on_redis_error = %q, want local", cfg.OnRedisError)
+	}
+	st, err := NewStore(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := st.(*RedisStore)
+	t.Cleanup(func() { rs.Close() })
+	return rs
+}
+
+// reachedPattern makes n Gets of key and returns which were refused, and
+// the limits the answers carried.
+func reachedPattern(t *testing.T, st limiter.Store, key string, n int, rate limiter.Rate) ([]bool, map[int64]int) {
+	t.Helper()
+	var reached []bool
+	limits := map[int64]int{}
+	for range n {
+		lc, err := st.Get(context.Background(), key, rate)
+		if err != nil {
+			t.Fatalf("Get %s: %v", key, err)
+		}
+		reached = append(reached, lc.Reached)
+		limits[lc.Limit]++
+	}
+	return reached, limits
+}
+
+// firstN is n false values followed by m true ones: n allowed, then m refused.
+func firstN(n, m int) []bool {
+	return append(make([]bool, n), slices.Repeat([]bool{true}, m)...)
+}
+
+// With Redis unreachable from the start, the local policy limits each key
+// at this machine's share: 7 a minute over 2 machines is 4 here.
+func TestRedisStoreLocalPolicyUnreachable(t *testing.T) {
+	st := newLocalRedisStore(t, closedURL(t), 2, 50*time.Millisecond)
+	rate := limiter.Rate{Limit: 7, Period: time.Minute}
+	got, limits := reachedPattern(t, st, "k", 6, rate)
+	if want := firstN(4, 2); !slices.Equal(got, want) {
+		t.Errorf("6 Gets with Redis unreachable: reached %v, want %v", got, want)
+	}
+	if limits[4] != 6 {
+		t.Errorf("answers carried limits %v, want the local share 4 on all 6", limits)
+	}
+	if lc, err := st.Peek(context.Background(), "k", rate); err != nil || !lc.Reached {
+		t.Errorf("Peek = %+v, %v; want the local count, reached", lc, err)
+	}
+	if st.RedisFailures() != 7 || !st.Degraded() {
+		t.Errorf("RedisFailures %d, Degraded %v; want 7 and true", st.RedisFailures(), st.Degraded())
+	}
+}
+
+// With Redis paused (SIGSTOP) while other clients keep calling, a client is
+// limited to the machine's share; once Redis continues, limiting is exact
+// again.
+func TestRedisStorePausedLimitsLocally(t *testing.T) {
+	rds := redistest.Start(t)
+	st := newLocalRedisStore(t, rds.URL, 2, time.Second)
+	rate := limiter.Rate{Limit: 10, Period: time.Hour}
+	if got, limits := reachedPattern(t, st, "before", 12, rate); !slices.Equal(got, firstN(10, 2)) || limits[10] != 12 {
+		t.Fatalf("with Redis up: reached %v, limits %v; want 10 allowed of 12, all answered by Redis", got, limits)
+	}
+
+	// Load from other clients for the whole test.
+	stop := make(chan struct{})
+	var load sync.WaitGroup
+	for g := range 4 {
+		load.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				st.Get(context.Background(), fmt.Sprintf("load-%d-%d", g, i%50), rate)
+			}
+		})
+	}
+	defer func() {
+		close(stop)
+		load.Wait()
+	}()
+
+	rds.Pause()
+	if got, limits := reachedPattern(t, st, "paused", 8, rate); !slices.Equal(got, firstN(5, 3)) || limits[5] != 8 {
+		t.Errorf("with Redis paused: reached %v, limits %v; want the share, 5 of 8, counted locally", got, limits)
+	}
+	rds.Resume()
+	deadline := time.Now().Add(30 * time.Second)
+	for st.Degraded() {
+		if time.Now().After(deadline) {
+			t.Fatal("the store still answers by the policy 30s after Redis continued")
+		}
+		st.Get(context.Background(), "probe", rate) // waits for Redis or answers locally at once
+		time.Sleep(10 * time.Millisecond)           // polling a condition, bounded by the deadline
+	}
+	if got, limits := reachedPattern(t, st, "after", 12, rate); !slices.Equal(got, firstN(10, 2)) || limits[10] != 12 {
+		t.Errorf("after Redis continued: reached %v, limits %v; want exactly 10 of 12, all answered by Redis", got, limits)
 	}
 }

@@ -20,6 +20,7 @@ type options struct {
 	logger      *slog.Logger
 	logInterval time.Duration
 	prefix      string
+	local       limiter.Store
 }
 
 func buildOptions(opts []Option) options {
@@ -53,10 +54,18 @@ func WithKeyPrefix(p string) Option {
 	return func(o *options) { o.prefix = p }
 }
 
+// WithLocal sets the store the Redis store counts in under the local policy
+// while Redis fails; NewStore passes the machine's shared table.
+func WithLocal(st limiter.Store) Option {
+	return func(o *options) { o.local = st }
+}
+
 // NewStore builds the store cfg.Store names, after validating cfg:
 //   - "memory": ulule's in-memory store, private to this process.
 //   - "shared": the supervisor's table, mapped from shared (the inherited file).
-//   - "redis": a *RedisStore, which never fails a call because of Redis.
+//   - "redis": a *RedisStore, which never fails a call because of Redis;
+//     under the local policy it falls back to the table mapped from shared,
+//     or to a table of its own when shared is nil.
 //
 // The *Table and *RedisStore it returns implement io.Closer; close the store
 // when done.
@@ -78,7 +87,20 @@ func NewStore(ctx context.Context, cfg Config, shared *os.File, opts ...Option) 
 		}
 		return OpenTable(shared, opts...)
 	default:
-		return NewRedisStore(ctx, cfg, opts...)
+		if cfg.OnRedisError != OnRedisErrorLocal || shared == nil {
+			return NewRedisStore(ctx, cfg, opts...)
+		}
+		table, err := OpenTable(shared, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("ratelimit: new store: %w", err)
+		}
+		st, err := NewRedisStore(ctx, cfg, append(opts, WithLocal(table))...)
+		if err != nil {
+			table.Close()
+			return nil, err
+		}
+		st.ownLocal = table
+		return st, nil
 	}
 }
 

@@ -6,7 +6,9 @@ package redistest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -70,8 +72,28 @@ func (s *Server) PID() int {
 }
 
 // Pause stops the server with SIGSTOP: connections stay open and commands
-// queue in the kernel, unanswered, until Resume.
-func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+// queue in the kernel, unanswered, until Resume. It returns once the kernel
+// reports the process stopped, so no command sent after it is answered.
+func (s *Server) Pause() {
+	s.tb.Helper()
+	s.signal(syscall.SIGSTOP)
+	stat := fmt.Sprintf("/proc/%d/stat", s.PID())
+	deadline := time.Now().Add(startTimeout)
+	for {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			s.tb.Fatalf("redistest: pause: %v", err)
+		}
+		// The state follows the command name, which is in parentheses.
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'T' {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.tb.Fatalf("redistest: redis-server %d not stopped %v after SIGSTOP", s.PID(), startTimeout)
+		}
+		time.Sleep(time.Millisecond) // polling the process state, bounded by the deadline
+	}
+}
 
 // Resume continues a paused server with SIGCONT.
 func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
