@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/amexd/amexd/internal/cache"
@@ -191,13 +192,20 @@ func (c *Catalog) CreateEventAs(ctx context.Context, ev NewEvent, id string) (ev
 		c.cache.Set(cache.KindEvent, key, b)
 		c.share(key, b) // the siblings will need it for the user's list
 	}
-	if err := c.invalidate(ctx, stale); err != nil {
+	ictx, cancel := context.WithTimeout(ctx, invalidateTimeout)
+	defer cancel()
+	if err := c.invalidate(ictx, stale); err != nil {
 		// The event exists upstream; failing the request now would invite a
 		// duplicate. Siblings' entries expire with their fresh TTL.
 		c.log.WarnContext(ctx, "cluster invalidation incomplete", "event", created.ID, "err", err)
 	}
 	return created, nil
 }
+
+// invalidateTimeout bounds how long a write waits for the rest of the
+// cluster to confirm its invalidation: a lost confirmation must not hold
+// the client's answer.
+const invalidateTimeout = 3 * time.Second
 
 // ParseUserID parses a user ID path segment: a positive decimal integer.
 func ParseUserID(s string) (int, error) {

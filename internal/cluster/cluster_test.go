@@ -285,8 +285,10 @@ type load struct {
 	mu     sync.Mutex
 	counts map[int]int
 	total  int
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	// errs are the first failures, for the test's log.
+	errs []string
+	stop chan struct{}
+	wg   sync.WaitGroup
 }
 
 func startLoad(url string, paths []string, conns int) *load {
@@ -314,6 +316,12 @@ func startLoad(url string, paths []string, conns int) *load {
 					status = res.StatusCode
 				}
 				l.mu.Lock()
+				if status == 0 && len(l.errs) < 5 {
+					l.errs = append(l.errs, fmt.Sprintf("%s: %v", paths[i%len(paths)], err))
+				}
+				if status >= 500 && len(l.errs) < 5 {
+					l.errs = append(l.errs, fmt.Sprintf("%s: %d", paths[i%len(paths)], status))
+				}
 				l.counts[status]++
 				l.total++
 				l.mu.Unlock()
