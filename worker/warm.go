@@ -60,7 +60,7 @@ func (w *Worker) Warmed(t control.Transfer, failure string) {
 	st := w.warm.stats
 	w.warm.mu.Unlock()
 	attrs := []any{"from", t.From, "sent", t.Entries, "bytes", t.Bytes, "stored", st.Stored,
-		"superseded", st.Superseded, "refused", st.Refused, "after", time.Since(w.warm.started).Round(time.Millisecond)}
+		"superseded", st.Superseded, "refused", st.Refused, "after", time.Since(w.warm.started).Round(time.Millisecond).String()}
 	if failure != "" {
 		w.warm.log.Warn("warm start incomplete", append(attrs, "err", failure)...)
 	} else {
@@ -81,6 +81,6 @@ func (w *Worker) awaitWarm(ctx context.Context, timeout time.Duration) {
 		w.warm.mu.Lock()
 		st := w.warm.stats
 		w.warm.mu.Unlock()
-		w.warm.log.Warn("warm start not finished in time; serving with what arrived", "timeout", timeout, "stored", st.Stored)
+		w.warm.log.Warn("warm start not finished in time; serving with what arrived", "timeout", timeout.String(), "stored", st.Stored)
 	}
 }
