@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"time"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -66,7 +67,9 @@ func encode(r record) []byte {
 	return b
 }
 
-// decode reads a stored record. The entry's Body aliases b.
+// decode reads a stored record. The entry's Body and ETag alias b, which
+// the caller must not modify afterwards: the store hands out a fresh copy
+// on every read, so a hit costs no second copy of the ETag.
 func decode(b []byte) (record, error) {
 	if len(b) < headerLen {
 		return record{}, errShortRecord
@@ -80,8 +83,16 @@ func decode(b []byte) (record, error) {
 		staleUntil: int64(binary.LittleEndian.Uint64(b[offStale:])),
 		entry: Entry{
 			Body:   b[etagEnd:],
-			ETag:   string(b[headerLen:etagEnd]),
+			ETag:   etagString(b[headerLen:etagEnd]),
 			Stored: time.Unix(0, int64(binary.LittleEndian.Uint64(b[offStored:]))),
 		},
 	}, nil
+}
+
+// etagString views b as a string without copying it; b must never change.
+func etagString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }

@@ -90,8 +90,15 @@ type Result struct {
 	Status cache.Status
 }
 
-func (c *Catalog) read(ctx context.Context, kind cache.Kind, id string, fetch func(context.Context) ([]byte, error)) (Result, error) {
-	e, st, err := c.cache.Get(ctx, kind, cache.Key(kind, id), fetch)
+// read answers from kind's entry for id, filling it with fetch(ctx, c, arg)
+// when it is not fresh. fetch takes its argument rather than capturing it,
+// so that a hit, the common case, builds no closure.
+func read[A any](ctx context.Context, c *Catalog, kind cache.Kind, id string, arg A, fetch func(context.Context, *Catalog, A) ([]byte, error)) (Result, error) {
+	key := cache.Key(kind, id)
+	if e, ok := c.cache.Fresh(key); ok {
+		return Result{Entry: e, Status: cache.StatusHit}, nil
+	}
+	e, st, err := c.cache.Get(ctx, kind, key, func(ctx context.Context) ([]byte, error) { return fetch(ctx, c, arg) })
 	if err != nil {
 		return Result{}, err
 	}
@@ -100,28 +107,28 @@ func (c *Catalog) read(ctx context.Context, kind cache.Kind, id string, fetch fu
 
 // Users returns the list of users.
 func (c *Catalog) Users(ctx context.Context) (Result, error) {
-	return c.read(ctx, cache.KindUsers, "", func(ctx context.Context) ([]byte, error) {
+	return read(ctx, c, cache.KindUsers, "", struct{}{}, func(ctx context.Context, c *Catalog, _ struct{}) ([]byte, error) {
 		return encode(c.up.Users(ctx))
 	})
 }
 
 // User returns one user; ErrNotFound when the upstream has no such user.
 func (c *Catalog) User(ctx context.Context, id int) (Result, error) {
-	return c.read(ctx, cache.KindUser, strconv.Itoa(id), func(ctx context.Context) ([]byte, error) {
+	return read(ctx, c, cache.KindUser, strconv.Itoa(id), id, func(ctx context.Context, c *Catalog, id int) ([]byte, error) {
 		return encode(c.up.User(ctx, id))
 	})
 }
 
 // Events returns every event.
 func (c *Catalog) Events(ctx context.Context) (Result, error) {
-	return c.read(ctx, cache.KindEvents, "", func(ctx context.Context) ([]byte, error) {
+	return read(ctx, c, cache.KindEvents, "", struct{}{}, func(ctx context.Context, c *Catalog, _ struct{}) ([]byte, error) {
 		return encode(c.up.Events(ctx))
 	})
 }
 
 // Event returns one event by its canonical ID ("event-N", see ParseEventID).
 func (c *Catalog) Event(ctx context.Context, id string) (Result, error) {
-	return c.read(ctx, cache.KindEvent, id, func(ctx context.Context) ([]byte, error) {
+	return read(ctx, c, cache.KindEvent, id, id, func(ctx context.Context, c *Catalog, id string) ([]byte, error) {
 		b, err := encode(c.up.Event(ctx, id))
 		if err == nil {
 			c.share(cache.Key(cache.KindEvent, id), b)
@@ -135,37 +142,39 @@ func (c *Catalog) Event(ctx context.Context, id string) (Result, error) {
 // so a user's hundred events cost one round of upstream latency. An event the
 // user lists but the upstream no longer has is left out.
 func (c *Catalog) UserEvents(ctx context.Context, userID int) (Result, error) {
-	return c.read(ctx, cache.KindUserEvents, strconv.Itoa(userID), func(ctx context.Context) ([]byte, error) {
-		u, err := c.User(ctx, userID)
-		if err != nil {
-			return nil, err
-		}
-		var user eventapi.User
-		if err := json.Unmarshal(u.Body, &user); err != nil {
-			return nil, fmt.Errorf("decode cached user %d: %w", userID, err)
-		}
-		bodies := make([][]byte, len(user.Events))
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(c.fanout)
-		for i, id := range user.Events {
-			g.Go(func() error {
-				r, err := c.Event(gctx, id)
-				switch {
-				case errors.Is(err, ErrNotFound):
-					c.log.WarnContext(ctx, "user lists an unknown event", "user", userID, "event", id)
-					return nil
-				case err != nil:
-					return err
-				}
-				bodies[i] = r.Body
+	return read(ctx, c, cache.KindUserEvents, strconv.Itoa(userID), userID, fetchUserEvents)
+}
+
+func fetchUserEvents(ctx context.Context, c *Catalog, userID int) ([]byte, error) {
+	u, err := c.User(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	var user eventapi.User
+	if err := json.Unmarshal(u.Body, &user); err != nil {
+		return nil, fmt.Errorf("decode cached user %d: %w", userID, err)
+	}
+	bodies := make([][]byte, len(user.Events))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.fanout)
+	for i, id := range user.Events {
+		g.Go(func() error {
+			r, err := c.Event(gctx, id)
+			switch {
+			case errors.Is(err, ErrNotFound):
+				c.log.WarnContext(ctx, "user lists an unknown event", "user", userID, "event", id)
 				return nil
-			})
-		}
-		if err := g.Wait(); err != nil {
-			return nil, err
-		}
-		return joinArray(bodies), nil
-	})
+			case err != nil:
+				return err
+			}
+			bodies[i] = r.Body
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return joinArray(bodies), nil
 }
 
 // joinArray writes the already-encoded elements as one JSON array, skipping
