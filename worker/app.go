@@ -47,7 +47,11 @@ type Deps struct {
 
 // App is one worker's HTTP application.
 type App struct {
-	echo       *echo.Echo
+	echo *echo.Echo
+	// chain is the middleware composed once around the routed handler, so
+	// a request does not rebuild it (Echo's own ServeHTTP does, at one
+	// allocation per middleware).
+	chain      echo.HandlerFunc
 	deps       Deps
 	cat        *catalog.Catalog
 	idem       idempotency.Store
@@ -99,15 +103,16 @@ func New(cfg config.Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.Use(
+	// The order is the order a request meets them; add one to the list.
+	mws := []echo.MiddlewareFunc{
 		a.closeWhenDraining,
 		assignRequestID,
 		a.accessLog,
 		a.recoverPanics,
 		securityHeaders(cfg.TLS.Enabled()),
-	)
+	}
 	if len(cfg.CORS.AllowOrigins) > 0 {
-		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
+		mws = append(mws, middleware.CORSWithConfig(middleware.CORSConfig{
 			AllowOrigins:     cfg.CORS.AllowOrigins,
 			AllowMethods:     cfg.CORS.AllowMethods,
 			AllowHeaders:     cfg.CORS.AllowHeaders,
@@ -122,13 +127,38 @@ func New(cfg config.Config, deps Deps) (*App, error) {
 		return nil, err
 	}
 	// Rate limiting comes first so that guessing tokens costs quota.
-	e.Use(limitBody(cfg.HTTP.MaxBodyBytes), a.limitRate(limits, cfg.RateLimit.IPv6Prefix), authn)
+	mws = append(mws, limitBody(cfg.HTTP.MaxBodyBytes), a.limitRate(limits, cfg.RateLimit.IPv6Prefix), authn)
+	a.chain = compose(routed, mws)
 	a.routes()
 	return a, nil
 }
 
 // Handler is the application as an http.Handler.
-func (a *App) Handler() http.Handler { return a.echo }
+func (a *App) Handler() http.Handler { return a }
+
+// ServeHTTP routes the request and runs it through the composed chain: what
+// Echo's ServeHTTP does, without composing the chain again per request.
+func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c := a.echo.AcquireContext()
+	c.Reset(r, w)
+	a.echo.Router().Find(r.Method, echo.GetPath(r), c)
+	if err := a.chain(c); err != nil {
+		a.echo.HTTPErrorHandler(err, c)
+	}
+	a.echo.ReleaseContext(c)
+}
+
+// routed runs the handler the router chose: a route's, or Echo's not-found
+// or method-not-allowed handler.
+func routed(c echo.Context) error { return c.Handler()(c) }
+
+// compose wraps h in mws, the first outermost.
+func compose(h echo.HandlerFunc, mws []echo.MiddlewareFunc) echo.HandlerFunc {
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](h)
+	}
+	return h
+}
 
 // Drain marks the application as going away: /readyz answers 503 and every
 // answer closes its connection from now on.

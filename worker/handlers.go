@@ -10,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/amexd/amexd/internal/cache"
 	"github.com/amexd/amexd/internal/catalog"
 	"github.com/amexd/amexd/internal/control"
 	"github.com/amexd/amexd/internal/eventapi"
@@ -45,14 +46,40 @@ func (a *App) cached(c echo.Context, r catalog.Result, err error, notFound strin
 	if err != nil {
 		return err
 	}
+	// Canonical keys, and shared values where they are constant: every
+	// cached read passes here.
 	h := c.Response().Header()
-	h.Set("ETag", r.ETag)
-	h.Set("X-Cache", string(r.Status))
-	h.Set("Cache-Control", "no-cache")
+	h["Etag"] = []string{r.ETag}
+	h["X-Cache"] = cacheStatusHeader(r.Status)
+	h["Cache-Control"] = noCacheHeader
 	if etagMatches(c.Request().Header.Get("If-None-Match"), r.ETag) {
 		return c.NoContent(http.StatusNotModified)
 	}
+	h[echo.HeaderContentType] = jsonHeader
 	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, r.Body)
+}
+
+// Header values shared by every answer that carries them. Each slice is
+// full to capacity, so an Add on one answer reallocates instead of writing
+// into the shared array.
+var (
+	noCacheHeader = []string{"no-cache"}
+	jsonHeader    = []string{echo.MIMEApplicationJSON}
+	hitHeader     = []string{string(cache.StatusHit)}
+	missHeader    = []string{string(cache.StatusMiss)}
+	staleHeader   = []string{string(cache.StatusStale)}
+)
+
+func cacheStatusHeader(s cache.Status) []string {
+	switch s {
+	case cache.StatusHit:
+		return hitHeader
+	case cache.StatusMiss:
+		return missHeader
+	case cache.StatusStale:
+		return staleHeader
+	}
+	return []string{string(s)}
 }
 
 // etagMatches implements If-None-Match's weak comparison over a list.

@@ -16,10 +16,9 @@ import (
 	"github.com/amexd/amexd/internal/ratelimit"
 )
 
-const (
-	headerRequestID = "X-Request-ID"
-	ctxRequestID    = "amexd.request_id"
-)
+// headerRequestID is X-Request-ID in its canonical form, so that the hot
+// path indexes header maps directly instead of canonicalising the name.
+const headerRequestID = "X-Request-Id"
 
 // saneRequestID is what an incoming X-Request-ID must look like to be kept:
 // short, printable and free of anything a log parser could trip on.
@@ -44,22 +43,27 @@ func (a *App) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // assignRequestID keeps a sane incoming X-Request-ID or makes one, and
-// echoes it on the answer.
+// echoes it on the answer. The answer's header is where the ID lives for
+// the rest of the request (see requestID).
 func assignRequestID(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		id := c.Request().Header.Get(headerRequestID)
-		if !saneRequestID.MatchString(id) {
-			id = strconv.FormatUint(rand.Uint64(), 16)
+		in := c.Request().Header[headerRequestID]
+		if len(in) > 0 && saneRequestID.MatchString(in[0]) {
+			in = in[:1:1]
+		} else {
+			var buf [16]byte
+			in = headerValue(strconv.AppendUint(buf[:0], rand.Uint64(), 16))
 		}
-		c.Set(ctxRequestID, id)
-		c.Response().Header().Set(headerRequestID, id)
+		c.Response().Header()[headerRequestID] = in
 		return next(c)
 	}
 }
 
 func requestID(c echo.Context) string {
-	id, _ := c.Get(ctxRequestID).(string)
-	return id
+	if v := c.Response().Header()[headerRequestID]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // accessLog writes one line per request and records its metrics. It logs no
@@ -145,7 +149,9 @@ func limitBody(limit int64) echo.MiddlewareFunc {
 			if req.ContentLength > limit {
 				return newError(http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds %d bytes", limit)
 			}
-			req.Body = http.MaxBytesReader(c.Response(), req.Body, limit)
+			if req.Body != nil && req.Body != http.NoBody {
+				req.Body = http.MaxBytesReader(c.Response(), req.Body, limit)
+			}
 			return next(c)
 		}
 	}
@@ -159,10 +165,29 @@ type rateLimit struct {
 	applies func(c echo.Context) bool
 }
 
+// limitKeys is what a limit's answers reuse: the prefix of its store keys
+// and its header values, formatted once.
+type limitKeys struct {
+	prefix    string
+	limit     []string
+	remaining numberValues
+	reset     numberValues
+}
+
 // limitRate counts every request but health probes against each limit that
 // applies, per client (an IPv4 address, or an IPv6 prefix of v6Bits), and
 // answers 429 past any of them. The headers describe the tightest limit.
 func (a *App) limitRate(limits []rateLimit, v6Bits int) echo.MiddlewareFunc {
+	keys := make([]limitKeys, len(limits))
+	for i, l := range limits {
+		r := l.limiter.Rate
+		keys[i] = limitKeys{
+			prefix:    l.name + "|",
+			limit:     []string{strconv.FormatInt(r.Limit, 10)},
+			remaining: newNumberValues(r.Limit + 1),
+			reset:     newNumberValues(int64(r.Period/time.Second) + 1),
+		}
+	}
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			switch c.Path() {
@@ -172,36 +197,38 @@ func (a *App) limitRate(limits []rateLimit, v6Bits int) echo.MiddlewareFunc {
 			client := ratelimit.ClientKey(c.RealIP(), v6Bits)
 			var (
 				tightest limiter.Context
-				found    bool
+				which    = -1
 				hit      string
 			)
-			for _, l := range limits {
+			for i, l := range limits {
 				if !l.applies(c) {
 					continue
 				}
-				lc, err := l.limiter.Get(c.Request().Context(), l.name+"|"+client)
+				lc, err := l.limiter.Get(c.Request().Context(), keys[i].prefix+client)
 				if err != nil {
 					// The store answers by its own failure policy; an error
 					// here is unexpected and must not cost the client a 500.
 					a.log.WarnContext(c.Request().Context(), "rate limit store failed", "limit", l.name, "err", err)
 					continue
 				}
-				if !found || lc.Remaining < tightest.Remaining || (lc.Reached && !tightest.Reached) {
-					tightest, found = lc, true
+				if which < 0 || lc.Remaining < tightest.Remaining || (lc.Reached && !tightest.Reached) {
+					tightest, which = lc, i
 				}
 				if lc.Reached && hit == "" {
 					hit = l.name
 				}
 			}
-			if !found {
+			if which < 0 {
 				return next(c)
 			}
 			h := c.Response().Header()
 			reset := max(0, tightest.Reset-time.Now().Unix())
-			// Canonical keys assigned directly: this runs on every request.
-			h["X-Ratelimit-Limit"] = []string{strconv.FormatInt(tightest.Limit, 10)}
-			h["X-Ratelimit-Remaining"] = []string{strconv.FormatInt(tightest.Remaining, 10)}
-			h["X-Ratelimit-Reset"] = []string{strconv.FormatInt(reset, 10)}
+			// Canonical keys and values formatted once: this runs on every
+			// request.
+			k := &keys[which]
+			h["X-Ratelimit-Limit"] = k.limit
+			h["X-Ratelimit-Remaining"] = k.remaining.header(tightest.Remaining)
+			h["X-Ratelimit-Reset"] = k.reset.header(reset)
 			if hit != "" {
 				a.metrics.Rejected(hit)
 				a.rejections.Add(1)
