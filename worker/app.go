@@ -21,6 +21,7 @@ import (
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/control"
 	"github.com/amexd/amexd/internal/idempotency"
+	"github.com/amexd/amexd/internal/logging"
 	"github.com/amexd/amexd/internal/metrics"
 	"github.com/amexd/amexd/internal/upstream"
 )
@@ -41,6 +42,8 @@ type Deps struct {
 	// Ready checks that the upstream is reachable, for /readyz.
 	Ready func(ctx context.Context) error
 	Log   *slog.Logger
+	// Access receives one line per answered request; nil writes none.
+	Access *logging.AccessLog
 	// Slot and PID identify this worker in circuit status answers.
 	Slot, PID int
 }
@@ -57,7 +60,7 @@ type App struct {
 	idem       idempotency.Store
 	metrics    *metrics.Worker
 	log        *slog.Logger
-	accessLogs bool
+	access     *logging.AccessLog
 	draining   atomic.Bool
 	requests   atomic.Uint64
 	rejections atomic.Uint64
@@ -82,13 +85,13 @@ func New(cfg config.Config, deps Deps) (*App, error) {
 		deps.Ready = func(context.Context) error { return nil }
 	}
 	a := &App{
-		echo:       echo.New(),
-		deps:       deps,
-		cat:        deps.Catalog,
-		idem:       deps.Idempotency,
-		metrics:    deps.Metrics,
-		log:        deps.Log,
-		accessLogs: cfg.Log.Access,
+		echo:    echo.New(),
+		deps:    deps,
+		cat:     deps.Catalog,
+		idem:    deps.Idempotency,
+		metrics: deps.Metrics,
+		log:     deps.Log,
+		access:  deps.Access,
 	}
 	e := a.echo
 	e.HideBanner, e.HidePort = true, true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/control"
 	"github.com/amexd/amexd/internal/idempotency"
+	"github.com/amexd/amexd/internal/logging"
 	"github.com/amexd/amexd/internal/metrics"
 	"github.com/amexd/amexd/internal/ratelimit"
 	"github.com/amexd/amexd/internal/upstream"
@@ -31,6 +33,9 @@ type Options struct {
 	Idempotency *os.File
 	// Control is the channel to the supervisor; nil when running alone.
 	Control *control.Worker
+	// AccessOut is where access lines go when log.access is on: stderr
+	// when nil.
+	AccessOut io.Writer
 }
 
 // Worker is a built worker: the application and the parts the control
@@ -45,6 +50,9 @@ type Worker struct {
 	proc     *procfs.Proc
 	shared   *cache.Shared
 	idem     idempotency.Store
+	access   *logging.AccessLog
+	// accessFile is log.access_file, opened by the worker.
+	accessFile *logging.File
 }
 
 // Build assembles a worker's cache, upstream client, catalog, limiter and
@@ -115,6 +123,12 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 		w.Close()
 		return nil, fmt.Errorf("build idempotency store: %w", err)
 	}
+	if cfg.Log.Access {
+		if err := w.openAccessLog(cfg.Log, o); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("build access log: %w", err)
+		}
+	}
 	deps := Deps{
 		Catalog:     w.Catalog,
 		Limiter:     store,
@@ -123,6 +137,7 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 		Breakers:    up.Breakers,
 		Ready:       up.Reachable,
 		Log:         o.Log,
+		Access:      w.access,
 		Slot:        o.Slot,
 		PID:         o.PID,
 	}
@@ -162,8 +177,43 @@ func servableFromStale(err error) bool {
 	return errors.As(err, &unavailable) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// Close releases the worker's resources.
+// openAccessLog starts the access log on o.AccessOut, log.access_file or
+// stderr, in that order of preference.
+func (w *Worker) openAccessLog(cfg config.Log, o Options) error {
+	out := o.AccessOut
+	if out == nil && cfg.AccessFile != "" {
+		f, err := logging.OpenFile(cfg.AccessFile)
+		if err != nil {
+			return err
+		}
+		w.accessFile, out = f, f
+	}
+	if out == nil {
+		out = os.Stderr
+	}
+	var err error
+	w.access, err = logging.NewAccessLog(out, cfg.Format, cfg.AccessFlush, slog.Int("slot", o.Slot), slog.Int("pid", o.PID))
+	return err
+}
+
+// CloseAccessLog writes out the access lines still buffered and stops the
+// log's flusher; call it once the server has stopped. It reports a write
+// error the log met since its last flush.
+func (w *Worker) CloseAccessLog() error {
+	var err error
+	if w.access != nil {
+		err = w.access.Close()
+	}
+	if w.accessFile != nil {
+		err = errors.Join(err, w.accessFile.Close())
+		w.accessFile = nil
+	}
+	return err
+}
+
+// Close releases the worker's resources, the access log included.
 func (w *Worker) Close() {
+	_ = w.CloseAccessLog()
 	if w.Upstream != nil {
 		w.Upstream.Close()
 	}

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"regexp"
@@ -13,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/ulule/limiter/v3"
 
+	"github.com/amexd/amexd/internal/logging"
 	"github.com/amexd/amexd/internal/ratelimit"
 )
 
@@ -66,8 +66,9 @@ func requestID(c echo.Context) string {
 	return ""
 }
 
-// accessLog writes one line per request and records its metrics. It logs no
-// header values, so Authorization and Cookie never reach the logs.
+// accessLog records every request's metrics and, when the access log is
+// on, its line. It logs no header values, so Authorization and Cookie
+// never reach the logs.
 func (a *App) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
@@ -89,21 +90,21 @@ func (a *App) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		a.metrics.Request(route, req.Method, res.Status, d)
 		a.requests.Add(1)
 		a.observe(start.Add(d), d, res.Status)
-		if a.accessLogs {
-			level := slog.LevelInfo
-			if res.Status >= 500 {
-				level = slog.LevelWarn
+		if a.access != nil {
+			r := logging.Request{
+				Time:     start,
+				ID:       requestID(c),
+				Method:   req.Method,
+				Path:     req.URL.Path,
+				Status:   res.Status,
+				Bytes:    res.Size,
+				Duration: d,
+				IP:       c.RealIP(),
 			}
-			a.log.LogAttrs(req.Context(), level, "request",
-				slog.String("request_id", requestID(c)),
-				slog.String("method", req.Method),
-				slog.String("path", req.URL.Path),
-				slog.Int("status", res.Status),
-				slog.Int64("bytes", res.Size),
-				slog.Float64("ms", float64(d.Microseconds())/1000),
-				slog.String("ip", c.RealIP()),
-				slog.String("cache", res.Header().Get("X-Cache")),
-			)
+			if v := res.Header()["X-Cache"]; len(v) > 0 {
+				r.Cache = v[0]
+			}
+			a.access.Log(&r)
 		}
 		return nil
 	}

@@ -134,6 +134,9 @@ func run(slot int, boot *slog.Logger) error {
 	shutCtx, cancelShut := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancelShut()
 	stopServing(shutCtx, srv, ln, served, conns, log)
+	if err := w.CloseAccessLog(); err != nil {
+		log.Warn("access log lines lost", "err", err)
+	}
 	log.Info("worker drained", "requests", w.App.Requests())
 	// Tell the supervisor now, not when the process is reaped, that this
 	// worker will answer no more control requests.

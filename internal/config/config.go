@@ -64,6 +64,12 @@ type Log struct {
 	Level string `yaml:"level"`
 	// Access writes one line per answered request.
 	Access bool `yaml:"access"`
+	// AccessFlush is how often buffered access lines are written out; a
+	// worker killed with SIGKILL loses at most this much of them.
+	AccessFlush time.Duration `yaml:"access_flush"`
+	// AccessFile, when set, is the file access lines go to instead of
+	// stderr, reopened when logrotate moves it away.
+	AccessFile string `yaml:"access_file"`
 }
 
 // TLS makes every worker serve HTTPS when both files are set.
@@ -159,7 +165,7 @@ func Default() Config {
 		Workers:         0,
 		ShutdownTimeout: 15 * time.Second,
 		Fanout:          128,
-		Log:             Log{Format: "auto", Level: "info", Access: true},
+		Log:             Log{Format: "auto", Level: "info", Access: true, AccessFlush: 200 * time.Millisecond},
 		HTTP: HTTP{
 			MaxBodyBytes:      64 << 10,
 			ReadHeaderTimeout: 5 * time.Second,
@@ -239,6 +245,7 @@ func (c Config) Validate() error {
 		key string
 		d   time.Duration
 	}{
+		{"log.access_flush", c.Log.AccessFlush},
 		{"http.read_header_timeout", c.HTTP.ReadHeaderTimeout},
 		{"http.read_timeout", c.HTTP.ReadTimeout},
 		{"http.write_timeout", c.HTTP.WriteTimeout},

@@ -1,0 +1,199 @@
+package logging
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// writes records every Write separately.
+type writes struct {
+	mu  sync.Mutex
+	all [][]byte
+}
+
+func (w *writes) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.all = append(w.all, bytes.Clone(p))
+	return len(p), nil
+}
+
+func (w *writes) joined() []byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return bytes.Join(w.all, nil)
+}
+
+func newTestAccessLog(t *testing.T, format string) (*AccessLog, *writes) {
+	t.Helper()
+	w := &writes{}
+	// An hour: nothing is written by the interval during a test.
+	l, err := NewAccessLog(w, format, time.Hour, slog.Int("slot", 1), slog.Int("pid", 42))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, w
+}
+
+// hostile is client-controlled text with everything that could break a
+// line or fake a field.
+const hostile = "/x\"y\\z\n{\"fake\":1}\r\t\x1b[31m\x00\xff end"
+
+func TestAccessLogJSONLine(t *testing.T) {
+	l, w := newTestAccessLog(t, "json")
+	at := time.Date(2026, 12, 1, 10, 0, 0, 123e6, time.UTC)
+	l.Log(&Request{Time: at, ID: "abc", Method: "GET", Path: hostile, Status: 503, Bytes: 99,
+		Duration: 1500 * time.Microsecond, IP: "192.0.2.1", Cache: "HIT"})
+	if len(w.joined()) != 0 {
+		t.Fatal("a line was written before a flush")
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out := w.joined()
+	if bytes.Count(out, []byte("\n")) != 1 || !bytes.HasSuffix(out, []byte("\n")) {
+		t.Fatalf("want exactly one line, got %q", out)
+	}
+	var line map[string]any
+	if err := json.Unmarshal(out, &line); err != nil {
+		t.Fatalf("not JSON: %q: %v", out, err)
+	}
+	want := map[string]any{
+		"time": "2026-12-01T10:00:00.123Z", "level": "WARN", "msg": "request", "slot": 1.0, "pid": 42.0,
+		"request_id": "abc", "method": "GET", "path": strings.ToValidUTF8(hostile, "\uFFFD"),
+		"status": 503.0, "bytes": 99.0, "ms": 1.5, "ip": "192.0.2.1", "cache": "HIT",
+	}
+	for k, v := range want {
+		if line[k] != v {
+			t.Errorf("%s = %#v, want %#v", k, line[k], v)
+		}
+	}
+	if len(line) != len(want) {
+		t.Errorf("line has %d fields, want %d: %v", len(line), len(want), line)
+	}
+}
+
+func TestAccessLogTextEscapesClientText(t *testing.T) {
+	l, w := newTestAccessLog(t, "text")
+	l.Log(&Request{Time: time.Now(), ID: "abc", Method: "GET", Path: hostile, Status: 200, IP: "192.0.2.1"})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out := string(w.joined())
+	body := strings.TrimSuffix(out, "\n")
+	if strings.ContainsAny(body, "\n\r\t\x1b\x00") || !strings.HasSuffix(out, "\n") {
+		t.Fatalf("control characters reached the line: %q", out)
+	}
+	for _, want := range []string{" INF request slot=1 pid=42 request_id=abc method=GET path=", ` status=200 `, ` cache=""`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("line %q lacks %q", out, want)
+		}
+	}
+	if strings.Contains(out, " fake") || !strings.Contains(out, `\n`) || !strings.Contains(out, `\x1b`) {
+		t.Errorf("path not quoted with escapes: %q", out)
+	}
+}
+
+// Lines are written in whole lines of at most flushSize bytes, so that
+// processes sharing one pipe never interleave, and none is lost when many
+// goroutines log at once.
+func TestAccessLogWritesWholeLinesAndLosesNone(t *testing.T) {
+	l, w := newTestAccessLog(t, "json")
+	const goroutines, each = 8, 500
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				l.Log(&Request{Time: time.Now(), ID: fmt.Sprintf("%d-%d", g, i), Method: "GET", Path: "/users/1", Status: 200})
+			}
+		}()
+	}
+	wg.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, p := range w.all {
+		if len(p) > flushSize || p[len(p)-1] != '\n' {
+			t.Fatalf("a write of %d bytes does not end a line within %d bytes", len(p), flushSize)
+		}
+	}
+	sc := bufio.NewScanner(bytes.NewReader(w.joined()))
+	for sc.Scan() {
+		var line struct {
+			ID string `json:"request_id"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("bad line %q: %v", sc.Text(), err)
+		}
+		seen[line.ID] = true
+	}
+	if len(seen) != goroutines*each {
+		t.Errorf("%d distinct lines, want %d", len(seen), goroutines*each)
+	}
+	if len(w.all) < 2 {
+		t.Errorf("%d writes: a full buffer should be written without waiting for Close", len(w.all))
+	}
+}
+
+func TestAccessLogFlushesOnInterval(t *testing.T) {
+	w := &writes{}
+	l, err := NewAccessLog(w, "json", time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Log(&Request{Time: time.Now(), ID: "tick", Status: 200})
+	deadline := time.Now().Add(10 * time.Second)
+	for !bytes.Contains(w.joined(), []byte(`"tick"`)) {
+		if time.Now().After(deadline) {
+			t.Fatal("the line was not written by the flush interval")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestNewAccessLogRejectsBadInput(t *testing.T) {
+	if _, err := NewAccessLog(&writes{}, "xml", time.Second); err == nil {
+		t.Error("format xml accepted")
+	}
+	if _, err := NewAccessLog(&writes{}, "json", 0); err == nil {
+		t.Error("a zero flush interval accepted")
+	}
+}
+
+func TestFileFollowsRotation(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/access.log"
+	f, err := OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("one\n")); err != nil {
+		t.Fatal(err)
+	}
+	// What logrotate's default (create) mode does: move the file away.
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte("two\n")); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{path + ".1": "one\n", path: "two\n"} {
+		got, err := os.ReadFile(p)
+		if err != nil || string(got) != want {
+			t.Errorf("%s = %q (%v), want %q", p, got, err, want)
+		}
+	}
+}
