@@ -29,6 +29,14 @@ import (
 )
 
 func main() {
+	// The wrk scenario's baseline, run by amexbench in a process of its own.
+	if len(os.Args) == 3 && os.Args[1] == "baseline-server" {
+		if err := serveBaseline(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "amexbench baseline-server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -56,6 +64,7 @@ type options struct {
 	hosts       int
 	shared      string
 	html        string
+	rounds      int
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, string, error) {
@@ -72,6 +81,10 @@ func parseFlags(args []string, stderr io.Writer) (options, string, error) {
 			"  writes    POST /events through the simulator's addEvent failure cycle\n"+
 			"  mixed     90% cached reads, 8% user events, 2% writes\n"+
 			"  baseline  the bare net/http server alone\n"+
+			"  wrk       wrk -t2 on GET /users/1: a bare net/http server (GOMAXPROCS=2) and two\n"+
+			"            amexd it builds and starts (2 workers; access log off, on), in\n"+
+			"            alternated rounds; prints req/s and p99 ratios against the targets\n"+
+			"            (default -duration 5s, -rounds 3: under 2 minutes). Needs wrk.\n"+
 			"  chaos     with --spawn: under a steady mixed load, each fault in turn (kill -9\n"+
 			"            of workers, reloads, upstream down, upstream slow, addEvent failure\n"+
 			"            cycle) for --duration against a fresh amexd and upstream; a report\n"+
@@ -93,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (options, string, error) {
 	fs.BoolVar(&o.scale, "scale", false, "run the scenario with a spawned amexd for workers = 1 … 2×CPUs")
 	fs.IntVar(&o.hosts, "hosts", 3, "hosts of the cluster scenario")
 	fs.StringVar(&o.shared, "shared", "redis", "cache.shared of the cluster scenario's hosts: redis or none")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds of the wrk scenario")
 	fs.StringVar(&o.amexd, "amexd", "", "amexd binary for --spawn (default: go build ./cmd/amexd of this module)")
 	fs.StringVar(&o.html, "html", "", "also write the run as a self-contained HTML `file`: charts over time and the summary table")
 	// Flags may follow the scenario ("amexbench cached --duration 5s"), which
@@ -112,7 +126,12 @@ func parseFlags(args []string, stderr io.Writer) (options, string, error) {
 		fs.Usage()
 		return o, "", fmt.Errorf("want exactly one scenario, got %d arguments", len(positional))
 	}
+	if positional[0] == "wrk" && !flagSet(fs, "duration") {
+		o.duration = 5 * time.Second
+	}
 	switch {
+	case o.rounds < 1:
+		return o, "", fmt.Errorf("-rounds %d: must be at least 1", o.rounds)
 	case o.duration <= 0:
 		return o, "", fmt.Errorf("-duration %s: must be positive", o.duration)
 	case o.connections <= 0:
@@ -157,6 +176,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			err = errors.Join(err, writePage(o.html, pg))
 		}
 		return err
+	}
+	if scenario == "wrk" {
+		return r.wrkScenario(ctx, stdout)
 	}
 
 	res, runErr := r.run(ctx, scenario)
@@ -293,4 +315,11 @@ func (r *runner) chaosFault(ctx context.Context, f bench.Fault, cfg bench.ChaosC
 	defer func() { err = errors.Join(err, d.Stop()) }()
 	fmt.Fprintf(r.log, "fault %s: amexd at %s (workers %s), upstream at %s\n", f, d.URL, workerCount(r.opts.workers), up.URL())
 	return bench.RunFault(ctx, bench.ChaosTarget{URL: d.URL, Socket: d.Socket}, up, f, cfg)
+}
+
+// flagSet reports whether the command line set the named flag.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
