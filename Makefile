@@ -1,7 +1,7 @@
 # The README's commands. `make test` is what CI runs.
 GO ?= go
 
-.PHONY: run test deps vet staticcheck openapi-lint units bench build cluster-test
+.PHONY: run test deps vet staticcheck openapi-lint units bench bench-wrk build cluster-test
 
 run:
 	$(GO) run ./cmd/amexd
@@ -53,6 +53,11 @@ units:
 bench:
 	$(GO) test -run x -bench . -benchtime 1x ./worker/
 	$(GO) test -run x -bench . -benchmem ./internal/cache/ ./internal/ratelimit/
+
+# amexd (2 workers, access log off and on) against bare net/http with wrk;
+# prints the ratios against the targets. Under 2 minutes.
+bench-wrk:
+	$(GO) run ./cmd/amexbench wrk
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
