@@ -33,8 +33,9 @@ type Options struct {
 	Idempotency *os.File
 	// Control is the channel to the supervisor; nil when running alone.
 	Control *control.Worker
-	// AccessOut is where access lines go when log.access is on: stderr
-	// when nil.
+	// AccessOut is where access lines go, buffered, when log.access is on
+	// and log.access_file is not set (the worker process passes stderr).
+	// When nil, they go through Log, unbuffered.
 	AccessOut io.Writer
 }
 
@@ -177,11 +178,11 @@ func servableFromStale(err error) bool {
 	return errors.As(err, &unavailable) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// openAccessLog starts the access log on o.AccessOut, log.access_file or
-// stderr, in that order of preference.
+// openAccessLog starts the access log on log.access_file, o.AccessOut or
+// o.Log, in that order of preference.
 func (w *Worker) openAccessLog(cfg config.Log, o Options) error {
 	out := o.AccessOut
-	if out == nil && cfg.AccessFile != "" {
+	if cfg.AccessFile != "" {
 		f, err := logging.OpenFile(cfg.AccessFile)
 		if err != nil {
 			return err
@@ -189,7 +190,8 @@ func (w *Worker) openAccessLog(cfg config.Log, o Options) error {
 		w.accessFile, out = f, f
 	}
 	if out == nil {
-		out = os.Stderr
+		w.access = logging.SlogAccessLog(o.Log)
+		return nil
 	}
 	var err error
 	w.access, err = logging.NewAccessLog(out, cfg.Format, cfg.AccessFlush, slog.Int("slot", o.Slot), slog.Int("pid", o.PID))

@@ -92,7 +92,7 @@ func run(slot int, boot *slog.Logger) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	w, err := Build(ctx, cfg, Options{Slot: slot, PID: os.Getpid(), Log: log, Shared: shared, Idempotency: idem, Control: ctl})
+	w, err := Build(ctx, cfg, Options{Slot: slot, PID: os.Getpid(), Log: log, AccessOut: os.Stderr, Shared: shared, Idempotency: idem, Control: ctl})
 	if err != nil {
 		return err
 	}

@@ -93,6 +93,15 @@ func NewAccessLog(w io.Writer, format string, interval time.Duration, fields ...
 	return l, nil
 }
 
+// SlogAccessLog returns an access log that writes each line through l at
+// once, unbuffered: for tests and embedders that want every line in one
+// logger.
+func SlogAccessLog(l *slog.Logger) *AccessLog {
+	done := make(chan struct{})
+	close(done)
+	return &AccessLog{format: "slog", slog: l, stop: make(chan struct{}), done: done}
+}
+
 // Log records r.
 func (l *AccessLog) Log(r *Request) {
 	if l.slog != nil {
