@@ -83,8 +83,24 @@ func NewWorker(cache func() CacheStats) *Worker {
 
 // Request records one answered request.
 func (w *Worker) Request(route, method string, code int, d time.Duration) {
-	w.requests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
+	w.requests.WithLabelValues(route, method, codeLabel(code)).Inc()
 	w.duration.WithLabelValues(route, method).Observe(d.Seconds())
+}
+
+// codeLabels are the status codes' label values, formatted once: a request
+// would otherwise format its status (an allocation) to find its counter.
+var codeLabels = func() (l [600]string) {
+	for i := range l {
+		l[i] = strconv.Itoa(i)
+	}
+	return l
+}()
+
+func codeLabel(code int) string {
+	if code >= 0 && code < len(codeLabels) {
+		return codeLabels[code]
+	}
+	return strconv.Itoa(code)
 }
 
 // WarmStart records a batch of a warm start's entries by outcome.
