@@ -47,6 +47,7 @@ const (
 	TypeDrain      = "drain"
 	TypeCluster    = "cluster"
 	TypeShare      = "share"
+	TypeProfile    = "profile"
 )
 
 // Breaker states as workers report them and the supervisor forces them.
@@ -89,8 +90,18 @@ type Message struct {
 	Entries  []CacheEntry   `json:"entries,omitempty"`
 	Done     bool           `json:"done,omitempty"`
 	Transfer *Transfer      `json:"transfer,omitempty"`
+	// Profile asks for a pprof profile; Data is the profile in the answer.
+	Profile *ProfileRequest `json:"profile,omitempty"`
+	Data    []byte          `json:"data,omitempty"`
 	// Error, when set on an answer, says why the request failed.
 	Error string `json:"error,omitempty"`
+}
+
+// ProfileRequest names a runtime/pprof profile ("cpu" for a CPU profile
+// of Seconds, or a named one such as "heap" or "goroutine").
+type ProfileRequest struct {
+	Kind    string `json:"kind"`
+	Seconds int    `json:"seconds,omitempty"`
 }
 
 // SharedEntry is one cache entry a worker offers its siblings.

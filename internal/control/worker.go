@@ -199,11 +199,37 @@ func (w *Worker) dispatch(h Handler, m Message, wg *sync.WaitGroup) {
 			s := h.Stats()
 			w.send(Message{Type: TypeStats, ID: m.ID, Stats: &s, Metrics: string(h.Metrics())})
 		})
+	case TypeProfile:
+		// A CPU profile takes seconds; nothing else waits for it.
+		wg.Go(func() { w.profile(h, m) })
 	case TypeAck, TypeCluster:
 		w.calls.Deliver(m)
 	default:
 		w.log.Warn("control: ignoring unknown message", "type", m.Type)
 	}
+}
+
+// Profiler is a Handler that can take pprof profiles of its process.
+type Profiler interface {
+	Profile(kind string, seconds int) ([]byte, error)
+}
+
+func (w *Worker) profile(h Handler, m Message) {
+	reply := Message{Type: TypeProfile, ID: m.ID}
+	p, ok := h.(Profiler)
+	switch {
+	case !ok:
+		reply.Error = "this worker cannot take profiles"
+	case m.Profile == nil:
+		reply.Error = "profile: no profile named"
+	default:
+		data, err := p.Profile(m.Profile.Kind, m.Profile.Seconds)
+		if err != nil {
+			reply.Error = err.Error()
+		}
+		reply.Data = data
+	}
+	w.send(reply)
 }
 
 // Share offers immutable cache entries to the sibling workers, without
