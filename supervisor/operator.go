@@ -209,6 +209,7 @@ func (s *Supervisor) operatorHandler() http.Handler {
 	operator.Handle(mux, operator.GetBreakers, func(*http.Request, operator.None) (control.ClusterStatus, error) { return s.clusterStatus(), nil })
 	operator.Handle(mux, operator.GetHealth, func(*http.Request, operator.None) (operator.Health, error) { return s.healthReport(), nil })
 	mux.HandleFunc("GET "+operator.PathMetrics, s.serveMetrics)
+	mux.HandleFunc("GET "+operator.PathProfile, s.serveProfile)
 	operator.Handle(mux, operator.PostReload, func(r *http.Request, _ operator.None) (operator.Reloaded, error) {
 		began := time.Now()
 		gen, err := s.Reload(r.Context())
@@ -236,6 +237,46 @@ func (s *Supervisor) operatorHandler() http.Handler {
 		return operator.Purged{Workers: s.purge()}, nil
 	})
 	return mux
+}
+
+// serveProfile relays a pprof profile from one slot's worker, over its
+// control channel: profiles never reach the public port.
+func (s *Supervisor) serveProfile(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	slot, err := strconv.Atoi(q.Get("slot"))
+	if err != nil {
+		operator.WriteError(w, operator.WithStatus(http.StatusBadRequest, fmt.Errorf("pprof: slot %q: want a number", q.Get("slot"))))
+		return
+	}
+	kind := q.Get("kind")
+	seconds := 0
+	if kind == "cpu" {
+		if seconds, err = strconv.Atoi(q.Get("seconds")); err != nil || seconds < 1 {
+			operator.WriteError(w, operator.WithStatus(http.StatusBadRequest, fmt.Errorf("pprof: seconds %q: want a positive number", q.Get("seconds"))))
+			return
+		}
+	}
+	s.mu.Lock()
+	var p *proc
+	if slot >= 0 && slot < len(s.slots) {
+		p = s.slots[slot].cur
+	}
+	s.mu.Unlock()
+	if p == nil {
+		operator.WriteError(w, operator.WithStatus(http.StatusNotFound, fmt.Errorf("pprof: no worker in slot %d (slots 0 to %d)", slot, len(s.slots)-1)))
+		return
+	}
+	m, err := s.request(r.Context(), p, control.Message{Type: control.TypeProfile, Profile: &control.ProfileRequest{Kind: kind, Seconds: seconds}})
+	switch {
+	case err != nil:
+		operator.WriteError(w, operator.WithStatus(http.StatusServiceUnavailable, fmt.Errorf("pprof: %w", err)))
+		return
+	case m.Error != "":
+		operator.WriteError(w, operator.WithStatus(http.StatusBadRequest, fmt.Errorf("pprof: worker %d: %s", p.pid, m.Error)))
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	_, _ = w.Write(m.Data)
 }
 
 func (s *Supervisor) healthReport() operator.Health {

@@ -514,7 +514,7 @@ func (s *Supervisor) handle(p *proc, m control.Message) {
 				s.log.Warn("supervisor: cluster answer failed", "pid", p.pid, "err", err)
 			}
 		}()
-	case control.TypeApplied, control.TypeStats:
+	case control.TypeApplied, control.TypeStats, control.TypeProfile:
 		p.calls.Deliver(m)
 	default:
 		s.log.Warn("supervisor: unknown control message", "type", m.Type, "pid", p.pid)

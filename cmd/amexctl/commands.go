@@ -46,6 +46,8 @@ func commandNamed(name string) (command, bool) {
 		return command{run: runMetrics, wait: defaultWait}, true
 	case "top":
 		return command{run: runTop, flags: topFlags, wait: defaultWait, live: true}, true
+	case "pprof":
+		return command{run: runPprof, flags: pprofFlags, wait: defaultWait}, true
 	case "token":
 		return command{run: runToken, flags: tokenFlags, local: true}, true
 	}

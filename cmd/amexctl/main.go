@@ -52,6 +52,9 @@ Commands:
   top [--interval D] [-n N]
                        live view of the workers (requests/s, p99, cache hit
                        ratio, 429s/s, breakers, memory); q or Ctrl-C quits
+  pprof [SLOT] [cpu|heap|goroutine] [--seconds N] [-o FILE]
+                       a worker's pprof profile (slot 0, cpu over 30 s by default),
+                       written to FILE (amexd-SLOT-KIND.pprof); read it with go tool pprof
   token --secret-file F [--role R] [--ttl D] [--sub NAME]
                        mint an HS256 JWT for the write endpoints
 
@@ -220,6 +223,7 @@ type invocation struct {
 	token  tokenOptions
 	top    topOptions
 	stdin  io.Reader
+	pprof  pprofOptions
 	stdout io.Writer
 	stderr io.Writer
 }

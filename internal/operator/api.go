@@ -21,6 +21,11 @@ var (
 // PathMetrics answers GET with the Prometheus text format, not JSON.
 const PathMetrics = "/metrics"
 
+// PathProfile answers GET ?slot=N&kind=K&seconds=S with one worker's pprof
+// profile (gzipped protobuf, as `go tool pprof` reads), not JSON; errors
+// are JSON as everywhere.
+const PathProfile = "/pprof"
+
 // None is the body of a request that has none.
 type None struct{}
 

@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -167,6 +169,25 @@ func (c *Client) Metrics(ctx context.Context) ([]byte, error) {
 	}
 	if a.Code != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: %w", PathMetrics, &Error{Code: a.Code, Message: a.Message()})
+	}
+	return a.Body, nil
+}
+
+// Profile fetches a pprof profile of the worker in slot: kind "cpu" over
+// seconds, or a named profile such as "heap" or "goroutine".
+func (c *Client) Profile(ctx context.Context, slot int, kind string, seconds int) ([]byte, error) {
+	q := url.Values{"slot": {strconv.Itoa(slot)}, "kind": {kind}, "seconds": {strconv.Itoa(seconds)}}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout+time.Duration(seconds)*time.Second)
+		defer cancel()
+	}
+	a, err := c.Do(ctx, http.MethodGet, PathProfile+"?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if a.Code != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %w", PathProfile, &Error{Code: a.Code, Message: a.Message()})
 	}
 	return a.Body, nil
 }
