@@ -116,6 +116,13 @@ func TestHalfOpenAdmitsOneProbe(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond) // polling a condition, bounded by the deadline
 	}
+	// The probe's failure reopens the breaker and, 100 ms later, it would
+	// half-open again for a POST that a loaded machine had not sent yet. A
+	// probe that stays in flight until every POST has been answered keeps
+	// the half-open state for all 50, however slow the machine is.
+	if err := e.sim.Update(func(c *eventapi.SimConfig) { c.AddFailDelay = 5 * time.Second }); err != nil {
+		t.Fatal(err)
+	}
 	before := e.sim.Stats().Calls.AddEvent
 	var wg sync.WaitGroup
 	statuses := make([]int, 50)
