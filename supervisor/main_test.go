@@ -204,6 +204,9 @@ func fakeWorker() int {
 	h.ln = ln
 	h.served = make(chan struct{})
 	go func() { _ = h.srv.Serve(ln); close(h.served) }()
+	if d, err := time.ParseDuration(os.Getenv("FAKE_RELOAD_READY_DELAY")); err == nil && wc.Generation > 1 {
+		time.Sleep(d) // a worker of a reload that takes its time to start
+	}
 	if err := w.Ready(); err != nil {
 		return 1
 	}

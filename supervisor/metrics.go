@@ -212,15 +212,13 @@ func parseMetrics(text string) (map[string]*dto.MetricFamily, error) {
 func (s *Supervisor) collectSlot(ctx context.Context, p *proc) {
 	ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 	defer cancel()
-	m, err := s.request(ctx, p, control.Message{Type: control.TypeSnapshot})
+	m, err := request(ctx, p, control.Message{Type: control.TypeSnapshot})
 	if err != nil {
 		s.log.Warn("supervisor: worker snapshot failed", "slot", p.slot, "pid", p.pid, "err", err)
 		return
 	}
 	if m.Stats != nil {
-		s.mu.Lock()
-		p.stats = *m.Stats
-		s.mu.Unlock()
+		s.tell(func(*owner) { p.stats = *m.Stats })
 	}
 	fams, err := parseMetrics(m.Metrics)
 	if err != nil {
@@ -233,14 +231,15 @@ func (s *Supervisor) collectSlot(ctx context.Context, p *proc) {
 // gather returns the supervisor's series and every slot's, fresh from a
 // snapshot of each slot's current worker.
 func (s *Supervisor) gather(ctx context.Context) ([]*dto.MetricFamily, error) {
-	s.mu.Lock()
-	var current []*proc
-	for _, sl := range s.slots {
-		if sl.cur != nil && sl.cur.state != stateExited {
-			current = append(current, sl.cur)
+	current, _ := ask(s, func(o *owner) []*proc {
+		var out []*proc
+		for _, sl := range o.slots {
+			if sl.cur != nil && sl.cur.state != stateExited {
+				out = append(out, sl.cur)
+			}
 		}
-	}
-	s.mu.Unlock()
+		return out
+	})
 	var wg sync.WaitGroup
 	for _, p := range current {
 		wg.Go(func() { s.collectSlot(ctx, p) })

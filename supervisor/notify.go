@@ -1,10 +1,8 @@
 package supervisor
 
 import (
-	"context"
 	"log/slog"
 	"strconv"
-	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
@@ -19,27 +17,6 @@ type notifier struct {
 func (n notifier) send(state string) {
 	if _, err := daemon.SdNotify(false, state); err != nil {
 		n.log.Warn("supervisor: sd_notify failed", "state", state, "err", err)
-	}
-}
-
-// watchdog sends WATCHDOG=1 at half the interval systemd asked for, but only
-// while healthy says so, until ctx ends. Without WATCHDOG_USEC it returns.
-func (n notifier) watchdog(ctx context.Context, healthy func() bool) {
-	every, err := daemon.SdWatchdogEnabled(false)
-	if err != nil || every <= 0 {
-		return
-	}
-	t := time.NewTicker(every / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if healthy() {
-				n.send("WATCHDOG=1")
-			}
-		}
 	}
 }
 

@@ -364,43 +364,59 @@ func TestInvalidReloadRefused(t *testing.T) {
 	})
 }
 
+// notifySocket is a stand-in for systemd's NOTIFY_SOCKET.
+type notifySocket struct {
+	path string
+	msgs chan string
+}
+
+func listenNotify(t *testing.T) *notifySocket {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	n := &notifySocket{path: path, msgs: make(chan string, 256)}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := conn.Read(buf)
+			if err != nil {
+				close(n.msgs)
+				return
+			}
+			n.msgs <- string(buf[:k])
+		}
+	}()
+	return n
+}
+
+// expect waits for a message starting with prefix and returns it.
+func (n *notifySocket) expect(t *testing.T, prefix string) string {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case m, ok := <-n.msgs:
+			if !ok {
+				t.Fatalf("notify socket closed waiting for %q", prefix)
+			}
+			if strings.HasPrefix(m, prefix) {
+				return m
+			}
+		case <-timeout:
+			t.Fatalf("no %q on NOTIFY_SOCKET", prefix)
+		}
+	}
+}
+
 func TestSdNotify(t *testing.T) {
 	forKinds(t, func(t *testing.T, k kind) {
-		path := filepath.Join(t.TempDir(), "notify.sock")
-		conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		msgs := make(chan string, 32)
-		go func() {
-			buf := make([]byte, 4096)
-			for {
-				n, err := conn.Read(buf)
-				if err != nil {
-					close(msgs)
-					return
-				}
-				msgs <- string(buf[:n])
-			}
-		}()
-		expect := func(prefix string) string {
-			t.Helper()
-			timeout := time.After(20 * time.Second)
-			for {
-				select {
-				case m, ok := <-msgs:
-					if !ok {
-						t.Fatalf("notify socket closed waiting for %q", prefix)
-					}
-					if strings.HasPrefix(m, prefix) {
-						return m
-					}
-				case <-timeout:
-					t.Fatalf("no %q on NOTIFY_SOCKET", prefix)
-				}
-			}
-		}
+		n := listenNotify(t)
+		expect := func(prefix string) string { t.Helper(); return n.expect(t, prefix) }
+		path := n.path
 		d := startDaemon(t, k, 2, []string{"NOTIFY_SOCKET=" + path})
 		expect("READY=1")
 		if code, body := d.call(http.MethodPost, "/reload", nil); code != http.StatusOK {

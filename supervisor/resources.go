@@ -80,18 +80,6 @@ func (t *idempotencyTable) ensure(cfg config.Config) error {
 	return nil
 }
 
-// extraFiles returns a worker's inherited files (fd 3 onwards) with the
-// table as fd 6, leaving fd 5 closed when files holds no rate-limit table.
-func (t *idempotencyTable) extraFiles(files []*os.File) []*os.File {
-	if t.file == nil {
-		return files
-	}
-	for len(files) < 3 {
-		files = append(files, nil)
-	}
-	return append(files, t.file)
-}
-
 func (t *idempotencyTable) close() {
 	if t.file != nil {
 		t.file.Close()

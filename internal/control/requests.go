@@ -6,11 +6,16 @@ import (
 	"sync/atomic"
 )
 
-// Requests pairs the requests one side sends over a Codec with their
-// answers: each request gets a fresh ID, and the reader of the channel
-// hands every answer to Deliver.
+// Sender sends one message; a *Codec is one.
+type Sender interface {
+	Send(m Message) error
+}
+
+// Requests pairs the requests one side sends with their answers: each
+// request gets a fresh ID, and the reader of the channel hands every
+// answer to Deliver.
 type Requests struct {
-	codec  *Codec
+	codec  Sender
 	nextID atomic.Uint64
 
 	mu     sync.Mutex
@@ -18,8 +23,8 @@ type Requests struct {
 	closed bool
 }
 
-// NewRequests returns a Requests sending over c.
-func NewRequests(c *Codec) *Requests {
+// NewRequests returns a Requests sending with c.
+func NewRequests(c Sender) *Requests {
 	return &Requests{codec: c, waits: map[uint64]chan Message{}}
 }
 

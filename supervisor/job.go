@@ -1,0 +1,241 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/amexd/amexd/internal/config"
+)
+
+// ErrReloadInProgress is returned by a reload or upgrade requested while
+// another runs.
+var ErrReloadInProgress = errors.New("a reload or upgrade is already in progress")
+
+// job is a reload or upgrade: a sequence of steps in its own goroutine that
+// changes slots only by asking the owner. Shutdown cancels it.
+type job struct {
+	kind   string
+	cancel context.CancelFunc
+}
+
+// startJob runs run as the owner's job unless one is running or shutdown
+// began; done, when not nil, receives its result.
+func (o *owner) startJob(kind string, run func(ctx context.Context) error, done chan<- error) {
+	reply := func(err error) {
+		if done != nil {
+			done <- err
+		}
+	}
+	switch {
+	case o.shutting:
+		reply(errShuttingDown)
+		return
+	case o.job != nil:
+		o.log.Warn("supervisor: "+kind+" refused", "err", ErrReloadInProgress, "running", o.job.kind)
+		reply(ErrReloadInProgress)
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	j := &job{kind: kind, cancel: cancel}
+	o.job = j
+	o.jobs.Go(func() {
+		err := run(ctx)
+		cancel()
+		o.tell(func(o *owner) {
+			if o.job == j {
+				o.job = nil
+			}
+		})
+		reply(err)
+	})
+}
+
+// runJob starts a job from outside the loop and waits for its result.
+func (s *Supervisor) runJob(ctx context.Context, kind string, run func(context.Context) error) error {
+	done := make(chan error, 1)
+	if _, ok := ask(s, func(o *owner) bool { o.startJob(kind, run, done); return true }); !ok {
+		return errShuttingDown
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// replaceSlot starts a worker of generation gen from binary ("" for the
+// supervisor's own) in slot, waits until it is ready, then drains the
+// worker it replaces and waits for that one to exit. why is logged.
+func (s *Supervisor) replaceSlot(ctx context.Context, slot int, cfg config.Config, gen int, binary, why string) error {
+	type started struct {
+		p   *proc
+		err error
+	}
+	st, ok := ask(s, func(o *owner) started {
+		p, err := o.spawn(slot, cfg, gen, binary)
+		return started{p, err}
+	})
+	switch {
+	case !ok:
+		return errShuttingDown
+	case st.err != nil:
+		return st.err
+	}
+	p := st.p
+	t := time.NewTimer(cfg.Supervisor.ReadyTimeout)
+	defer t.Stop()
+	var fail error
+	select {
+	case <-p.ready:
+	case <-p.exited:
+		fail = fmt.Errorf("new worker %d exited before it was ready: %s", p.pid, exitStatus(p.exitErr))
+	case <-t.C:
+		fail = fmt.Errorf("new worker %d not ready within %s", p.pid, cfg.Supervisor.ReadyTimeout)
+	case <-ctx.Done():
+		fail = ctx.Err()
+	}
+	if fail != nil {
+		s.tell(func(*owner) { _ = p.process.Kill() })
+		select {
+		case <-p.exited:
+		case <-s.done:
+		}
+		return fail
+	}
+	old, _ := ask(s, func(o *owner) *proc { return o.slots[slot].cur })
+	if old != nil && old.state != stateExited {
+		// The last counts of the old worker carry over to its successor.
+		s.collectSlot(ctx, old)
+	}
+	installed, ok := ask(s, func(o *owner) bool { return o.install(slot, p, why) })
+	if !ok || !installed {
+		return errShuttingDown
+	}
+	if old != nil {
+		select {
+		case <-old.exited:
+		case <-s.done:
+		}
+	}
+	return nil
+}
+
+// install makes p the worker of slot and retires the one it replaces.
+func (o *owner) install(slot int, p *proc, why string) bool {
+	if o.shutting || p.state == stateExited {
+		return false
+	}
+	sl := o.slots[slot]
+	old := sl.cur
+	sl.cur, sl.cfg, sl.gen, sl.respawnAt = p, p.cfg, p.gen, time.Time{}
+	if old != nil {
+		o.log.Info("supervisor: worker replaced", "slot", slot, "old", old.pid, "new", p.pid, "why", why)
+		o.retire(old, p.cfg.ShutdownTimeout)
+	}
+	return true
+}
+
+// ErrRefused marks a reload refused before any worker was touched: the new
+// configuration is invalid or changes what a reload cannot change.
+var ErrRefused = errors.New("reload refused")
+
+// Reload re-reads the configuration and replaces the workers slot by slot
+// (see replaceSlot), and returns the new generation. An invalid
+// configuration returns an error wrapping ErrRefused and leaves the
+// workers alone; a worker that fails to get ready stops the reload there,
+// leaving the slots already replaced on the new configuration and the
+// others on the old one.
+func (s *Supervisor) Reload(ctx context.Context) (int, error) {
+	var gen int
+	err := s.runJob(ctx, "reload", func(ctx context.Context) error {
+		var err error
+		gen, err = s.reload(ctx)
+		return err
+	})
+	return gen, err
+}
+
+// reload is the reload job; it returns the new generation.
+func (s *Supervisor) reload(ctx context.Context) (int, error) {
+	began := time.Now()
+	gen, err := s.reloadSteps(ctx)
+	switch {
+	case errors.Is(err, ErrRefused):
+		s.metrics.reloads.WithLabelValues("refused").Inc()
+		s.log.Error("supervisor: reload refused, workers untouched", "err", err)
+	case err != nil:
+		s.metrics.reloads.WithLabelValues("failed").Inc()
+		s.log.Error("supervisor: reload failed", "err", err)
+	default:
+		s.metrics.reloads.WithLabelValues("ok").Inc()
+		s.log.Info("supervisor: reload done", "generation", gen, "took", time.Since(began).Round(time.Millisecond).String())
+	}
+	return gen, err
+}
+
+func (s *Supervisor) reloadSteps(ctx context.Context) (int, error) {
+	next, err := s.src.Reload()
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	type prepared struct {
+		cfg   config.Config
+		gen   int
+		slots int
+		err   error
+	}
+	pr, ok := ask(s, func(o *owner) prepared {
+		cfg, err := o.prepare(next)
+		if err != nil {
+			return prepared{err: fmt.Errorf("%w: %w", ErrRefused, err)}
+		}
+		o.gen++
+		o.cfg = cfg
+		o.notify.send("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
+		return prepared{cfg: cfg, gen: o.gen, slots: len(o.slots)}
+	})
+	switch {
+	case !ok:
+		return 0, errShuttingDown
+	case pr.err != nil:
+		return 0, pr.err
+	}
+	defer s.tell(func(o *owner) {
+		if !o.shutting {
+			o.notify.send("READY=1")
+		}
+	})
+	for i := range pr.slots {
+		if err := s.replaceSlot(ctx, i, pr.cfg, pr.gen, "", "reload"); err != nil {
+			return pr.gen, fmt.Errorf("slot %d: %w", i, err)
+		}
+	}
+	return pr.gen, nil
+}
+
+// prepare checks that next can be applied by a reload and readies what it
+// needs (shared table, simulator); it returns next as workers get it.
+func (o *owner) prepare(next config.Config) (config.Config, error) {
+	if err := reloadable(o.cfg, next); err != nil {
+		return next, err
+	}
+	if err := o.ensureTable(next); err != nil {
+		return next, err
+	}
+	return o.resolveUpstream(next)
+}
+
+// reloadable reports what a reload cannot apply: the sockets and their
+// number are fixed for the supervisor's life.
+func reloadable(cur, next config.Config) error {
+	if next.Listen != cur.Listen {
+		return fmt.Errorf("listen: %q → %q needs a restart", cur.Listen, next.Listen)
+	}
+	if next.WorkerCount() != cur.WorkerCount() {
+		return fmt.Errorf("workers: %d → %d needs a restart", cur.WorkerCount(), next.WorkerCount())
+	}
+	return nil
+}

@@ -1,0 +1,309 @@
+package supervisor
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/amexd/amexd/internal/config"
+	"github.com/amexd/amexd/internal/control"
+)
+
+// owner is the state of the slots and processes. One goroutine, loop,
+// holds it and is its only reader and writer; everything else sends it
+// events on channels or asks it with ask and tell.
+type owner struct {
+	*Supervisor
+	cfg         config.Config // as given to workers: Upstream.URL resolved
+	gen         int
+	slots       []*slot
+	procs       map[*proc]struct{} // every worker process not yet reaped
+	shutting    bool
+	fatal       error // why the supervisor gives up, once it does
+	job         *job  // the reload or upgrade running, if any
+	readySent   bool
+	outageSince time.Time
+
+	every        time.Duration // tick interval
+	lastTick     time.Time
+	awakeSince   time.Time // when the loop last resumed from a stall of its own
+	watchdog     time.Duration
+	lastWatchdog time.Time
+}
+
+// loop runs the owner until shutdown has drained every worker, and returns
+// why the supervisor gave up, or nil.
+func (o *owner) loop(ctx context.Context, sigs <-chan os.Signal) error {
+	// Workers are forked from this thread and an upgrade execs on it: a
+	// worker's Pdeathsig fires when the thread that forked it ends, and
+	// exec ends every other thread.
+	runtime.LockOSThread()
+	tick := time.NewTicker(o.every)
+	defer tick.Stop()
+	o.lastTick, o.awakeSince = time.Now(), time.Now()
+	for _, sl := range o.slots {
+		sl.respawnAt = o.lastTick
+	}
+	o.respawnDue(o.lastTick)
+	stop := ctx.Done()
+	for !o.shutting || len(o.procs) > 0 {
+		select {
+		case e := <-o.exits:
+			o.exited(e)
+		case m := <-o.msgs:
+			o.message(m)
+		case f := <-o.cmds:
+			f(o)
+		case <-tick.C:
+			o.tick(time.Now())
+		case sig := <-sigs:
+			o.signal(sig)
+		case <-stop:
+			stop = nil
+			o.log.Info("supervisor: shutting down", "reason", context.Cause(ctx).Error())
+			o.shutdown()
+		}
+	}
+	o.log.Info("supervisor: all workers drained")
+	return o.fatal
+}
+
+func (o *owner) signal(sig os.Signal) {
+	switch sig {
+	case syscall.SIGHUP:
+		o.startJob("reload", func(ctx context.Context) error {
+			_, err := o.reload(ctx)
+			return err
+		}, nil)
+	default:
+		o.log.Info("supervisor: shutting down", "signal", sig.String())
+		o.shutdown()
+	}
+}
+
+// exited records a reaped worker; a slot's current worker that exits
+// without having been retired is a crash, restarted after a backoff.
+func (o *owner) exited(e exit) {
+	p := e.p
+	p.state, p.exitErr = stateExited, e.err
+	delete(o.procs, p)
+	close(p.exited)
+	o.log.Info("supervisor: worker exited", "slot", p.slot, "pid", p.pid, "status", exitStatus(e.err))
+	sl := o.slots[p.slot]
+	if sl.cur != p || o.shutting {
+		return
+	}
+	now := time.Now()
+	o.crashed(sl, now.Sub(p.started), now)
+	o.log.Error("supervisor: worker exited unexpectedly", "slot", sl.index, "pid", p.pid, "err", exitStatus(e.err),
+		"restart_in", sl.backoff.String(), "restarts", sl.restarts, "degraded", sl.degraded)
+}
+
+func exitStatus(err error) string {
+	if err == nil {
+		return "exit 0"
+	}
+	return err.Error()
+}
+
+// message handles one message from a worker.
+func (o *owner) message(pm procMsg) {
+	p, m := pm.p, pm.m
+	if pm.closed {
+		p.ctlClosed = true
+		return
+	}
+	switch m.Type {
+	case control.TypeReady:
+		if !p.readyAt.IsZero() {
+			return
+		}
+		p.readyAt, p.lastBeat = time.Now(), time.Now()
+		if p.state == stateStarting {
+			p.state = stateReady
+		}
+		close(p.ready)
+		o.log.Info("supervisor: worker ready", "slot", p.slot, "pid", p.pid, "after", p.readyAt.Sub(p.started).Round(time.Millisecond).String())
+		o.notifyReady()
+	case control.TypeHeartbeat:
+		p.lastBeat = time.Now()
+		if m.Stats != nil {
+			p.stats = *m.Stats
+		}
+	case control.TypeBreaker:
+		if m.Breaker != nil {
+			o.breakerChanged(p, *m.Breaker)
+		}
+	case control.TypeInvalidate:
+		targets := o.live(p)
+		go o.fanOut(p, targets, m)
+	case control.TypeShare:
+		for _, q := range o.live(p) {
+			o.send(q, control.Message{Type: control.TypeShare, Shared: m.Shared})
+		}
+	case control.TypeCluster:
+		cs := o.clusterStatus()
+		o.send(p, control.Message{Type: control.TypeCluster, ID: m.ID, Cluster: &cs})
+	default:
+		o.log.Warn("supervisor: unknown control message", "type", m.Type, "pid", p.pid)
+	}
+}
+
+// send queues m for p; a worker whose queue is full is replaced.
+func (o *owner) send(p *proc, m control.Message) {
+	if err := p.out.Send(m); err != nil {
+		o.overflowed(p, m.Type)
+	}
+}
+
+// overflowed kills a worker that stopped reading its control channel; its
+// slot restarts it like a crashed one.
+func (o *owner) overflowed(p *proc, what string) {
+	if p.state == stateExited {
+		return
+	}
+	o.log.Error("supervisor: worker not reading its control channel, replacing it", "slot", p.slot, "pid", p.pid, "queued", queueLen, "dropped", what)
+	_ = p.process.Kill()
+}
+
+// tick judges the workers: not ready in time, silent for too long, past
+// its drain deadline. It first reads what is queued, and after a stall of
+// the supervisor itself (a gap between ticks of half the heartbeat timeout
+// or more) it gives the workers a full timeout from the moment it resumed:
+// their silence was the supervisor's deafness.
+func (o *owner) tick(now time.Time) {
+	if gap := now.Sub(o.lastTick); gap > max(2*o.every+100*time.Millisecond, o.cfg.Supervisor.HeartbeatTimeout/2) {
+		o.awakeSince = now
+		o.log.Warn("supervisor: resumed after a stall; heartbeats are judged from now", "stalled_for", gap.Round(time.Millisecond).String())
+	}
+	o.lastTick = now
+	for o.drainMessages() {
+	}
+	sc := o.cfg.Supervisor
+	for p := range o.procs {
+		switch {
+		case p.state == stateDraining && now.After(p.drainBy):
+			o.log.Warn("supervisor: worker did not drain in time, killing it", "slot", p.slot, "pid", p.pid)
+			_ = p.process.Kill()
+		case p.state == stateStarting && now.Sub(later(p.started, o.awakeSince)) > sc.ReadyTimeout:
+			o.log.Error("supervisor: worker not ready in time, killing it", "slot", p.slot, "pid", p.pid, "ready_timeout", sc.ReadyTimeout.String())
+			_ = p.process.Kill()
+		case p.state == stateReady && now.Sub(later(p.lastBeat, o.awakeSince)) > sc.HeartbeatTimeout:
+			o.log.Error("supervisor: worker hung, killing it", "slot", p.slot, "pid", p.pid, "silent_for", now.Sub(p.lastBeat).Round(time.Millisecond).String())
+			_ = p.process.Kill()
+		}
+	}
+	if o.shutting {
+		return
+	}
+	o.respawnDue(now)
+	o.watchSlots(now)
+	o.feedWatchdog(now)
+}
+
+// drainMessages handles one queued worker message, if there is one.
+func (o *owner) drainMessages() bool {
+	select {
+	case m := <-o.msgs:
+		o.message(m)
+		return true
+	default:
+		return false
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// retire asks p to drain; it is killed if it has not exited by timeout.
+// A worker still starting serves nothing and is killed at once.
+func (o *owner) retire(p *proc, timeout time.Duration) {
+	switch p.state {
+	case stateExited, stateDraining:
+		return
+	case stateStarting:
+		_ = p.process.Kill()
+		return
+	}
+	p.state, p.drainBy = stateDraining, time.Now().Add(timeout)
+	o.send(p, control.Message{Type: control.TypeDrain})
+}
+
+// shutdown cancels a running reload or upgrade, tells systemd, and drains
+// every worker; nothing is started afterwards.
+func (o *owner) shutdown() {
+	if o.shutting {
+		return
+	}
+	o.shutting = true
+	if o.job != nil {
+		o.job.cancel()
+	}
+	o.notify.send("STOPPING=1")
+	for p := range o.procs {
+		o.retire(p, o.cfg.ShutdownTimeout)
+	}
+}
+
+// giveUp ends the supervisor with err after killing every worker.
+func (o *owner) giveUp(err error) {
+	if o.shutting {
+		return
+	}
+	o.log.Error("supervisor: giving up", "err", err)
+	o.fatal = err
+	o.shutting = true
+	if o.job != nil {
+		o.job.cancel()
+	}
+	for p := range o.procs {
+		_ = p.process.Kill()
+	}
+}
+
+// notifyReady tells systemd READY=1 once every slot has a ready worker.
+func (o *owner) notifyReady() {
+	if o.readySent || o.shutting {
+		return
+	}
+	if ok, _ := o.health(); !ok {
+		return
+	}
+	o.readySent = true
+	o.log.Info("supervisor: all workers ready", "after", time.Since(o.started).Round(time.Millisecond).String())
+	o.notify.send("READY=1")
+}
+
+// feedWatchdog sends WATCHDOG=1 at half the interval systemd asked for
+// while at least one slot serves: a degraded slot must not get the healthy
+// ones restarted with it, and a total outage is handled by outage_limit.
+func (o *owner) feedWatchdog(now time.Time) {
+	if o.watchdog <= 0 || !o.readySent || now.Sub(o.lastWatchdog) < o.watchdog/2 || !o.anyServing() {
+		return
+	}
+	o.lastWatchdog = now
+	o.notify.send("WATCHDOG=1")
+}
+
+// ask runs f in the owner loop and returns its result; ok is false when
+// the loop has ended. It must not be called from the loop itself.
+func ask[T any](s *Supervisor, f func(*owner) T) (v T, ok bool) {
+	reply := make(chan T, 1)
+	select {
+	case s.cmds <- func(o *owner) { reply <- f(o) }:
+		return <-reply, true
+	case <-s.done:
+		return v, false
+	}
+}
+
+// tell runs f in the owner loop without waiting for it.
+func (s *Supervisor) tell(f func(*owner)) {
+	post(s, s.cmds, f)
+}

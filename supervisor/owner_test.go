@@ -1,0 +1,193 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/amexd/amexd/internal/config"
+	"github.com/amexd/amexd/internal/control"
+	"github.com/amexd/amexd/internal/operator"
+)
+
+// fakeProcess is a worker that lives in the test process: it speaks the
+// control protocol on a real socketpair, or (crash) exits at once.
+type fakeProcess struct {
+	pid  int
+	once sync.Once
+	done chan struct{}
+	err  error
+	conn net.Conn
+}
+
+func (f *fakeProcess) Pid() int { return f.pid }
+
+func (f *fakeProcess) Kill() error {
+	f.exit(errors.New("signal: killed"))
+	return nil
+}
+
+func (f *fakeProcess) Wait() error {
+	<-f.done
+	return f.err
+}
+
+func (f *fakeProcess) exit(err error) {
+	f.once.Do(func() {
+		f.err = err
+		if f.conn != nil {
+			f.conn.Close()
+		}
+		close(f.done)
+	})
+}
+
+// fakeStarts starts in-process workers; crash says which slots' workers
+// exit as soon as they start. It counts the starts per slot.
+type fakeStarts struct {
+	crash  func(slot int) bool
+	nextID atomic.Int64
+	mu     sync.Mutex
+	starts map[int]int
+}
+
+func (fs *fakeStarts) start(spec workerSpec) (process, net.Conn, error) {
+	parent, child, err := socketpair()
+	if err != nil {
+		return nil, nil, err
+	}
+	fs.mu.Lock()
+	fs.starts[spec.slot]++
+	fs.mu.Unlock()
+	conn, err := net.FileConn(child)
+	child.Close()
+	if err != nil {
+		parent.Close()
+		return nil, nil, err
+	}
+	f := &fakeProcess{pid: 1_000_000 + int(fs.nextID.Add(1)), done: make(chan struct{}), conn: conn}
+	if fs.crash(spec.slot) {
+		f.exit(errors.New("exit status 1"))
+		return f, parent, nil
+	}
+	go func() {
+		w := control.NewWorker(conn, slog.New(slog.DiscardHandler))
+		if _, err := w.ReadConfig(context.Background()); err != nil || w.Ready() != nil {
+			f.exit(errors.New("exit status 1"))
+			return
+		}
+		_ = w.Serve(context.Background(), quietHandler{f}, 20*time.Millisecond)
+		f.exit(nil)
+	}()
+	return f, parent, nil
+}
+
+func (fs *fakeStarts) count(slot int) int {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.starts[slot]
+}
+
+// quietHandler answers the supervisor with nothing to report and exits on
+// drain.
+type quietHandler struct{ f *fakeProcess }
+
+func (quietHandler) Invalidate([]string)         {}
+func (quietHandler) ForceBreaker(string, string) {}
+func (quietHandler) Purge()                      {}
+func (quietHandler) Share([]control.SharedEntry) {}
+func (quietHandler) Stats() control.Stats        { return control.Stats{} }
+func (quietHandler) Metrics() []byte             { return nil }
+func (h quietHandler) Drain()                    { h.f.exit(nil) }
+
+// runInProcess runs the supervisor with fake workers; it returns the
+// operator client and the channel run's result arrives on.
+func runInProcess(t *testing.T, ctx context.Context, workers int, fs *fakeStarts, tune func(*config.Supervisor)) (*operator.Client, <-chan error) {
+	t.Helper()
+	fs.starts = map[int]int{}
+	cfg := config.Default()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Workers = workers
+	cfg.Control.Socket = filepath.Join(t.TempDir(), "amexd.sock")
+	cfg.RateLimit.Store = "memory"
+	cfg.Upstream.URL = "http://127.0.0.1:1"
+	cfg.Supervisor.HeartbeatInterval = 20 * time.Millisecond
+	cfg.Supervisor.RestartMin = time.Millisecond
+	cfg.Supervisor.RestartMax = 5 * time.Millisecond
+	tune(&cfg.Supervisor)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	result := make(chan error, 1)
+	go func() { result <- run(ctx, config.Source{}, cfg, log, fs.start) }()
+	return operator.NewClient(cfg.Control.Socket), result
+}
+
+func TestCrashingSlotIsDegradedOthersServe(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	fs := &fakeStarts{crash: func(slot int) bool { return slot == 1 }}
+	op, result := runInProcess(t, ctx, 2, fs, func(sc *config.Supervisor) {
+		sc.DegradedAfter = 3
+		sc.HealthyAfter = time.Hour
+		sc.OutageLimit = time.Hour
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	var h operator.Health
+	for !strings.Contains(h.Reason, "slot 1: degraded") {
+		if time.Now().After(deadline) {
+			t.Fatalf("slot 1 not degraded; last health %+v", h)
+		}
+		h, _ = operator.Call(ctx, op, operator.GetHealth, operator.None{})
+		time.Sleep(10 * time.Millisecond) // polling the operator socket for a condition
+	}
+	if h.Healthy || h.Serving != 1 {
+		t.Errorf("health = %+v, want unhealthy with slot 0 serving", h)
+	}
+	ws, err := operator.Call(ctx, op, operator.GetWorkers, operator.None{})
+	if err != nil || len(ws.Workers) != 2 {
+		t.Fatalf("workers: %+v, %v", ws, err)
+	}
+	if w := ws.Workers[0]; w.State != stateReady || w.Restarts != 0 || fs.count(0) != 1 {
+		t.Errorf("slot 0 = %+v after %d starts, want its one worker ready", w, fs.count(0))
+	}
+	if w := ws.Workers[1]; !w.Degraded || w.Restarts < 3 {
+		t.Errorf("slot 1 = %+v, want degraded after at least 3 restarts", w)
+	}
+	cancel()
+	select {
+	case err := <-result:
+		if err != nil {
+			t.Errorf("run after cancel = %v, want nil", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after its context ended")
+	}
+}
+
+func TestOutageLimitEndsSupervisor(t *testing.T) {
+	fs := &fakeStarts{crash: func(int) bool { return true }}
+	_, result := runInProcess(t, context.Background(), 2, fs, func(sc *config.Supervisor) {
+		sc.OutageLimit = 200 * time.Millisecond
+	})
+	select {
+	case err := <-result:
+		if err == nil || !strings.Contains(err.Error(), "no worker could serve for") {
+			t.Errorf("run = %v, want the outage reported", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run still going long after the outage limit")
+	}
+	if fs.count(0) < 2 || fs.count(1) < 2 {
+		t.Errorf("starts per slot %d, %d: want crashed workers restarted before giving up", fs.count(0), fs.count(1))
+	}
+}

@@ -1,0 +1,74 @@
+package supervisor
+
+import (
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/amexd/amexd/internal/operator"
+)
+
+func (o *owner) healthReport() operator.Health {
+	ok, reason := o.health()
+	h := operator.Health{Healthy: ok, Slots: len(o.slots), Reason: reason}
+	for _, sl := range o.slots {
+		if sl.serving() {
+			h.Serving++
+		}
+	}
+	return h
+}
+
+func (o *owner) status() operator.Status {
+	ok, reason := o.health()
+	st := operator.Status{
+		PID: os.Getpid(), Version: version(), StartedAt: o.started,
+		UptimeSeconds: time.Since(o.started).Seconds(), Generation: o.gen,
+		Healthy: ok, Reason: reason, Config: o.cfg.Summary(), Workers: o.workers(),
+		RateLimit: o.rateLimitStatus(),
+	}
+	if len(o.listeners) > 0 {
+		st.Listen = o.listeners[0].addr
+	}
+	return st
+}
+
+// workers describes each slot's current worker.
+func (o *owner) workers() []operator.WorkerInfo {
+	out := make([]operator.WorkerInfo, 0, len(o.slots))
+	for _, sl := range o.slots {
+		wi := operator.WorkerInfo{Slot: sl.index, State: "down", Generation: sl.gen, Restarts: sl.restarts, Degraded: sl.degraded, QueueDepth: -1, QueueBacklog: -1}
+		if p := sl.cur; p != nil {
+			wi.PID, wi.State, wi.Generation = p.pid, p.state, p.gen
+			wi.UptimeSeconds = time.Since(p.started).Seconds()
+			wi.LastHeartbeat = p.lastBeat
+			wi.Requests, wi.Inflight = p.stats.Requests, p.stats.Inflight
+			wi.Cache, wi.LimiterRejections = p.stats.Cache, p.stats.LimiterRejections
+		}
+		if depth, backlog, err := o.listeners[sl.index].queue(); err == nil {
+			wi.QueueDepth, wi.QueueBacklog = int64(depth), int64(backlog)
+		}
+		out = append(out, wi)
+	}
+	return out
+}
+
+// Version is amexd's version as /status reports it. Release builds set it
+// with -ldflags "-X github.com/amexd/amexd/supervisor.Version=v1.2.3"; it is
+// never changed at run time.
+var Version = "dev"
+
+// version is Version plus the VCS revision the binary was built from.
+func version() string {
+	v := Version
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return v
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " " + s.Value[:12]
+		}
+	}
+	return v
+}
