@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -451,5 +452,34 @@ func TestReadConfigRejectsOtherFirstMessage(t *testing.T) {
 	_, err := NewWorker(workerEnd, slog.New(slog.DiscardHandler)).ReadConfig(context.Background())
 	if err == nil {
 		t.Fatal("ReadConfig accepted a drain as first message")
+	}
+}
+
+// TestReceiveResumesAfterDeadline: a line cut by a read deadline is not
+// lost, neither by the same Codec nor by one resumed from its Pending.
+func TestReceiveResumesAfterDeadline(t *testing.T) {
+	for _, resume := range []bool{false, true} {
+		a, b := net.Pipe()
+		c := NewCodec(b)
+		line, _ := json.Marshal(Message{Type: TypeHeartbeat, ID: 7})
+		go func() { _, _ = a.Write(line[:5]) }()
+		_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, err := c.Receive(); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Receive with half a line = %v, want a deadline error", err)
+		}
+		if string(c.Pending()) != string(line[:5]) {
+			t.Fatalf("Pending = %q, want %q", c.Pending(), line[:5])
+		}
+		_ = c.SetReadDeadline(time.Time{})
+		if resume {
+			c = ResumeCodec(b, c.Pending())
+		}
+		go func() { _, _ = a.Write(append(line[5:], '\n')) }()
+		m, err := c.Receive()
+		if err != nil || m.Type != TypeHeartbeat || m.ID != 7 {
+			t.Errorf("resume %v: %+v, %v; want the heartbeat whole", resume, m, err)
+		}
+		a.Close()
+		b.Close()
 	}
 }

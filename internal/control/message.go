@@ -233,6 +233,9 @@ const writeTimeout = 5 * time.Second
 type Codec struct {
 	conn net.Conn
 	r    *bufio.Reader
+	// partial is the start of a line a Receive was cut short in (by a read
+	// deadline); the next Receive continues it.
+	partial []byte
 
 	mu sync.Mutex // serialises writes so lines never interleave
 }
@@ -241,6 +244,18 @@ type Codec struct {
 func NewCodec(conn net.Conn) *Codec {
 	return &Codec{conn: conn, r: bufio.NewReaderSize(conn, 64<<10)}
 }
+
+// ResumeCodec wraps conn, whose reading another Codec left in the middle
+// of a line: pending is that Codec's Pending.
+func ResumeCodec(conn net.Conn, pending []byte) *Codec {
+	c := NewCodec(conn)
+	c.partial = pending
+	return c
+}
+
+// Pending is what was read of a line a Receive was cut short in; it is
+// what ResumeCodec continues from.
+func (c *Codec) Pending() []byte { return c.partial }
 
 // Send writes m as one line. It fails if the line cannot be written within
 // a few seconds.
@@ -263,8 +278,14 @@ func (c *Codec) Send(m Message) error {
 // io.EOF unwrapped, so callers can compare it directly.
 func (c *Codec) Receive() (Message, error) {
 	line, err := c.r.ReadBytes('\n')
+	if len(c.partial) > 0 {
+		line = append(c.partial, line...)
+		c.partial = nil
+	}
 	if err != nil {
-		// A partial last line means the peer died mid-write; it is dropped.
+		// Kept for the next Receive after a deadline; at the end of the
+		// stream, a partial last line means the peer died mid-write.
+		c.partial = line
 		return Message{}, err
 	}
 	var m Message
