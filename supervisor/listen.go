@@ -54,7 +54,7 @@ func openListeners(addr string, n int) ([]*listener, error) {
 			host, _, _ := net.SplitHostPort(addr)
 			addr = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 		}
-		f, err := ln.(*net.TCPListener).File()
+		f, err := socketFile(ln.(*net.TCPListener))
 		ln.Close() // f holds its own descriptor for the same socket
 		if err != nil {
 			return nil, fmt.Errorf("listener file for slot %d: %w", i, err)
@@ -62,6 +62,26 @@ func openListeners(addr string, n int) ([]*listener, error) {
 		out = append(out, &listener{file: f, addr: addr})
 	}
 	return out, nil
+}
+
+// socketFile is a descriptor of ln's socket as a file that stays
+// non-blocking when os/exec passes it to a worker. TCPListener.File's does
+// not: its Fd, which os/exec calls, makes the socket blocking for every
+// process sharing it, and a worker blocked in accept(2) then cannot close
+// its listener to drain.
+func socketFile(ln *net.TCPListener) (*os.File, error) {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	dup, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) { dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup listener: %w", derr)
+	}
+	return os.NewFile(uintptr(dup), "listener"), nil
 }
 
 func socketName(f *os.File) string {

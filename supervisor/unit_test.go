@@ -5,6 +5,7 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/sys/unix"
 
 	"github.com/amexd/amexd/internal/config"
 )
@@ -99,5 +100,24 @@ func TestAggregatorCountersNeverGoBack(t *testing.T) {
 	fams := a.families()
 	if l := fams[0].Metric[0].Label; len(l) != 1 || l[0].GetName() != "slot" || l[0].GetValue() != "0" {
 		t.Errorf("labels = %v, want slot=0", l)
+	}
+}
+
+// TestListenerStaysNonBlocking: starting a worker (os/exec calls Fd on
+// the listener file) must not make the slot's socket blocking for the
+// workers already accepting on it.
+func TestListenerStaysNonBlocking(t *testing.T) {
+	lns, err := openListeners("127.0.0.1:0", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lns[0].file.Close()
+	fd := lns[0].file.Fd()
+	flags, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flags&unix.O_NONBLOCK == 0 {
+		t.Error("the slot socket is blocking after Fd")
 	}
 }
