@@ -32,8 +32,8 @@ func (o *owner) startJob(kind string, run func(ctx context.Context) error, done 
 	case o.shutting:
 		reply(errShuttingDown)
 		return
-	case o.job != nil:
-		o.log.Warn("supervisor: "+kind+" refused", "err", ErrReloadInProgress, "running", o.job.kind)
+	case o.job != nil || !o.execAt.IsZero():
+		o.log.Warn("supervisor: "+kind+" refused", "err", ErrReloadInProgress)
 		reply(ErrReloadInProgress)
 		return
 	}
@@ -203,11 +203,7 @@ func (s *Supervisor) reloadSteps(ctx context.Context) (int, error) {
 	case pr.err != nil:
 		return 0, pr.err
 	}
-	defer s.tell(func(o *owner) {
-		if !o.shutting {
-			o.notify.send("READY=1")
-		}
-	})
+	defer s.readyAgain()
 	for i := range pr.slots {
 		if err := s.replaceSlot(ctx, i, pr.cfg, pr.gen, "", "reload"); err != nil {
 			return pr.gen, fmt.Errorf("slot %d: %w", i, err)

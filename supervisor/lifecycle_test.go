@@ -76,27 +76,7 @@ func TestSigtermDuringReload(t *testing.T) {
 		seen[pid] = true
 	}
 	gone(t, seen)
-	var after []string
-	stopped := false
-	for drained := false; !drained; {
-		select {
-		case m := <-n.msgs:
-			stopped = stopped || strings.HasPrefix(m, "STOPPING=1")
-			if stopped {
-				after = append(after, m)
-			}
-		case <-time.After(200 * time.Millisecond):
-			drained = true // the supervisor has exited: nothing more is coming
-		}
-	}
-	if !stopped {
-		t.Fatal("no STOPPING=1")
-	}
-	for _, m := range after {
-		if strings.Contains(m, "READY=1") {
-			t.Errorf("%q sent after STOPPING=1", m)
-		}
-	}
+	noReadyAfterStopping(t, n)
 }
 
 // TestStoppedWorkerStallsNoOther: while one worker is stopped, the others
@@ -166,5 +146,28 @@ func TestSupervisorStallKillsNoWorker(t *testing.T) {
 		if !before[w.PID] || w.Restarts != 0 {
 			t.Errorf("slot %d: worker %d, %d restarts after the supervisor's stall; want the same worker", w.Slot, w.PID, w.Restarts)
 		}
+	}
+}
+
+// noReadyAfterStopping reads what the supervisor told systemd until it is
+// quiet and fails on a READY=1 after STOPPING=1.
+func noReadyAfterStopping(t *testing.T, n *notifySocket) {
+	t.Helper()
+	stopped := false
+	for {
+		select {
+		case m := <-n.msgs:
+			if stopped && strings.Contains(m, "READY=1") {
+				t.Errorf("%q sent after STOPPING=1", m)
+			}
+			stopped = stopped || strings.HasPrefix(m, "STOPPING=1")
+			continue
+		case <-time.After(200 * time.Millisecond):
+			// The supervisor has exited: nothing more is coming.
+		}
+		break
+	}
+	if !stopped {
+		t.Error("no STOPPING=1")
 	}
 }

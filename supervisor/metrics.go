@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -28,6 +29,7 @@ type supervisorMetrics struct {
 	reg           *prometheus.Registry
 	restarts      *prometheus.CounterVec
 	reloads       *prometheus.CounterVec
+	upgrades      *prometheus.CounterVec
 	liveWorkers   prometheus.Gauge
 	degradedSlots prometheus.Gauge
 }
@@ -43,6 +45,10 @@ func newSupervisorMetrics() *supervisorMetrics {
 			Name: "amexd_supervisor_reloads_total",
 			Help: "Configuration reloads by result (ok, refused, failed).",
 		}, []string{"result"}),
+		upgrades: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "amexd_supervisor_upgrades_total",
+			Help: "Binary upgrades by result (ok, refused, rolled_back).",
+		}, []string{"result"}),
 		liveWorkers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "amexd_supervisor_live_workers",
 			Help: "Worker processes running, including starting and draining ones.",
@@ -55,7 +61,10 @@ func newSupervisorMetrics() *supervisorMetrics {
 	for _, result := range []string{"ok", "refused", "failed"} {
 		m.reloads.WithLabelValues(result)
 	}
-	m.reg.MustRegister(m.restarts, m.reloads, m.liveWorkers, m.degradedSlots,
+	for _, result := range []string{"ok", "refused", "rolled_back"} {
+		m.upgrades.WithLabelValues(result)
+	}
+	m.reg.MustRegister(m.restarts, m.reloads, m.upgrades, m.liveWorkers, m.degradedSlots,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -199,6 +208,75 @@ func seriesKey(m *dto.Metric) string {
 	return strings.Join(pairs, "\xff")
 }
 
+// addOffsets adds to fams' counters, histograms and summaries what off
+// holds for them (the counts of this process before it re-executed).
+func addOffsets(fams []*dto.MetricFamily, off map[string]*dto.MetricFamily) []*dto.MetricFamily {
+	for _, f := range fams {
+		if o := off[f.GetName()]; o != nil && monotonic(f.GetType()) && o.GetType() == f.GetType() {
+			addFamily(f, o)
+		}
+	}
+	return fams
+}
+
+// encodeFamilies is fams in the text exposition format.
+func encodeFamilies(fams []*dto.MetricFamily) (string, error) {
+	var b strings.Builder
+	for _, f := range fams {
+		if _, err := expfmt.MetricFamilyToText(&b, f); err != nil {
+			return "", fmt.Errorf("encode %s: %w", f.GetName(), err)
+		}
+	}
+	return b.String(), nil
+}
+
+// slotState is one slot's series for a hand-over.
+type slotState struct {
+	PID     int    `json:"pid"`
+	Retired []int  `json:"retired"`
+	Raw     string `json:"raw"`
+	Offset  string `json:"offset"`
+}
+
+// export is the aggregator's state, to carry across a re-execution.
+func (a *aggregator) export() map[int]slotState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[int]slotState{}
+	for slot, ss := range a.slots {
+		st := slotState{PID: ss.pid}
+		for pid := range ss.retired {
+			st.Retired = append(st.Retired, pid)
+		}
+		st.Raw, _ = encodeFamilies(slices.Collect(maps.Values(ss.raw)))
+		st.Offset, _ = encodeFamilies(slices.Collect(maps.Values(ss.offset)))
+		out[slot] = st
+	}
+	return out
+}
+
+// restore makes the aggregator what export saw.
+func (a *aggregator) restore(state map[int]slotState) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for slot, st := range state {
+		raw, err := parseMetrics(st.Raw)
+		if err != nil {
+			return err
+		}
+		off, err := parseMetrics(st.Offset)
+		if err != nil {
+			return err
+		}
+		ss := &slotSeries{pid: st.PID, retired: map[int]bool{}, raw: raw, offset: off}
+		for _, pid := range st.Retired {
+			ss.retired[pid] = true
+		}
+		a.slots[slot] = ss
+	}
+	return nil
+}
+
 func parseMetrics(text string) (map[string]*dto.MetricFamily, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(strings.NewReader(text))
@@ -249,7 +327,7 @@ func (s *Supervisor) gather(ctx context.Context) ([]*dto.MetricFamily, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gather supervisor metrics: %w", err)
 	}
-	return append(own, s.agg.families()...), nil
+	return append(addOffsets(own, s.ownOffset), s.agg.families()...), nil
 }
 
 // serveMetrics writes the aggregated metrics in the text exposition format.

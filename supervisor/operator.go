@@ -35,6 +35,13 @@ func (s *Supervisor) operatorHandler() http.Handler {
 		}
 		return operator.Reloaded{Generation: gen, DurationMs: time.Since(began).Milliseconds()}, nil
 	})
+	operator.Handle(mux, operator.PostUpgrade, func(r *http.Request, _ operator.None) (operator.Upgraded, error) {
+		up, err := s.Upgrade(r.Context())
+		if err != nil {
+			return up, jobError(err)
+		}
+		return up, nil
+	})
 	operator.Handle(mux, operator.PostBreakersReset, func(r *http.Request, in operator.BreakerReset) (operator.BreakersReset, error) {
 		if q := r.URL.Query().Get("name"); q != "" {
 			in.Name = q
@@ -69,7 +76,7 @@ func jobError(err error) error {
 	switch {
 	case errors.Is(err, ErrReloadInProgress):
 		return operator.WithStatus(http.StatusConflict, err)
-	case errors.Is(err, ErrRefused):
+	case errors.Is(err, ErrRefused), errors.Is(err, ErrUpgradeRefused):
 		return operator.WithStatus(http.StatusBadRequest, err)
 	case errors.Is(err, errShuttingDown):
 		return operator.WithStatus(http.StatusServiceUnavailable, err)

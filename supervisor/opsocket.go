@@ -25,12 +25,16 @@ import (
 // opServer serves the operator API on the unix socket and, when configured,
 // the metrics on TCP.
 type opServer struct {
-	path    string
-	srv     *http.Server
-	metrics *http.Server
+	path      string
+	srv       *http.Server
+	ln        *net.UnixListener
+	metrics   *http.Server
+	metricsLn *net.TCPListener
 }
 
-func startOperator(s *Supervisor, cfg config.Config) (*opServer, error) {
+// startOperator serves the operator socket, on ln when a re-executed
+// supervisor inherited it, and metrics_addr, on mln likewise.
+func startOperator(s *Supervisor, cfg config.Config, ln, mln net.Listener) (*opServer, error) {
 	path := operator.SocketPath(cfg)
 	gid := -1
 	if cfg.Control.Group != "" {
@@ -42,11 +46,19 @@ func startOperator(s *Supervisor, cfg config.Config) (*opServer, error) {
 			return nil, fmt.Errorf("control.group %q: gid %q: %w", cfg.Control.Group, g.Gid, err)
 		}
 	}
-	ln, err := listenUnix(path, gid)
-	if err != nil {
-		return nil, err
+	if ln == nil {
+		var err error
+		if ln, err = listenUnix(path, gid); err != nil {
+			return nil, err
+		}
 	}
-	op := &opServer{path: path}
+	uln, ok := ln.(*net.UnixListener)
+	if !ok {
+		ln.Close()
+		return nil, fmt.Errorf("operator socket: %T is not a unix listener", ln)
+	}
+	uln.SetUnlinkOnClose(true)
+	op := &opServer{path: path, ln: uln}
 	op.srv = &http.Server{
 		Handler:           s.operatorHandler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -55,12 +67,15 @@ func startOperator(s *Supervisor, cfg config.Config) (*opServer, error) {
 	guarded := &credListener{Listener: ln, allow: peerPolicy{uid: os.Getuid(), gid: gid}, log: s.log}
 	go func() { _ = op.srv.Serve(guarded) }()
 
-	if cfg.MetricsAddr != "" {
-		mln, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
+	if mln == nil && cfg.MetricsAddr != "" {
+		var err error
+		if mln, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
 			op.close()
 			return nil, fmt.Errorf("metrics_addr: %w", err)
 		}
+	}
+	if mln != nil {
+		op.metricsLn, _ = mln.(*net.TCPListener)
 		mux := http.NewServeMux()
 		mux.HandleFunc("GET /metrics", s.serveMetrics)
 		op.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

@@ -26,6 +26,12 @@ type owner struct {
 	readySent   bool
 	outageSince time.Time
 
+	// execAt is when the supervisor re-executes itself with execBinary,
+	// the last step of an upgrade; zero when none is due.
+	execAt     time.Time
+	execBinary string
+
+	respawn      *time.Timer   // fires when the next slot's restart is due
 	every        time.Duration // tick interval
 	lastTick     time.Time
 	awakeSince   time.Time // when the loop last resumed from a stall of its own
@@ -42,11 +48,16 @@ func (o *owner) loop(ctx context.Context, sigs <-chan os.Signal) error {
 	runtime.LockOSThread()
 	tick := time.NewTicker(o.every)
 	defer tick.Stop()
+	o.respawn = time.NewTimer(time.Hour)
+	defer o.respawn.Stop()
 	o.lastTick, o.awakeSince = time.Now(), time.Now()
 	for _, sl := range o.slots {
-		sl.respawnAt = o.lastTick
+		if sl.cur == nil {
+			sl.respawnAt = o.lastTick
+		}
 	}
 	o.respawnDue(o.lastTick)
+	o.notifyReady() // workers adopted after an upgrade are ready already
 	stop := ctx.Done()
 	for !o.shutting || len(o.procs) > 0 {
 		select {
@@ -58,6 +69,10 @@ func (o *owner) loop(ctx context.Context, sigs <-chan os.Signal) error {
 			f(o)
 		case <-tick.C:
 			o.tick(time.Now())
+		case <-o.respawn.C:
+			if !o.shutting {
+				o.respawnDue(time.Now())
+			}
 		case sig := <-sigs:
 			o.signal(sig)
 		case <-stop:
@@ -75,6 +90,11 @@ func (o *owner) signal(sig os.Signal) {
 	case syscall.SIGHUP:
 		o.startJob("reload", func(ctx context.Context) error {
 			_, err := o.reload(ctx)
+			return err
+		}, nil)
+	case syscall.SIGUSR2:
+		o.startJob("upgrade", func(ctx context.Context) error {
+			_, err := o.upgrade(ctx)
 			return err
 		}, nil)
 	default:
@@ -198,6 +218,9 @@ func (o *owner) tick(now time.Time) {
 	if o.shutting {
 		return
 	}
+	if !o.execAt.IsZero() && !now.Before(o.execAt) {
+		o.handover()
+	}
 	o.respawnDue(now)
 	o.watchSlots(now)
 	o.feedWatchdog(now)
@@ -242,6 +265,7 @@ func (o *owner) shutdown() {
 		return
 	}
 	o.shutting = true
+	o.execAt = time.Time{}
 	if o.job != nil {
 		o.job.cancel()
 	}

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"errors"
+	"net"
 	"time"
 
 	"github.com/amexd/amexd/internal/config"
@@ -31,12 +32,17 @@ type proc struct {
 	pid     int
 	cfg     config.Config
 	process process
+	conn    net.Conn
 	codec   *control.Codec
 	out     *peer
 	calls   *control.Requests
 	started time.Time
 	ready   chan struct{} // closed by the owner on the ready message
 	exited  chan struct{} // closed by the owner once the process is reaped
+	// pausing, closed by a hand-over, makes the reader stop at a message
+	// boundary and say so on paused.
+	pausing chan struct{}
+	paused  chan struct{}
 
 	state     string
 	readyAt   time.Time
@@ -52,17 +58,36 @@ type proc struct {
 type peer struct {
 	q    chan control.Message
 	stop chan struct{}
+	// hold pauses the writer for a hand-over: it writes what is queued,
+	// answers on the channel it was given, and waits for it to close.
+	hold chan chan struct{}
 }
 
 func newPeer(codec *control.Codec, onError func(control.Message, error)) *peer {
-	p := &peer{q: make(chan control.Message, queueLen), stop: make(chan struct{})}
+	p := &peer{q: make(chan control.Message, queueLen), stop: make(chan struct{}), hold: make(chan chan struct{})}
+	send := func(m control.Message) bool {
+		err := codec.Send(m)
+		if err != nil {
+			onError(m, err)
+		}
+		return err == nil
+	}
 	go func() {
 		for {
 			select {
 			case m := <-p.q:
-				if err := codec.Send(m); err != nil {
-					onError(m, err)
+				send(m)
+			case h := <-p.hold:
+				for flushed := false; !flushed; {
+					select {
+					case m := <-p.q:
+						flushed = !send(m)
+					default:
+						flushed = true
+					}
 				}
+				h <- struct{}{}
+				<-h
 			case <-p.stop:
 				return
 			}
@@ -101,6 +126,12 @@ func (s *Supervisor) read(p *proc) {
 	for {
 		m, err := p.codec.Receive()
 		if err != nil {
+			select {
+			case <-p.pausing:
+				p.paused <- struct{}{}
+				return
+			default:
+			}
 			p.calls.Close()
 			post(s, s.msgs, procMsg{p: p, closed: true})
 			return

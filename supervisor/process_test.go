@@ -189,14 +189,26 @@ type load struct {
 	wg         sync.WaitGroup
 }
 
-func startLoad(addr, path string) *load {
+// loadReq is one kind of request a load sends, and the status it wants.
+type loadReq struct {
+	method, path, body string
+	want               int
+}
+
+func getReq(path string) loadReq {
+	return loadReq{method: http.MethodGet, path: path, want: http.StatusOK}
+}
+
+// startLoad sends reqs from eight clients, half on keep-alive connections,
+// half on a fresh connection per request.
+func startLoad(addr string, reqs ...loadReq) *load {
 	l := &load{stop: make(chan struct{})}
 	clients := []*http.Client{
 		{Timeout: 10 * time.Second},
 		{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
 	}
 	for i := range 8 {
-		c := clients[i%2]
+		c, r := clients[i%2], reqs[(i/2)%len(reqs)]
 		l.wg.Go(func() {
 			for {
 				select {
@@ -204,12 +216,16 @@ func startLoad(addr, path string) *load {
 					return
 				default:
 				}
-				resp, err := c.Get("http://" + addr + path)
+				req, _ := http.NewRequest(r.method, "http://"+addr+r.path, strings.NewReader(r.body))
+				if r.body != "" {
+					req.Header.Set("Content-Type", "application/json")
+				}
+				resp, err := c.Do(req)
 				if err == nil {
 					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("status %d", resp.StatusCode)
+					if resp.StatusCode != r.want {
+						err = fmt.Errorf("%s %s: status %d", r.method, r.path, resp.StatusCode)
 					}
 				}
 				if err != nil {
@@ -254,7 +270,7 @@ func TestRollingReloadUnderLoad(t *testing.T) {
 	forKinds(t, func(t *testing.T, k kind) {
 		d := startDaemon(t, k, 3, nil)
 		before := d.pids()
-		l := startLoad(d.addr, "/healthz")
+		l := startLoad(d.addr, getReq("/healthz"))
 		d.waitFor("load running", 5*time.Second, func() bool { return l.ok.Load() > 50 })
 		began := time.Now()
 		code, body := d.call(http.MethodPost, "/reload", nil)

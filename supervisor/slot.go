@@ -41,6 +41,20 @@ func (o *owner) crashed(sl *slot, lived time.Duration, now time.Time) {
 		o.log.Error("supervisor: slot degraded", "slot", sl.index, "crashes", len(sl.crashes), "within", sc.HealthyAfter.String())
 	}
 	sl.respawnAt = now.Add(sl.backoff)
+	o.scheduleRespawn()
+}
+
+// scheduleRespawn sets the respawn timer to the earliest restart due.
+func (o *owner) scheduleRespawn() {
+	var next time.Time
+	for _, sl := range o.slots {
+		if !sl.respawnAt.IsZero() && (next.IsZero() || sl.respawnAt.Before(next)) {
+			next = sl.respawnAt
+		}
+	}
+	if !next.IsZero() && o.respawn != nil {
+		o.respawn.Reset(max(time.Until(next), 0))
+	}
 }
 
 // nextBackoff is the restart delay after a crash: min first, doubling up to

@@ -67,15 +67,23 @@ func (o *owner) spawn(slot int, cfg config.Config, gen int, binary string) (*pro
 	// is always the first message the worker reads.
 	if err := codec.Send(control.Message{Type: control.TypeConfig, Slot: slot, Generation: gen, Config: body}); err != nil {
 		_ = pr.Kill()
-		_ = pr.Wait()
+		status := exitStatus(pr.Wait())
 		codec.Close()
-		return nil, fmt.Errorf("configure worker for slot %d: %w", slot, err)
+		return nil, fmt.Errorf("worker for slot %d ended before it took its configuration (%s): %w", slot, status, err)
 	}
-	now := time.Now()
+	p := o.track(slot, gen, cfg, pr, conn, codec, time.Now())
+	o.log.Info("supervisor: worker started", "slot", slot, "pid", p.pid, "generation", gen)
+	return p, nil
+}
+
+// track makes a started (or, after an upgrade, adopted) worker process
+// one of the owner's, with its reader, writer and reaper.
+func (o *owner) track(slot, gen int, cfg config.Config, pr process, conn net.Conn, codec *control.Codec, started time.Time) *proc {
 	p := &proc{
-		slot: slot, gen: gen, pid: pr.Pid(), cfg: cfg, process: pr, codec: codec, started: now,
+		slot: slot, gen: gen, pid: pr.Pid(), cfg: cfg, process: pr, conn: conn, codec: codec, started: started,
 		ready: make(chan struct{}), exited: make(chan struct{}),
-		state: stateStarting, lastBeat: now,
+		pausing: make(chan struct{}), paused: make(chan struct{}, 1),
+		state: stateStarting, lastBeat: time.Now(),
 	}
 	p.out = newPeer(codec, func(m control.Message, err error) {
 		o.log.Debug("supervisor: message not delivered", "slot", slot, "pid", p.pid, "type", m.Type, "err", err)
@@ -84,8 +92,7 @@ func (o *owner) spawn(slot int, cfg config.Config, gen int, binary string) (*pro
 	o.procs[p] = struct{}{}
 	go o.reap(p)
 	go o.read(p)
-	o.log.Info("supervisor: worker started", "slot", slot, "pid", p.pid, "generation", gen)
-	return p, nil
+	return p
 }
 
 // execStart runs `binary worker -slot N` with the spec's descriptors.

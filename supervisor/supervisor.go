@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/ratelimit"
@@ -35,6 +37,9 @@ type Supervisor struct {
 	sim       *simServer
 	bridge    *bridge // relays to other machines when Redis is the shared store
 	op        *opServer
+	// ownOffset holds what this process's own counters counted before it
+	// re-executed itself for an upgrade.
+	ownOffset map[string]*dto.MetricFamily
 
 	// The owner loop's inputs, and done, closed once it has returned.
 	exits chan exit
@@ -55,7 +60,7 @@ func Run(ctx context.Context, src config.Source, cfg config.Config, log *slog.Lo
 
 func run(ctx context.Context, src config.Source, cfg config.Config, log *slog.Logger, start startFunc) error {
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
 	s := &Supervisor{
@@ -72,7 +77,7 @@ func run(ctx context.Context, src config.Source, cfg config.Config, log *slog.Lo
 		done:    make(chan struct{}),
 	}
 	defer s.closeResources()
-	o, err := s.open(cfg)
+	o, err := s.openOrAdopt(cfg)
 	if err != nil {
 		return err
 	}
@@ -82,44 +87,65 @@ func run(ctx context.Context, src config.Source, cfg config.Config, log *slog.Lo
 	return err
 }
 
-// open creates everything the workers inherit or use, and the owner with
-// its slots.
-func (s *Supervisor) open(cfg config.Config) (*owner, error) {
-	n := cfg.WorkerCount()
-	lns, err := openListeners(cfg.Listen, n)
+// openOrAdopt creates everything the workers inherit or use and the owner
+// with its slots; after a re-execution it takes them over instead.
+func (s *Supervisor) openOrAdopt(cfg config.Config) (*owner, error) {
+	hs, err := takeHandover()
 	if err != nil {
 		return nil, err
 	}
-	s.listeners = lns
+	if hs != nil {
+		return s.adopt(hs, cfg)
+	}
+	n := cfg.WorkerCount()
+	if s.listeners, err = openListeners(cfg.Listen, n); err != nil {
+		return nil, err
+	}
 	if err := s.ensureTable(cfg); err != nil {
 		return nil, err
 	}
 	if cfg, err = s.resolveUpstream(cfg); err != nil {
 		return nil, err
 	}
-	o := &owner{Supervisor: s, cfg: cfg, gen: 1, procs: map[*proc]struct{}{}}
+	o := s.newOwner(cfg, 1, n)
+	if err := s.startServing(cfg, nil, nil); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+func (s *Supervisor) newOwner(cfg config.Config, gen, slots int) *owner {
+	o := &owner{Supervisor: s, cfg: cfg, gen: gen, procs: map[*proc]struct{}{}}
 	o.every = clamp(cfg.Supervisor.HeartbeatInterval/4, 20*time.Millisecond, time.Second)
 	if wd, err := daemon.SdWatchdogEnabled(false); err == nil && wd > 0 {
 		o.watchdog = wd
 		o.every = min(o.every, wd/4)
 	}
-	for i := range n {
-		o.slots = append(o.slots, &slot{index: i, cfg: cfg, gen: o.gen})
+	for i := range slots {
+		o.slots = append(o.slots, &slot{index: i, cfg: cfg, gen: gen})
 		// A slot's restart counter exists from the start at 0, so that
 		// rate() and increase() see its first restart.
 		s.metrics.restarts.WithLabelValues(strconv.Itoa(i))
 	}
+	return o
+}
+
+// startServing starts the cluster bridge and the operator socket (on ln
+// and mln when inherited).
+func (s *Supervisor) startServing(cfg config.Config, ln, mln net.Listener) error {
+	var err error
 	if cfg.RateLimit.Store == "redis" {
 		forced := func(name, state string) { s.tell(func(o *owner) { o.forceBreaker(nil, name, state) }) }
 		if s.bridge, err = startBridge(cfg.RateLimit.RedisURL, s.log, s.invalidateLocal, forced); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if s.op, err = startOperator(s, cfg); err != nil {
-		return nil, err
+	if s.op, err = startOperator(s, cfg, ln, mln); err != nil {
+		return err
 	}
-	s.log.Info("supervisor: started", "pid", os.Getpid(), "workers", n, "listen", lns[0].addr, "socket", s.op.path, "upstream", cfg.Upstream.URL)
-	return o, nil
+	s.log.Info("supervisor: started", "pid", os.Getpid(), "workers", len(s.listeners), "listen", s.listeners[0].addr,
+		"socket", s.op.path, "upstream", cfg.Upstream.URL)
+	return nil
 }
 
 // resolveUpstream points an empty upstream URL at the embedded simulator,
@@ -129,7 +155,7 @@ func (s *Supervisor) resolveUpstream(cfg config.Config) (config.Config, error) {
 		return cfg, nil
 	}
 	if s.sim == nil {
-		sim, err := startSimulator(cfg.Simulator)
+		sim, err := startSimulator(cfg.Simulator, nil)
 		if err != nil {
 			return cfg, err
 		}
@@ -155,6 +181,8 @@ func (s *Supervisor) closeResources() {
 	}
 	if s.table != nil {
 		s.table.Close()
+	}
+	if s.tableFile != nil {
 		s.tableFile.Close()
 	}
 	s.idem.close()

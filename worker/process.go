@@ -70,7 +70,9 @@ func run(slot int, boot *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	var cfg config.Config
+	// What a supervisor of an older version does not know keeps this
+	// binary's default until the supervisor runs this version too.
+	cfg := config.Default()
 	if err := json.Unmarshal(wc.Config, &cfg); err != nil {
 		return fmt.Errorf("decode configuration from supervisor: %w", err)
 	}

@@ -40,6 +40,8 @@ func commandNamed(name string) (command, bool) {
 		return command{run: runHealth, wait: defaultWait}, true
 	case "reload":
 		return command{run: runReload, wait: reloadWait}, true
+	case "upgrade":
+		return command{run: runUpgrade, wait: reloadWait}, true
 	case "cache":
 		return command{run: runCache, wait: defaultWait}, true
 	case "metrics":
@@ -180,6 +182,38 @@ func runReload(ctx context.Context, inv *invocation, args []string) int {
 	return show(ctx, inv, operator.PostReload, func(r operator.Reloaded) string {
 		return fmt.Sprintf("reloaded: generation %d in %v\n", r.Generation, time.Duration(r.DurationMs)*time.Millisecond)
 	})
+}
+
+// runUpgrade asks for the upgrade and then waits until the supervisor runs
+// the new binary too, so that exit 0 means every process does.
+func runUpgrade(ctx context.Context, inv *invocation, args []string) int {
+	if !noArgs(inv, "upgrade", args) {
+		return exitUsage
+	}
+	up, ok := send(ctx, inv, operator.PostUpgrade, operator.None{})
+	if !ok {
+		return exitFailed
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st, err := operator.Call(ctx, inv.client, operator.GetStatus, operator.None{})
+		if err == nil && st.PID == up.PID && st.Version == up.Version && st.Healthy {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			fmt.Fprintf(inv.stderr, "amexctl: upgrade: the workers run %s, but the supervisor did not re-execute within %v (last status: %v, version %q)\n",
+				up.Version, inv.wait, err, st.Version)
+			return exitFailed
+		case <-tick.C:
+		}
+	}
+	if inv.opts.json {
+		return exitOK
+	}
+	return writeOut(inv, fmt.Sprintf("upgraded: %s → %s, pid %d, generation %d, workers replaced in %v\n",
+		up.FromVersion, up.Version, up.PID, up.Generation, time.Duration(up.DurationMs)*time.Millisecond))
 }
 
 func runCache(ctx context.Context, inv *invocation, args []string) int {

@@ -47,6 +47,8 @@ Commands:
   breakers reset [N]   close breaker N (all breakers without N) in every worker
   health               exit 0 when every slot serves, 1 otherwise
   reload               rolling reload with the configuration re-read
+  upgrade              run the amexd binary now installed, every process,
+                       without closing the sockets (SIGUSR2 does the same)
   cache purge          empty every worker's cache
   metrics              Prometheus metrics of the supervisor and the workers
   top [--interval D] [-n N]

@@ -1,6 +1,8 @@
 // Command amexd is the amexd daemon. Run without a subcommand it is the
 // supervisor: it starts the worker processes and serves the operator socket.
 // "amexd worker" is the worker mode the supervisor re-executes itself in.
+// "amexd check [flags]" loads the configuration as the supervisor would and
+// says whether it would start; a binary upgrade runs it first.
 package main
 
 import (
@@ -8,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/redis/go-redis/v9"
@@ -27,30 +30,53 @@ func main() {
 		fmt.Println("amexd", supervisor.Version)
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "check" {
+		os.Exit(check(os.Args[2:]))
+	}
 	os.Exit(run())
 }
 
-func run() int {
-	cfg, src, err := config.Load(os.Args[1:], os.Environ(), os.Stderr)
+// load reads and checks the configuration; code is the exit status when
+// amexd cannot go on (0 after -h).
+func load(args []string) (cfg config.Config, src config.Source, log *slog.Logger, code int) {
+	cfg, src, err := config.Load(args, os.Environ(), os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		return 0
+		return cfg, src, nil, 0
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "amexd:", err)
-		return 2
+		return cfg, src, nil, 2
 	}
 	if cfg.Auth.Enabled {
 		// Load the key now: a bad one should stop the daemon at start, not
 		// make every worker fail one after another.
 		if _, err := auth.NewVerifier(cfg.Auth); err != nil {
 			fmt.Fprintln(os.Stderr, "amexd:", err)
-			return 2
+			return cfg, src, nil, 2
 		}
 	}
-	log, err := logging.New(os.Stderr, cfg.Log.Format, cfg.Log.Level)
+	log, err = logging.New(os.Stderr, cfg.Log.Format, cfg.Log.Level)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "amexd:", err)
-		return 2
+		return cfg, src, nil, 2
+	}
+	return cfg, src, log, 0
+}
+
+// check says whether this binary would start with args, in the line a
+// binary upgrade looks for.
+func check(args []string) int {
+	if _, _, log, code := load(args); log == nil {
+		return code
+	}
+	fmt.Println(supervisor.CheckOK())
+	return 0
+}
+
+func run() int {
+	cfg, src, log, code := load(os.Args[1:])
+	if log == nil {
+		return code
 	}
 	redis.SetLogger(logging.Printf{L: log.With("component", "go-redis")})
 	if err := supervisor.Run(context.Background(), src, cfg, log); err != nil {

@@ -14,6 +14,7 @@ var (
 	GetBreakers       = Endpoint[None, control.ClusterStatus]{Method: http.MethodGet, Path: "/breakers"}
 	GetHealth         = Endpoint[None, Health]{Method: http.MethodGet, Path: "/health", Answers: []int{http.StatusOK, http.StatusServiceUnavailable}}
 	PostReload        = Endpoint[None, Reloaded]{Method: http.MethodPost, Path: "/reload"}
+	PostUpgrade       = Endpoint[None, Upgraded]{Method: http.MethodPost, Path: "/upgrade"}
 	PostBreakersReset = Endpoint[BreakerReset, BreakersReset]{Method: http.MethodPost, Path: "/breakers/reset"}
 	PostCachePurge    = Endpoint[None, Purged]{Method: http.MethodPost, Path: "/cache/purge"}
 )
@@ -106,6 +107,18 @@ func (h Health) StatusCode() int {
 type Reloaded struct {
 	Generation int   `json:"generation"`
 	DurationMs int64 `json:"duration_ms"`
+}
+
+// Upgraded is the answer of POST /upgrade: every worker runs the new binary
+// (Binary, its version Version) and the supervisor, process PID, is about
+// to re-execute itself with it; GET /status reports Version once it has.
+type Upgraded struct {
+	PID         int    `json:"pid"`
+	Binary      string `json:"binary"`
+	FromVersion string `json:"from_version"`
+	Version     string `json:"version"`
+	Generation  int    `json:"generation"`
+	DurationMs  int64  `json:"duration_ms"`
 }
 
 // BreakerReset is the body of POST /breakers/reset; an empty Name resets

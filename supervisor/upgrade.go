@@ -1,0 +1,180 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/amexd/amexd/internal/config"
+	"github.com/amexd/amexd/internal/operator"
+)
+
+// ErrUpgradeRefused marks an upgrade refused before anything changed: the
+// new binary did not start or refused the configuration.
+var ErrUpgradeRefused = errors.New("upgrade refused")
+
+// checkTimeout bounds the new binary's check run.
+const checkTimeout = 15 * time.Second
+
+// execDelay is how long the supervisor waits, after the workers run the
+// new binary, for the operator's answer to go out before it re-executes.
+const execDelay = 2 * time.Second
+
+// checkPrefix starts the line `amexd check` prints when it would start.
+const checkPrefix = "configuration ok for amexd "
+
+// CheckOK is the line `amexd check` prints when the configuration is good.
+func CheckOK() string { return checkPrefix + version() }
+
+// binaryPath is the path the supervisor was started from, where an upgrade
+// expects the new binary; a replaced file is still found by its name.
+func binaryPath() (string, error) {
+	p, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find own binary: %w", err)
+	}
+	return strings.TrimSuffix(p, " (deleted)"), nil
+}
+
+// checkBinary runs `bin check` with the supervisor's own flags and
+// environment and returns the version it reports.
+func checkBinary(ctx context.Context, bin string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"check"}, os.Args[1:]...)...)
+	cmd.Env = workerEnv(os.Environ())
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	text := strings.TrimSpace(out.String())
+	for line := range strings.SplitSeq(text, "\n") {
+		if v, ok := strings.CutPrefix(line, checkPrefix); ok && err == nil {
+			return v, nil
+		}
+	}
+	if err == nil {
+		err = errors.New("it does not say its configuration is ok")
+	}
+	if text != "" {
+		return "", fmt.Errorf("%s check: %w: %s", bin, err, lastLines(text, 3))
+	}
+	return "", fmt.Errorf("%s check: %w", bin, err)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], " | ")
+}
+
+// Upgrade replaces every worker with one of the binary now installed at
+// the supervisor's path, ready before drain as a reload does, and then has
+// the supervisor re-execute itself with it in place (same PID). The binary
+// is checked first: if it does not start with the configuration, the error
+// wraps ErrUpgradeRefused and nothing changed. If a new worker does not get
+// ready, the slots already replaced go back to the running binary and the
+// error says why.
+func (s *Supervisor) Upgrade(ctx context.Context) (operator.Upgraded, error) {
+	var up operator.Upgraded
+	err := s.runJob(ctx, "upgrade", func(ctx context.Context) error {
+		var err error
+		up, err = s.upgrade(ctx)
+		return err
+	})
+	return up, err
+}
+
+func (s *Supervisor) upgrade(ctx context.Context) (operator.Upgraded, error) {
+	began := time.Now()
+	up, err := s.upgradeSteps(ctx)
+	switch {
+	case errors.Is(err, ErrUpgradeRefused):
+		s.metrics.upgrades.WithLabelValues("refused").Inc()
+		s.log.Error("supervisor: upgrade refused, nothing changed", "err", err)
+	case err != nil:
+		s.metrics.upgrades.WithLabelValues("rolled_back").Inc()
+		s.log.Error("supervisor: upgrade failed, the running binary keeps serving", "err", err)
+	default:
+		up.DurationMs = time.Since(began).Milliseconds()
+		s.metrics.upgrades.WithLabelValues("ok").Inc()
+		s.log.Info("supervisor: workers upgraded; re-executing", "binary", up.Binary, "version", up.Version,
+			"generation", up.Generation, "took", time.Since(began).Round(time.Millisecond).String())
+	}
+	return up, err
+}
+
+func (s *Supervisor) upgradeSteps(ctx context.Context) (operator.Upgraded, error) {
+	bin, err := binaryPath()
+	if err != nil {
+		return operator.Upgraded{}, fmt.Errorf("%w: %w", ErrUpgradeRefused, err)
+	}
+	v, err := checkBinary(ctx, bin)
+	if err != nil {
+		return operator.Upgraded{}, fmt.Errorf("%w: %w", ErrUpgradeRefused, err)
+	}
+	s.log.Info("supervisor: new binary checked", "binary", bin, "version", v)
+	type prepared struct {
+		cfg      config.Config
+		gen      int
+		slots    int
+		previous []config.Config
+	}
+	pr, ok := ask(s, func(o *owner) prepared {
+		o.gen++
+		o.notify.send("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
+		pr := prepared{cfg: o.cfg, gen: o.gen, slots: len(o.slots)}
+		for _, sl := range o.slots {
+			pr.previous = append(pr.previous, sl.cfg)
+		}
+		return pr
+	})
+	if !ok {
+		return operator.Upgraded{}, errShuttingDown
+	}
+	up := operator.Upgraded{PID: os.Getpid(), Binary: bin, FromVersion: version(), Version: v, Generation: pr.gen}
+	for i := range pr.slots {
+		err := s.replaceSlot(ctx, i, pr.cfg, pr.gen, bin, "upgrade")
+		if err == nil {
+			continue
+		}
+		if ctx.Err() == nil {
+			s.rollBack(ctx, pr.previous[:i])
+		}
+		s.readyAgain()
+		return up, fmt.Errorf("new worker for slot %d: %w; rolled back to %s", i, err, version())
+	}
+	if _, ok := ask(s, func(o *owner) bool {
+		o.execAt, o.execBinary = time.Now().Add(execDelay), bin
+		return true
+	}); !ok {
+		return up, errShuttingDown
+	}
+	return up, nil
+}
+
+// rollBack puts the running binary's workers back in the slots an upgrade
+// replaced, each with the configuration it had.
+func (s *Supervisor) rollBack(ctx context.Context, previous []config.Config) {
+	gen, ok := ask(s, func(o *owner) int { o.gen++; return o.gen })
+	if !ok {
+		return
+	}
+	for i, cfg := range previous {
+		if err := s.replaceSlot(ctx, i, cfg, gen, "", "rollback"); err != nil {
+			s.log.Error("supervisor: rollback of a slot failed", "slot", i, "err", err)
+		}
+	}
+}
+
+// readyAgain ends the RELOADING=1 an upgrade began, unless shutting down.
+func (s *Supervisor) readyAgain() {
+	s.tell(func(o *owner) {
+		if !o.shutting {
+			o.notify.send("READY=1")
+		}
+	})
+}
