@@ -8,6 +8,7 @@ import (
 
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/control"
+	"github.com/amexd/amexd/internal/ratelimit"
 )
 
 // adopt takes over what the supervisor that re-executed into this binary
@@ -23,7 +24,16 @@ func (s *Supervisor) adopt(hs *handoverState, cfg config.Config) (*owner, error)
 		return nil, fmt.Errorf("hand-over without listeners")
 	}
 	if hs.Table >= 0 {
-		s.tableFile = inherit(hs.Table, "ratelimit table")
+		f := inherit(hs.Table, "ratelimit table")
+		table, err := ratelimit.OpenTable(f)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("hand-over: %w", err)
+		}
+		s.useTable(table, f)
+	}
+	if hs.Idempotency >= 0 {
+		s.idem.file = inherit(hs.Idempotency, "idempotency table")
 	}
 	if err := s.ensureTable(cfg); err != nil {
 		return nil, err

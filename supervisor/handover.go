@@ -8,9 +8,11 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sys/unix"
 
 	"github.com/amexd/amexd/internal/control"
@@ -27,17 +29,18 @@ const pauseTimeout = 10 * time.Second
 // handoverState is what a supervisor passes to the binary it re-executes:
 // descriptors by number (inherited across exec) and what it knew.
 type handoverState struct {
-	Started    time.Time         `json:"started"`
-	Generation int               `json:"generation"`
-	Listeners  []handoverSocket  `json:"listeners"`
-	Table      int               `json:"table"`     // -1 without a shared table
-	Simulator  int               `json:"simulator"` // -1 without the embedded simulator
-	Operator   int               `json:"operator"`
-	Metrics    int               `json:"metrics"` // -1 without metrics_addr
-	Slots      []handoverSlot    `json:"slots"`
-	Workers    []handoverWorker  `json:"workers"`
-	Own        string            `json:"own"`    // the supervisor's own series, as offsets
-	Series     map[int]slotState `json:"series"` // the aggregator's, per slot
+	Started     time.Time         `json:"started"`
+	Generation  int               `json:"generation"`
+	Listeners   []handoverSocket  `json:"listeners"`
+	Table       int               `json:"table"`       // -1 without a shared table
+	Idempotency int               `json:"idempotency"` // -1 without an idempotency table
+	Simulator   int               `json:"simulator"`   // -1 without the embedded simulator
+	Operator    int               `json:"operator"`
+	Metrics     int               `json:"metrics"` // -1 without metrics_addr
+	Slots       []handoverSlot    `json:"slots"`
+	Workers     []handoverWorker  `json:"workers"`
+	Own         string            `json:"own"`    // the supervisor's own series, as offsets
+	Series      map[int]slotState `json:"series"` // the aggregator's, per slot
 }
 
 type handoverSocket struct {
@@ -130,7 +133,7 @@ func (o *owner) resume(held []chan struct{}) {
 // exec writes the state and every descriptor it names across execve; it
 // returns only on failure, with the descriptors closed on exec again.
 func (o *owner) exec(bin string) error {
-	st := handoverState{Started: o.started, Generation: o.gen, Table: -1, Simulator: -1, Metrics: -1,
+	st := handoverState{Started: o.started, Generation: o.gen, Table: -1, Idempotency: -1, Simulator: -1, Metrics: -1,
 		Series: o.agg.export()}
 	var fds []int
 	pass := func(c syscall.Conn) int {
@@ -154,6 +157,9 @@ func (o *owner) exec(bin string) error {
 	if o.tableFile != nil {
 		st.Table = pass(o.tableFile)
 	}
+	if o.idem.file != nil {
+		st.Idempotency = pass(o.idem.file)
+	}
 	if o.sim != nil {
 		st.Simulator = pass(o.sim.ln)
 	}
@@ -172,7 +178,8 @@ func (o *owner) exec(bin string) error {
 	if err != nil {
 		return fmt.Errorf("gather own metrics: %w", err)
 	}
-	if st.Own, err = encodeFamilies(addOffsets(own, o.ownOffset)); err != nil {
+	own = slices.DeleteFunc(addOffsets(own, o.ownOffset), func(f *dto.MetricFamily) bool { return outlivesExec(f.GetName()) })
+	if st.Own, err = encodeFamilies(own); err != nil {
 		return err
 	}
 	if slices.Contains(fds, -1) {
@@ -207,6 +214,13 @@ func (o *owner) exec(bin string) error {
 	o.log.Info("supervisor: re-executing", "binary", bin, "pid", os.Getpid(), "workers", len(st.Workers))
 	err = syscall.Exec(bin, os.Args, env)
 	return fmt.Errorf("exec %s: %w", bin, err)
+}
+
+// outlivesExec reports whether a family of the supervisor's own counts
+// what survives its re-execution (the kernel's process accounting, the
+// shared table), so that it needs no offset.
+func outlivesExec(name string) bool {
+	return strings.HasPrefix(name, "process_") || strings.HasPrefix(name, "amexd_ratelimit_table_")
 }
 
 // rawFD is c's descriptor, without the blocking-mode switch of os.File.Fd.

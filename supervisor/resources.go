@@ -32,12 +32,20 @@ func (s *Supervisor) ensureTable(cfg config.Config) error {
 	if err != nil {
 		return fmt.Errorf("create shared rate-limit table: %w", err)
 	}
+	s.useTable(table, f)
+	return nil
+}
+
+// useTable keeps the shared rate-limit table, created here or inherited
+// across a re-execution, and exports its gauges.
+func (s *Supervisor) useTable(table *ratelimit.Table, f *os.File) {
 	s.table, s.tableFile = table, f
+	slots := table.Stats().Slots
 	s.metrics.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "amexd_ratelimit_table_slots",
 			Help: "Slots of the shared rate-limit table (ratelimit.table_slots).",
-		}, func() float64 { return float64(cfg.RateLimit.TableSlots) }),
+		}, func() float64 { return float64(slots) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "amexd_ratelimit_table_used_slots",
 			Help: "Slots of the shared rate-limit table holding a live window.",
@@ -47,7 +55,6 @@ func (s *Supervisor) ensureTable(cfg config.Config) error {
 			Help: "Requests whose client found no slot in the full shared table and was limited by its overflow sketch.",
 		}, func() float64 { return float64(table.Full()) }),
 	)
-	return nil
 }
 
 // rateLimitStatus describes the shared table, nil when there is none.
