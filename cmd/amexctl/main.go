@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"syscall"
@@ -198,21 +199,24 @@ func loadConfig(file string, env []string) (config.Config, error) {
 
 // defaultSocket is the daemon's default socket path; when no path is
 // configured and nothing exists there, the systemd unit's socket is used if
-// it exists, since a shell lacks the service's RUNTIME_DIRECTORY.
+// it is there, since a shell lacks the service's RUNTIME_DIRECTORY.
 func defaultSocket(cfg config.Config) string {
+	return chooseSocket(cfg, func(path string) error { _, err := os.Stat(path); return err })
+}
+
+// chooseSocket is defaultSocket with stat as its seam. A path that cannot
+// be looked at (EACCES on /run/amexd for a user outside control.group) is
+// there as far as amexctl knows: connecting to it then says why.
+func chooseSocket(cfg config.Config, stat func(string) error) string {
+	present := func(path string) bool { return !errors.Is(stat(path), fs.ErrNotExist) }
 	path := operator.SocketPath(cfg)
-	if cfg.Control.Socket != "" || exists(path) {
+	if cfg.Control.Socket != "" || present(path) {
 		return path
 	}
-	if exists(systemdSocket) {
+	if present(systemdSocket) {
 		return systemdSocket
 	}
 	return path
-}
-
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }
 
 // invocation is what a command runs with.

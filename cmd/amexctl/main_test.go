@@ -13,10 +13,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/amexd/amexd/internal/auth"
+	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/operator"
 )
 
@@ -352,5 +354,26 @@ func TestToken(t *testing.T) {
 
 	if r := runCLI(t, nil, "token", "--secret-file", short); r.code != exitFailed || !strings.Contains(r.stderr, "amexctl: token:") {
 		t.Errorf("short secret: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// TestSocketBehindPermissions: a user outside control.group cannot stat
+// /run/amexd/amexd.sock (EACCES on the 0750 directory); amexctl must use
+// it, and so say "permission denied", not "not running" at another path.
+func TestSocketBehindPermissions(t *testing.T) {
+	t.Setenv("RUNTIME_DIRECTORY", "")
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	stat := func(path string) error {
+		if path == systemdSocket {
+			return &os.PathError{Op: "stat", Path: path, Err: syscall.EACCES}
+		}
+		return &os.PathError{Op: "stat", Path: path, Err: syscall.ENOENT}
+	}
+	if got := chooseSocket(config.Default(), stat); got != systemdSocket {
+		t.Errorf("chooseSocket = %q, want %q", got, systemdSocket)
+	}
+	none := func(path string) error { return &os.PathError{Op: "stat", Path: path, Err: syscall.ENOENT} }
+	if got := chooseSocket(config.Default(), none); got == systemdSocket {
+		t.Errorf("chooseSocket with nothing anywhere = %q, want the default path", got)
 	}
 }

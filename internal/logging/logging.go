@@ -49,7 +49,7 @@ func New(w io.Writer, format, level string) (*slog.Logger, error) {
 			ReplaceAttr: escapeAttr,
 		})), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl})), nil
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl, ReplaceAttr: readableDuration})), nil
 	}
 	return nil, fmt.Errorf("log format %q: want auto, text or json", format)
 }
@@ -128,6 +128,15 @@ func isSafeRunes(s string) bool {
 		}
 	}
 	return true
+}
+
+// readableDuration writes a duration as Go's text ("11ms", "1m30s")
+// instead of slog's JSON default, a count of nanoseconds.
+func readableDuration(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }
 
 func isTerminal(w io.Writer) bool {

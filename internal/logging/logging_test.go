@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -95,5 +96,24 @@ func TestEscapeKeepsPlainText(t *testing.T) {
 		if got := Escape(in); got != want {
 			t.Errorf("Escape(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestJSONDurationsAreReadable(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := New(&buf, "json", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("waited", "after", 11*time.Millisecond, slog.Group("g", "d", 90*time.Second))
+	var line struct {
+		After string
+		G     struct{ D string }
+	}
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("%q: %v", buf.String(), err)
+	}
+	if line.After != "11ms" || line.G.D != "1m30s" {
+		t.Errorf("durations written as %q and %q, want 11ms and 1m30s: %s", line.After, line.G.D, buf.String())
 	}
 }
