@@ -32,7 +32,7 @@ func (s *Supervisor) fanOut(from *proc, targets []*proc, m control.Message) {
 	}
 	wg.Wait()
 	if err := from.out.Send(control.Message{Type: control.TypeAck, ID: m.ID}); err != nil {
-		s.tell(func(o *owner) { o.overflowed(from, control.TypeAck) })
+		go s.tell(func(o *owner) { o.overflowed(from, control.TypeAck) }) // the loop may be waiting for this fan-out
 	}
 }
 

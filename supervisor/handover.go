@@ -88,14 +88,6 @@ func (o *owner) pause() ([]chan struct{}, error) {
 	var held []chan struct{}
 	deadline := time.After(pauseTimeout)
 	for p := range o.procs {
-		h := make(chan struct{})
-		select {
-		case p.out.hold <- h:
-			<-h
-			held = append(held, h)
-		case <-deadline:
-			return held, fmt.Errorf("worker %d's writer did not stop", p.pid)
-		}
 		close(p.pausing)
 		_ = p.codec.SetReadDeadline(time.Unix(1, 0))
 	}
@@ -109,6 +101,19 @@ func (o *owner) pause() ([]chan struct{}, error) {
 			case <-deadline:
 				return held, fmt.Errorf("worker %d's reader did not stop", p.pid)
 			}
+		}
+	}
+	// Invalidations under way get their acks queued (within fanOutTimeout)
+	// before the writers flush and stop.
+	o.fanOuts.Wait()
+	for p := range o.procs {
+		h := make(chan struct{})
+		select {
+		case p.out.hold <- h:
+			<-h
+			held = append(held, h)
+		case <-deadline:
+			return held, fmt.Errorf("worker %d's writer did not stop", p.pid)
 		}
 	}
 	return held, nil

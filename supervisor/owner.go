@@ -158,7 +158,7 @@ func (o *owner) message(pm procMsg) {
 		}
 	case control.TypeInvalidate:
 		targets := o.live(p)
-		go o.fanOut(p, targets, m)
+		o.fanOuts.Go(func() { o.fanOut(p, targets, m) })
 	case control.TypeShare:
 		for _, q := range o.live(p) {
 			o.send(q, control.Message{Type: control.TypeShare, Shared: m.Shared})

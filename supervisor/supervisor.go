@@ -47,6 +47,9 @@ type Supervisor struct {
 	cmds  chan func(*owner)
 	done  chan struct{}
 	jobs  sync.WaitGroup
+	// fanOuts counts invalidations being applied, whose acks a hand-over
+	// must send before it re-executes.
+	fanOuts sync.WaitGroup
 }
 
 // Run supervises the daemon's workers until SIGTERM or SIGINT (or ctx's
