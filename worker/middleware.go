@@ -170,6 +170,7 @@ type rateLimit struct {
 // and its header values, formatted once.
 type limitKeys struct {
 	prefix    string
+	rate      int64
 	limit     []string
 	remaining numberValues
 	reset     numberValues
@@ -184,6 +185,7 @@ func (a *App) limitRate(limits []rateLimit, v6Bits int) echo.MiddlewareFunc {
 		r := l.limiter.Rate
 		keys[i] = limitKeys{
 			prefix:    l.name + "|",
+			rate:      r.Limit,
 			limit:     []string{strconv.FormatInt(r.Limit, 10)},
 			remaining: newNumberValues(r.Limit + 1),
 			reset:     newNumberValues(int64(r.Period/time.Second) + 1),
@@ -227,7 +229,13 @@ func (a *App) limitRate(limits []rateLimit, v6Bits int) echo.MiddlewareFunc {
 			// Canonical keys and values formatted once: this runs on every
 			// request.
 			k := &keys[which]
-			h["X-Ratelimit-Limit"] = k.limit
+			// The store may answer for a smaller limit than the configured
+			// one (this machine's share while Redis fails).
+			if tightest.Limit == k.rate {
+				h["X-Ratelimit-Limit"] = k.limit
+			} else {
+				h["X-Ratelimit-Limit"] = []string{strconv.FormatInt(tightest.Limit, 10)}
+			}
 			h["X-Ratelimit-Remaining"] = k.remaining.header(tightest.Remaining)
 			h["X-Ratelimit-Reset"] = k.reset.header(reset)
 			if hit != "" {
