@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amexd/amexd/internal/eventapi"
 	"github.com/amexd/amexd/internal/operator"
 )
 
@@ -171,8 +173,20 @@ func exeOf(t *testing.T, pid int) string {
 func TestUpgradeUnderLoad(t *testing.T) {
 	v1, v2, ctl := upgradeBinaries(t)
 	k, path := installed(t, v1)
+	// The upstream runs outside the supervisor: the embedded simulator lives
+	// in the supervisor's process, so calls in flight to it when the
+	// supervisor re-executes fail (see the README), which is not the
+	// upgrade of a real deployment.
+	simCfg := eventapi.DefaultSimConfig()
+	simCfg.AddFail, simCfg.ListErrorRate = 0, 0
+	sim, err := eventapi.NewSimulator(simCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := httptest.NewServer(sim)
+	t.Cleanup(up.Close)
 	d := startDaemon(t, k, 2, nil, "-ratelimit.store", "shared", "-ratelimit.rate", "100000-M",
-		"-simulator.add_fail", "0", "-simulator.list_error_rate", "0", "-log.access=false")
+		"-upstream.url", up.URL, "-log.access=false")
 	before := d.status()
 	if !strings.HasPrefix(before.Version, "v1") {
 		t.Fatalf("started version %q, want v1", before.Version)
