@@ -33,6 +33,12 @@ func newTmux(t *testing.T) *tmux {
 	}
 	tm := &tmux{bin: bin, sock: filepath.Join(t.TempDir(), "tmux.sock")}
 	t.Cleanup(func() { _ = exec.Command(bin, "-S", tm.sock, "kill-server").Run() })
+	// A session that outlives the tests' own keeps the server up: without
+	// it the server exits with the last session, and a new-session sent
+	// while it is exiting fails with "server exited unexpectedly".
+	if out, err := tm.run("new-session", "-d", "-s", "keep", "cat"); err != nil {
+		t.Fatalf("tmux new-session: %v %s", err, out)
+	}
 	return tm
 }
 
