@@ -31,6 +31,8 @@ func openListeners(addr string, n int) ([]*listener, error) {
 		}
 		return out, nil
 	}
+	// Plain TCP, not Go's default MPTCP: the kernel steers connections
+	// of a plain TCP reuseport group, which scaling down relies on.
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
@@ -41,6 +43,7 @@ func openListeners(addr string, n int) ([]*listener, error) {
 		}
 		return serr
 	}}
+	lc.SetMultipathTCP(false)
 	out := make([]*listener, 0, n)
 	for i := range n {
 		ln, err := lc.Listen(context.Background(), "tcp", addr)
