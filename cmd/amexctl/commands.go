@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -42,6 +43,8 @@ func commandNamed(name string) (command, bool) {
 		return command{run: runReload, wait: reloadWait}, true
 	case "upgrade":
 		return command{run: runUpgrade, wait: reloadWait}, true
+	case "scale":
+		return command{run: runScale, wait: reloadWait}, true
 	case "cache":
 		return command{run: runCache, wait: defaultWait}, true
 	case "metrics":
@@ -94,7 +97,12 @@ func printPretty(w io.Writer, body []byte) {
 
 // show sends e and prints its answer with format, or as JSON with --json.
 func show[Out any](ctx context.Context, inv *invocation, e operator.Endpoint[operator.None, Out], format func(Out) string) int {
-	out, ok := send(ctx, inv, e, operator.None{})
+	return showWith(ctx, inv, e, operator.None{}, format)
+}
+
+// showWith is show for a request with a body.
+func showWith[In, Out any](ctx context.Context, inv *invocation, e operator.Endpoint[In, Out], in In, format func(Out) string) int {
+	out, ok := send(ctx, inv, e, in)
 	switch {
 	case !ok:
 		return exitFailed
@@ -214,6 +222,16 @@ func runUpgrade(ctx context.Context, inv *invocation, args []string) int {
 	}
 	return writeOut(inv, fmt.Sprintf("upgraded: %s → %s, pid %d, generation %d, workers replaced in %v\n",
 		up.FromVersion, up.Version, up.PID, up.Generation, time.Duration(up.DurationMs)*time.Millisecond))
+}
+
+func runScale(ctx context.Context, inv *invocation, args []string) int {
+	n, err := strconv.Atoi(strings.Join(args, " "))
+	if len(args) != 1 || err != nil || n < 1 {
+		return inv.usageError("usage: amexctl scale N (a number of workers, at least 1)")
+	}
+	return showWith(ctx, inv, operator.PostScale, operator.Scale{Workers: n}, func(r operator.Scaled) string {
+		return fmt.Sprintf("scaled to %d %s in %v\n", r.Workers, plural(r.Workers, "worker"), time.Duration(r.DurationMs)*time.Millisecond)
+	})
 }
 
 func runCache(ctx context.Context, inv *invocation, args []string) int {

@@ -67,20 +67,43 @@ func formatStatus(st operator.Status) string {
 	return head.String() + "\n" + t.String()
 }
 
-// formatWorkers renders /workers with the slot sockets' accept queues and
-// how long ago each worker last reported, relative to now.
+// formatWorkers renders /workers with the slot sockets' accept queues, how
+// long ago each worker last reported, its memory, CPU time and latency of
+// the last minute, and the slot's last replacement, relative to now.
 func formatWorkers(ws []operator.WorkerInfo, now time.Time) string {
-	t := newTable("SLOT", "PID", "STATE", "GEN", "UPTIME", "RESTARTS", "REQUESTS", "INFLIGHT", "REJECTED", "QUEUE", "BACKLOG", "HEARTBEAT")
+	t := newTable("SLOT", "PID", "STATE", "GEN", "UPTIME", "RESTARTS", "REQUESTS", "INFLIGHT", "REJECTED", "QUEUE", "BACKLOG", "HEARTBEAT",
+		"RSS", "CPU", "P50", "P99", "LAST REPLACED")
 	for _, w := range ws {
-		beat := "-"
+		beat, rss, cpu, p50, p99 := "-", "-", "-", "-", "-"
 		if !w.LastHeartbeat.IsZero() {
 			beat = now.Sub(w.LastHeartbeat).Round(100*time.Millisecond).String() + " ago"
 		}
+		if w.PID != 0 && w.RSSBytes > 0 {
+			rss = fmt.Sprintf("%.1fMiB", float64(w.RSSBytes)/(1<<20))
+			cpu = strconv.FormatFloat(w.CPUSeconds, 'f', 1, 64) + "s"
+			p50, p99 = millis(w.P50Ms), millis(w.P99Ms)
+		}
 		t.row(strconv.Itoa(w.Slot), pid(w.PID), workerState(w), strconv.Itoa(w.Generation), seconds(w.UptimeSeconds),
 			strconv.Itoa(w.Restarts), u64(w.Requests), strconv.FormatInt(w.Inflight, 10), u64(w.LimiterRejections),
-			known(w.QueueDepth), known(w.QueueBacklog), beat)
+			known(w.QueueDepth), known(w.QueueBacklog), beat, rss, cpu, p50, p99, lastReplaced(w.LastReplacement, now))
 	}
 	return t.String()
+}
+
+// millis renders a latency in milliseconds, "-" when none was measured.
+func millis(ms float64) string {
+	if ms <= 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(ms, 'f', -1, 64) + "ms"
+}
+
+// lastReplaced renders why and how long ago a slot's worker was replaced.
+func lastReplaced(r *operator.Replacement, now time.Time) string {
+	if r == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%s of %d, %s ago", r.Reason, r.PID, now.Sub(r.At).Round(time.Second))
 }
 
 // formatBreakers renders /breakers: a row per worker and breaker, then the

@@ -42,9 +42,9 @@ SLOT  PID   STATE            UPTIME  RESTARTS  REQUESTS  HITS  MISSES  STALE
 0     5001  ready            1m2s    0         1234      900   300     34
 1     -     down (degraded)  0s      7         0         0     0       0
 `},
-		{"workers", formatWorkers(st.Workers, now), `SLOT  PID   STATE            GEN  UPTIME  RESTARTS  REQUESTS  INFLIGHT  REJECTED  QUEUE  BACKLOG  HEARTBEAT
-0     5001  ready            2    1m2s    0         1234      3         5         0      4096     500ms ago
-1     -     down (degraded)  2    0s      7         0         0         0         -      -        -
+		{"workers", formatWorkers(st.Workers, now), `SLOT  PID   STATE            GEN  UPTIME  RESTARTS  REQUESTS  INFLIGHT  REJECTED  QUEUE  BACKLOG  HEARTBEAT  RSS      CPU   P50    P99   LAST REPLACED
+0     5001  ready            2    1m2s    0         1234      3         5         0      4096     500ms ago  23.5MiB  1.3s  0.4ms  12ms  memory of 4990, 1m2s ago
+1     -     down (degraded)  2    0s      7         0         0         0         -      -        -          -        -     -      -     hang of 4991, 8s ago
 `},
 		{"breakers", formatBreakers(cs), `SLOT  PID   WORKER    BREAKER   STATE   FAILURES  OPENS  RETRY IN
 0     5001  ready     addEvent  open    3         2      4.3s

@@ -50,6 +50,7 @@ Commands:
   reload               rolling reload with the configuration re-read
   upgrade              run the amexd binary now installed, every process,
                        without closing the sockets (SIGUSR2 does the same)
+  scale N              run N workers from now on (until the next reload)
   cache purge          empty every worker's cache
   metrics              Prometheus metrics of the supervisor and the workers
   top [--interval D] [-n N]

@@ -99,6 +99,14 @@ func startFake(t *testing.T, sock string, healthCode, reloadCode int) *fakeDaemo
 		reply(w, 200, `{"reset":["addEvent","getUsers"],"workers":2}`)
 	})
 	mux.HandleFunc("POST /cache/purge", func(w http.ResponseWriter, _ *http.Request) { reply(w, 200, `{"workers":2}`) })
+	mux.HandleFunc("POST /scale", func(w http.ResponseWriter, r *http.Request) {
+		var body operator.Scale
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			reply(w, 400, `{"error":"bad body"}`)
+			return
+		}
+		reply(w, 200, fmt.Sprintf(`{"workers":%d,"duration_ms":1500}`, body.Workers))
+	})
 
 	serveUnix(t, sock, mux)
 	return f
@@ -162,6 +170,9 @@ func TestCommands(t *testing.T) {
 			wantErr: "amexctl: POST /reload refused: reload refused: workers: -1"},
 		{name: "reload conflict", args: []string{"reload"}, reload: 409, wantCode: exitFailed, wantErr: "refused"},
 		{name: "cache purge", args: []string{"cache", "purge"}, wantOut: "purged the cache of 2 workers"},
+		{name: "scale", args: []string{"scale", "4"}, wantOut: "scaled to 4 workers in 1.5s"},
+		{name: "scale to nothing", args: []string{"scale", "0"}, wantCode: exitUsage, wantErr: "usage: amexctl scale N"},
+		{name: "scale without N", args: []string{"scale"}, wantCode: exitUsage, wantErr: "usage: amexctl scale N"},
 		{name: "cache alone", args: []string{"cache"}, wantCode: exitUsage, wantErr: "usage: amexctl cache purge"},
 		{name: "metrics", args: []string{"metrics"}, wantOut: "amexd_supervisor_live_workers 2\n"},
 		{name: "no command", args: nil, wantCode: exitUsage, wantErr: "Usage: amexctl"},

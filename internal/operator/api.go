@@ -17,6 +17,7 @@ var (
 	PostUpgrade       = Endpoint[None, Upgraded]{Method: http.MethodPost, Path: "/upgrade"}
 	PostBreakersReset = Endpoint[BreakerReset, BreakersReset]{Method: http.MethodPost, Path: "/breakers/reset"}
 	PostCachePurge    = Endpoint[None, Purged]{Method: http.MethodPost, Path: "/cache/purge"}
+	PostScale         = Endpoint[Scale, Scaled]{Method: http.MethodPost, Path: "/scale"}
 )
 
 // PathMetrics answers GET with the Prometheus text format, not JSON.
@@ -50,6 +51,35 @@ type WorkerInfo struct {
 	// and limit; -1 when unknown.
 	QueueDepth   int64 `json:"queue_depth"`
 	QueueBacklog int64 `json:"queue_backlog"`
+	// The worker process's figures from its latest heartbeat: resident
+	// memory, CPU time, and the latency of the last minute's requests.
+	RSSBytes   uint64  `json:"rss_bytes"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+	P50Ms      float64 `json:"p50_ms"`
+	P99Ms      float64 `json:"p99_ms"`
+	// Errors counts the worker's 5xx answers.
+	Errors uint64 `json:"errors"`
+	// LastReplacement is the slot's latest replacement; nil before one.
+	LastReplacement *Replacement `json:"last_replacement,omitempty"`
+}
+
+// Replacement is why a slot's worker was replaced: crash, hang, reload,
+// requests (max_requests), memory (max_memory) or rollback (a canary).
+type Replacement struct {
+	Reason string    `json:"reason"`
+	PID    int       `json:"pid"`
+	At     time.Time `json:"at"`
+}
+
+// Scale is the body of POST /scale: the number of workers wanted.
+type Scale struct {
+	Workers int `json:"workers"`
+}
+
+// Scaled is the answer of POST /scale.
+type Scaled struct {
+	Workers    int   `json:"workers"`
+	DurationMs int64 `json:"duration_ms"`
 }
 
 // Workers is the answer of GET /workers.
