@@ -38,7 +38,10 @@ func (s *Supervisor) fanOut(from *proc, targets []*proc, m control.Message) {
 
 // invalidateLocal drops keys in every live worker, for the cluster bridge.
 func (s *Supervisor) invalidateLocal(ctx context.Context, keys []string) {
-	targets, _ := ask(s, func(o *owner) []*proc { return o.live(nil) })
+	targets, _ := ask(s, func(o *owner) []*proc {
+		o.noteInvalidation(keys)
+		return o.live(nil)
+	})
 	s.invalidate(ctx, targets, keys)
 }
 
@@ -86,7 +89,9 @@ func (o *owner) breakerChanged(p *proc, c control.BreakerChange) {
 	if !found {
 		p.stats.Breakers = append(p.stats.Breakers, control.Breaker{Name: c.Name, State: c.To})
 	}
-	propagate := o.cfg.Breaker.Propagate && !c.Forced && (c.To == control.StateOpen || c.To == control.StateClosed)
+	// A canary's breakers stay its own: a configuration under trial must
+	// not open the old workers' circuits.
+	propagate := o.cfg.Breaker.Propagate && !c.Forced && (c.To == control.StateOpen || c.To == control.StateClosed) && !o.onTrial(p)
 	o.log.Info("supervisor: breaker changed", "slot", p.slot, "pid", p.pid, "breaker", c.Name, "from", c.From, "to", c.To, "forced", c.Forced, "propagate", propagate)
 	if propagate {
 		o.forceBreaker(p, c.Name, c.To)

@@ -105,7 +105,12 @@ func (s *Supervisor) replaceSlot(ctx context.Context, slot int, cfg config.Confi
 		}
 		return fail
 	}
-	old, _ := ask(s, func(o *owner) *proc { return o.slots[slot].cur })
+	old, _ := ask(s, func(o *owner) *proc {
+		if slot >= len(o.slots) {
+			return nil
+		}
+		return o.slots[slot].cur
+	})
 	if old != nil && old.state != stateExited {
 		// The last counts of the old worker carry over to its successor.
 		s.collectSlot(ctx, old)
@@ -125,7 +130,7 @@ func (s *Supervisor) replaceSlot(ctx context.Context, slot int, cfg config.Confi
 
 // install makes p the worker of slot and retires the one it replaces.
 func (o *owner) install(slot int, p *proc, why string) bool {
-	if o.shutting || p.state == stateExited {
+	if o.shutting || p.state == stateExited || slot >= len(o.slots) {
 		return false
 	}
 	sl := o.slots[slot]
@@ -133,6 +138,7 @@ func (o *owner) install(slot int, p *proc, why string) bool {
 	sl.cur, sl.cfg, sl.gen, sl.respawnAt = p, p.cfg, p.gen, time.Time{}
 	if old != nil {
 		o.log.Info("supervisor: worker replaced", "slot", slot, "old", old.pid, "new", p.pid, "why", why)
+		o.replaced(sl, old.pid, why)
 		o.retire(old, p.cfg.ShutdownTimeout)
 	}
 	return true
@@ -182,20 +188,25 @@ func (s *Supervisor) reloadSteps(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("%w: %w", ErrRefused, err)
 	}
 	type prepared struct {
-		cfg   config.Config
-		gen   int
-		slots int
-		err   error
+		cfg, old    config.Config
+		gen, oldGen int
+		slots       int
+		err         error
 	}
 	pr, ok := ask(s, func(o *owner) prepared {
 		cfg, err := o.prepare(next)
 		if err != nil {
 			return prepared{err: fmt.Errorf("%w: %w", ErrRefused, err)}
 		}
+		pr := prepared{old: o.cfg, oldGen: o.gen, slots: len(o.slots)}
 		o.gen++
 		o.cfg = cfg
+		if cfg.Supervisor.Canary > 0 && min(len(o.slots), cfg.WorkerCount()) > 1 {
+			o.trialGen = o.gen
+		}
 		o.notify.send("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
-		return prepared{cfg: cfg, gen: o.gen, slots: len(o.slots)}
+		pr.cfg, pr.gen = cfg, o.gen
+		return pr
 	})
 	switch {
 	case !ok:
@@ -204,9 +215,26 @@ func (s *Supervisor) reloadSteps(ctx context.Context) (int, error) {
 		return 0, pr.err
 	}
 	defer s.readyAgain()
-	for i := range pr.slots {
-		if err := s.replaceSlot(ctx, i, pr.cfg, pr.gen, "", "reload"); err != nil {
+	defer s.tell(func(o *owner) { o.trialGen = 0 })
+	want := pr.cfg.WorkerCount()
+	if want < pr.slots {
+		if err := s.scaleTo(ctx, want); err != nil {
+			return pr.gen, err
+		}
+	}
+	for i := range min(pr.slots, want) {
+		if err := s.replaceSlot(ctx, i, pr.cfg, pr.gen, "", reasonReload); err != nil {
 			return pr.gen, fmt.Errorf("slot %d: %w", i, err)
+		}
+		if i == 0 && min(pr.slots, want) > 1 && pr.cfg.Supervisor.Canary > 0 {
+			if err := s.canary(ctx, pr.cfg.Supervisor.Canary, pr.old, pr.oldGen); err != nil {
+				return pr.oldGen, err
+			}
+		}
+	}
+	if want > pr.slots {
+		if err := s.scaleTo(ctx, want); err != nil {
+			return pr.gen, err
 		}
 	}
 	return pr.gen, nil
@@ -224,14 +252,12 @@ func (o *owner) prepare(next config.Config) (config.Config, error) {
 	return o.resolveUpstream(next)
 }
 
-// reloadable reports what a reload cannot apply: the sockets and their
-// number are fixed for the supervisor's life.
+// reloadable reports what a reload cannot apply: the address the sockets
+// are bound to is fixed for the supervisor's life (their number is not:
+// a reload scales to the new workers).
 func reloadable(cur, next config.Config) error {
 	if next.Listen != cur.Listen {
 		return fmt.Errorf("listen: %q → %q needs a restart", cur.Listen, next.Listen)
-	}
-	if next.WorkerCount() != cur.WorkerCount() {
-		return fmt.Errorf("workers: %d → %d needs a restart", cur.WorkerCount(), next.WorkerCount())
 	}
 	return nil
 }

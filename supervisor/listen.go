@@ -17,6 +17,8 @@ import (
 type listener struct {
 	file *os.File
 	addr string
+	// systemd is every socket systemd passed, under socket activation.
+	systemd []*os.File
 }
 
 // openListeners returns n listening sockets: systemd's when it passed some
@@ -27,7 +29,7 @@ func openListeners(addr string, n int) ([]*listener, error) {
 		out := make([]*listener, n)
 		for i := range n {
 			f := files[i%len(files)]
-			out[i] = &listener{file: f, addr: socketName(f)}
+			out[i] = &listener{file: f, addr: socketName(f), systemd: files}
 		}
 		return out, nil
 	}

@@ -32,6 +32,8 @@ type supervisorMetrics struct {
 	upgrades      *prometheus.CounterVec
 	liveWorkers   prometheus.Gauge
 	degradedSlots prometheus.Gauge
+	warmEntries   prometheus.Counter
+	replacements  *prometheus.CounterVec
 }
 
 func newSupervisorMetrics() *supervisorMetrics {
@@ -57,6 +59,14 @@ func newSupervisorMetrics() *supervisorMetrics {
 			Name: "amexd_supervisor_degraded_slots",
 			Help: "Slots marked degraded because their worker keeps crashing.",
 		}),
+		warmEntries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "amexd_supervisor_warm_start_entries_total",
+			Help: "Cache entries relayed from running workers to new ones before they served.",
+		}),
+		replacements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "amexd_supervisor_worker_replacements_total",
+			Help: "Workers replaced, by reason: crash, hang, reload, requests, memory, rollback.",
+		}, []string{"reason"}),
 	}
 	for _, result := range []string{"ok", "refused", "failed"} {
 		m.reloads.WithLabelValues(result)
@@ -64,7 +74,7 @@ func newSupervisorMetrics() *supervisorMetrics {
 	for _, result := range []string{"ok", "refused", "rolled_back"} {
 		m.upgrades.WithLabelValues(result)
 	}
-	m.reg.MustRegister(m.restarts, m.reloads, m.upgrades, m.liveWorkers, m.degradedSlots,
+	m.reg.MustRegister(m.restarts, m.reloads, m.upgrades, m.liveWorkers, m.degradedSlots, m.warmEntries, m.replacements,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -54,6 +54,13 @@ func (s *Supervisor) operatorHandler() http.Handler {
 			return operator.BreakersReset{Reset: o.resetBreakers(names), Workers: len(o.live(nil))}
 		})
 	})
+	operator.Handle(mux, operator.PostScale, func(r *http.Request, in operator.Scale) (operator.Scaled, error) {
+		began := time.Now()
+		if err := s.Scale(r.Context(), in.Workers); err != nil {
+			return operator.Scaled{}, jobError(err)
+		}
+		return operator.Scaled{Workers: in.Workers, DurationMs: time.Since(began).Milliseconds()}, nil
+	})
 	operator.Handle(mux, operator.PostCachePurge, func(*http.Request, operator.None) (operator.Purged, error) {
 		return ownerAnswer(s, func(o *owner) operator.Purged { return operator.Purged{Workers: o.purge()} })
 	})
@@ -76,8 +83,10 @@ func jobError(err error) error {
 	switch {
 	case errors.Is(err, ErrReloadInProgress):
 		return operator.WithStatus(http.StatusConflict, err)
-	case errors.Is(err, ErrRefused), errors.Is(err, ErrUpgradeRefused):
+	case errors.Is(err, ErrRefused), errors.Is(err, ErrUpgradeRefused), errors.Is(err, errScale):
 		return operator.WithStatus(http.StatusBadRequest, err)
+	case errors.Is(err, ErrRolledBack):
+		return operator.WithStatus(http.StatusUnprocessableEntity, err)
 	case errors.Is(err, errShuttingDown):
 		return operator.WithStatus(http.StatusServiceUnavailable, err)
 	}

@@ -16,15 +16,23 @@ import (
 // events on channels or asks it with ask and tell.
 type owner struct {
 	*Supervisor
-	cfg         config.Config // as given to workers: Upstream.URL resolved
-	gen         int
-	slots       []*slot
-	procs       map[*proc]struct{} // every worker process not yet reaped
-	shutting    bool
-	fatal       error // why the supervisor gives up, once it does
-	job         *job  // the reload or upgrade running, if any
-	readySent   bool
-	outageSince time.Time
+	cfg      config.Config // as given to workers: Upstream.URL resolved
+	gen      int
+	slots    []*slot
+	procs    map[*proc]struct{} // every worker process not yet reaped
+	shutting bool
+	fatal    error // why the supervisor gives up, once it does
+	job      *job  // the reload or upgrade running, if any
+	// trialGen is the generation a reload's canary (slot 0) runs while it
+	// is watched; 0 when none is.
+	trialGen int
+	// transfers are the warm starts under way, by the ID of their export
+	// request; invalidated are the latest invalidations they check.
+	transfers    map[uint64]*transfer
+	nextTransfer uint64
+	invalidated  []invalidation
+	readySent    bool
+	outageSince  time.Time
 
 	// execAt is when the supervisor re-executes itself with execBinary,
 	// the last step of an upgrade; zero when none is due.
@@ -110,12 +118,19 @@ func (o *owner) exited(e exit) {
 	p.state, p.exitErr = stateExited, e.err
 	delete(o.procs, p)
 	close(p.exited)
+	o.warmEnded(p)
 	o.log.Info("supervisor: worker exited", "slot", p.slot, "pid", p.pid, "status", exitStatus(e.err))
-	sl := o.slots[p.slot]
-	if sl.cur != p || o.shutting {
-		return
+	if p.slot >= len(o.slots) || o.slots[p.slot].cur != p || o.shutting {
+		return // retired, or its slot was scaled away
 	}
+	sl := o.slots[p.slot]
 	now := time.Now()
+	reason := reasonCrash
+	if !p.quitAt.IsZero() {
+		reason = reasonHang
+		o.log.Error("supervisor: hung worker exited on SIGQUIT; its goroutine stacks are in the log just above", "slot", p.slot, "pid", p.pid)
+	}
+	o.replaced(sl, p.pid, reason)
 	o.crashed(sl, now.Sub(p.started), now)
 	o.log.Error("supervisor: worker exited unexpectedly", "slot", sl.index, "pid", p.pid, "err", exitStatus(e.err),
 		"restart_in", sl.backoff.String(), "restarts", sl.restarts, "degraded", sl.degraded)
@@ -158,7 +173,10 @@ func (o *owner) message(pm procMsg) {
 		}
 	case control.TypeInvalidate:
 		targets := o.live(p)
+		o.noteInvalidation(m.Keys)
 		o.fanOuts.Go(func() { o.fanOut(p, targets, m) })
+	case control.TypeEntries:
+		o.relayEntries(p, m)
 	case control.TypeShare:
 		for _, q := range o.live(p) {
 			o.send(q, control.Message{Type: control.TypeShare, Shared: m.Shared})
@@ -210,9 +228,9 @@ func (o *owner) tick(now time.Time) {
 		case p.state == stateStarting && now.Sub(later(p.started, o.awakeSince)) > sc.ReadyTimeout:
 			o.log.Error("supervisor: worker not ready in time, killing it", "slot", p.slot, "pid", p.pid, "ready_timeout", sc.ReadyTimeout.String())
 			_ = p.process.Kill()
-		case p.state == stateReady && now.Sub(later(p.lastBeat, o.awakeSince)) > sc.HeartbeatTimeout:
-			o.log.Error("supervisor: worker hung, killing it", "slot", p.slot, "pid", p.pid, "silent_for", now.Sub(p.lastBeat).Round(time.Millisecond).String())
-			_ = p.process.Kill()
+		case o.quitOverdue(p, now):
+		case p.state == stateReady && p.quitAt.IsZero() && now.Sub(later(p.lastBeat, o.awakeSince)) > sc.HeartbeatTimeout:
+			o.hung(p, now)
 		}
 	}
 	if o.shutting {
@@ -222,6 +240,7 @@ func (o *owner) tick(now time.Time) {
 		o.handover()
 	}
 	o.respawnDue(now)
+	o.recycleDue(now)
 	o.watchSlots(now)
 	o.feedWatchdog(now)
 }

@@ -31,6 +31,8 @@ type fakeProcess struct {
 
 func (f *fakeProcess) Pid() int { return f.pid }
 
+func (f *fakeProcess) Signal(os.Signal) error { return nil }
+
 func (f *fakeProcess) Kill() error {
 	f.exit(errors.New("signal: killed"))
 	return nil

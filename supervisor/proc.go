@@ -44,13 +44,17 @@ type proc struct {
 	pausing chan struct{}
 	paused  chan struct{}
 
-	state     string
-	readyAt   time.Time
-	lastBeat  time.Time
-	drainBy   time.Time // when a draining worker is killed
-	stats     control.Stats
-	exitErr   error
-	ctlClosed bool // the worker closed its control channel (it has drained)
+	state    string
+	readyAt  time.Time
+	lastBeat time.Time
+	drainBy  time.Time // when a draining worker is killed
+	quitAt   time.Time // when a hung worker was asked for its stacks
+	// maxRequests is when the worker is recycled: max_requests plus its
+	// own share of the jitter; 0 never.
+	maxRequests uint64
+	stats       control.Stats
+	exitErr     error
+	ctlClosed   bool // the worker closed its control channel (it has drained)
 }
 
 // peer is a worker's outbound queue with its own writer goroutine, so that

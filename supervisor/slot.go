@@ -23,6 +23,10 @@ type slot struct {
 	// respawnAt is when a crashed worker is started again; zero when the
 	// slot needs no start.
 	respawnAt time.Time
+	// last is the slot's latest replacement; nil before the first.
+	last *replacement
+	// recycleAfter holds recycling off after a failed one.
+	recycleAfter time.Time
 }
 
 // serving reports whether sl's worker is ready.

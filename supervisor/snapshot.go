@@ -44,6 +44,12 @@ func (o *owner) workers() []operator.WorkerInfo {
 			wi.LastHeartbeat = p.lastBeat
 			wi.Requests, wi.Inflight = p.stats.Requests, p.stats.Inflight
 			wi.Cache, wi.LimiterRejections = p.stats.Cache, p.stats.LimiterRejections
+			pr := p.stats.Process
+			wi.RSSBytes, wi.CPUSeconds, wi.P50Ms, wi.P99Ms = pr.RSSBytes, pr.CPUSeconds, pr.Latency.P50Ms, pr.Latency.P99Ms
+			wi.Errors = p.stats.Errors
+		}
+		if r := sl.last; r != nil {
+			wi.LastReplacement = &operator.Replacement{Reason: r.reason, PID: r.pid, At: r.at}
 		}
 		if depth, backlog, err := o.listeners[sl.index].queue(); err == nil {
 			wi.QueueDepth, wi.QueueBacklog = int64(depth), int64(backlog)

@@ -24,6 +24,7 @@ var errShuttingDown = errors.New("supervisor is shutting down")
 // process is a started worker process as the owner sees it.
 type process interface {
 	Pid() int
+	Signal(sig os.Signal) error
 	Kill() error
 	Wait() error
 }
@@ -63,16 +64,21 @@ func (o *owner) spawn(slot int, cfg config.Config, gen int, binary string) (*pro
 		return nil, fmt.Errorf("start worker for slot %d: %w", slot, err)
 	}
 	codec := control.NewCodec(conn)
+	src := o.warmSource(slot, cfg.Supervisor.Warm.MaxEntries)
 	// The config goes out before anything else can be queued, so that it
 	// is always the first message the worker reads.
-	if err := codec.Send(control.Message{Type: control.TypeConfig, Slot: slot, Generation: gen, Config: body}); err != nil {
+	if err := codec.Send(control.Message{Type: control.TypeConfig, Slot: slot, Generation: gen, Config: body, Warm: src != nil}); err != nil {
 		_ = pr.Kill()
 		status := exitStatus(pr.Wait())
 		codec.Close()
 		return nil, fmt.Errorf("worker for slot %d ended before it took its configuration (%s): %w", slot, status, err)
 	}
 	p := o.track(slot, gen, cfg, pr, conn, codec, time.Now())
+	p.maxRequests = requestLimit(cfg.Supervisor)
 	o.log.Info("supervisor: worker started", "slot", slot, "pid", p.pid, "generation", gen)
+	if src != nil {
+		o.startWarm(p, src)
+	}
 	return p, nil
 }
 
@@ -130,8 +136,9 @@ func execStart(spec workerSpec) (process, net.Conn, error) {
 // execProcess is an os.Process as a process.
 type execProcess struct{ p *os.Process }
 
-func (e execProcess) Pid() int    { return e.p.Pid }
-func (e execProcess) Kill() error { return e.p.Kill() }
+func (e execProcess) Pid() int                   { return e.p.Pid }
+func (e execProcess) Signal(sig os.Signal) error { return e.p.Signal(sig) }
+func (e execProcess) Kill() error                { return e.p.Kill() }
 
 func (e execProcess) Wait() error {
 	st, err := e.p.Wait()

@@ -118,7 +118,7 @@ func (s *Supervisor) openOrAdopt(cfg config.Config) (*owner, error) {
 }
 
 func (s *Supervisor) newOwner(cfg config.Config, gen, slots int) *owner {
-	o := &owner{Supervisor: s, cfg: cfg, gen: gen, procs: map[*proc]struct{}{}}
+	o := &owner{Supervisor: s, cfg: cfg, gen: gen, procs: map[*proc]struct{}{}, transfers: map[uint64]*transfer{}}
 	o.every = clamp(cfg.Supervisor.HeartbeatInterval/4, 20*time.Millisecond, time.Second)
 	if wd, err := daemon.SdWatchdogEnabled(false); err == nil && wd > 0 {
 		o.watchdog = wd

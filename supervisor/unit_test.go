@@ -60,8 +60,12 @@ func TestReloadable(t *testing.T) {
 		t.Errorf("fanout change refused: %v", err)
 	}
 	next.Workers = 3
+	if err := reloadable(cur, next); err != nil {
+		t.Errorf("worker count change refused (a reload scales): %v", err)
+	}
+	next.Listen = ":4000"
 	if err := reloadable(cur, next); err == nil {
-		t.Error("worker count change accepted")
+		t.Error("listen change accepted")
 	}
 }
 

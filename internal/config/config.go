@@ -299,7 +299,7 @@ func (c Config) Validate() error {
 }
 
 // memoryHeadroom is what a worker needs besides its cache's entries.
-const memoryHeadroom = 64 << 20
+const memoryHeadroom = 16 << 20
 
 // validateRecycling checks the keys of recycling, canaries and warm starts;
 // cacheMB is cache.size_mb, which supervisor.max_memory must leave room for.

@@ -95,7 +95,7 @@ func TestLoadErrorsNameTheField(t *testing.T) {
 		{"unknown flag", []string{"-nope", "1"}, nil, "", "nope"},
 		{"bad size env", nil, []string{"AMEXD_SUPERVISOR_MAX_MEMORY=lots"}, "", "AMEXD_SUPERVISOR_MAX_MEMORY"},
 		{"bad size in file", nil, nil, "supervisor:\n  max_memory: 12 parsecs\n", "line 2"},
-		{"max_memory below the cache", []string{"-supervisor.max_memory", "100MiB"}, nil, "", "supervisor.max_memory: 100MiB is below cache.size_mb"},
+		{"max_memory below the cache", []string{"-supervisor.max_memory", "260MiB"}, nil, "", "supervisor.max_memory: 260MiB is below cache.size_mb"},
 		{"negative max_requests", []string{"-supervisor.max_requests", "-1"}, nil, "", "supervisor.max_requests: -1"},
 		{"jitter alone", []string{"-supervisor.max_requests_jitter", "10"}, nil, "", "supervisor.max_requests_jitter: 10 needs supervisor.max_requests"},
 		{"negative canary", []string{"-supervisor.canary", "-1s"}, nil, "", "supervisor.canary: -1s"},
