@@ -48,18 +48,7 @@ func TestReadYourWritesAcrossWorkers(t *testing.T) {
 
 // failingUpstream is a simulator whose addEvent always fails.
 func failingUpstream(t *testing.T) (*eventapi.Simulator, string) {
-	t.Helper()
-	cfg := eventapi.DefaultSimConfig()
-	cfg.ListErrorRate = 0
-	cfg.AddOK = 0
-	cfg.AddFailDelay = 0
-	sim, err := eventapi.NewSimulator(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
-	return sim, srv.URL
+	return upstreamWith(t, func(c *eventapi.SimConfig) { c.AddOK, c.AddFailDelay = 0, 0 })
 }
 
 // TestBreakerPropagation: while addEvent fails, three workers with

@@ -82,12 +82,13 @@ func allReady(n int) func([]fleetWorker) bool {
 	}
 }
 
-// simulator starts an Event API simulator with a user 2 who has 50 events.
-func simulator(t *testing.T) (*eventapi.Simulator, string) {
+// upstreamWith starts an Event API simulator that never drops list calls,
+// edited by edit, and returns it with its URL.
+func upstreamWith(t *testing.T, edit func(*eventapi.SimConfig)) (*eventapi.Simulator, string) {
 	t.Helper()
 	cfg := eventapi.DefaultSimConfig()
 	cfg.ListErrorRate = 0
-	cfg.PreloadUser, cfg.PreloadEvents = 2, 48 // and the 2 the seed gives user 2
+	edit(&cfg)
 	sim, err := eventapi.NewSimulator(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -95,6 +96,13 @@ func simulator(t *testing.T) (*eventapi.Simulator, string) {
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	return sim, srv.URL
+}
+
+// simulator starts an Event API simulator with a user 2 who has 50 events.
+func simulator(t *testing.T) (*eventapi.Simulator, string) {
+	return upstreamWith(t, func(c *eventapi.SimConfig) {
+		c.PreloadUser, c.PreloadEvents = 2, 48 // and the 2 the seed gives user 2
+	})
 }
 
 // eventCalls reads the simulator's getEventById count from its GET /stats.
