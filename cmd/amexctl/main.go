@@ -86,7 +86,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.json, "json", o.json, "print the daemon's JSON instead of tables")
 	fs.StringVar(&o.socket, "socket", o.socket, "operator socket `path` (default: amexd's, see control.socket)")
 	fs.StringVar(&o.config, "config", o.config, "amexd configuration `file` to read control.socket and auth from (also AMEXD_CONFIG)")
-	fs.DurationVar(&o.timeout, "timeout", o.timeout, "how long to wait for amexd (default 5s, 2m for reload)")
+	fs.DurationVar(&o.timeout, "timeout", o.timeout, "how long to wait for amexd (default 5s, 2m for reload, upgrade and scale)")
 }
 
 // run is amexctl with its environment passed in, returning the exit status.
