@@ -47,15 +47,19 @@ func gone(t *testing.T, pids map[int]bool) {
 // TestSigtermDuringReload: shutdown cancels a reload; the supervisor exits
 // 0, no worker is left behind, and systemd hears no READY=1 after
 // STOPPING=1.
-func TestSigtermDuringReload(t *testing.T) {
+func TestSigtermDuringReload(t *testing.T) { sigtermDuring(t, "/reload", "a reload") }
+
+// sigtermDuring sends SIGTERM while the operator request at path (a reload
+// or an upgrade, described by what) is starting workers of generation 2.
+func sigtermDuring(t *testing.T, path, what string) {
 	n := listenNotify(t)
 	d := startDaemon(t, kinds[0], 3, []string{"NOTIFY_SOCKET=" + n.path, "FAKE_RELOAD_READY_DELAY=700ms"})
 	n.expect(t, "READY=1")
 	seen := d.pids()
-	reloaded := make(chan int, 1)
+	answered := make(chan int, 1)
 	go func() {
-		code, _ := d.call(http.MethodPost, "/reload", nil)
-		reloaded <- code
+		code, _ := d.call(http.MethodPost, path, nil)
+		answered <- code
 	}()
 	d.waitFor("a worker of generation 2 starting", 10*time.Second, func() bool { return len(d.started(2)) > 0 })
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -64,13 +68,13 @@ func TestSigtermDuringReload(t *testing.T) {
 	select {
 	case <-d.done:
 		if d.err != nil {
-			t.Errorf("exit after SIGTERM during a reload: %v, want 0", d.err)
+			t.Errorf("exit after SIGTERM during %s: %v, want 0", what, d.err)
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatal("supervisor did not exit after SIGTERM during a reload")
+		t.Fatalf("supervisor did not exit after SIGTERM during %s", what)
 	}
-	if code := <-reloaded; code == http.StatusOK {
-		t.Errorf("reload interrupted by SIGTERM answered 200")
+	if code := <-answered; code == http.StatusOK {
+		t.Errorf("%s interrupted by SIGTERM answered 200", what)
 	}
 	for pid := range d.started(2) {
 		seen[pid] = true

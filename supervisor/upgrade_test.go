@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -311,34 +310,4 @@ func TestUpgradeRollsBack(t *testing.T) {
 
 // TestSigtermDuringUpgrade: shutdown cancels an upgrade; nothing is left
 // behind and no READY=1 follows STOPPING=1.
-func TestSigtermDuringUpgrade(t *testing.T) {
-	n := listenNotify(t)
-	d := startDaemon(t, kinds[0], 3, []string{"NOTIFY_SOCKET=" + n.path, "FAKE_RELOAD_READY_DELAY=700ms"})
-	n.expect(t, "READY=1")
-	seen := d.pids()
-	answered := make(chan int, 1)
-	go func() {
-		code, _ := d.call(http.MethodPost, "/upgrade", nil)
-		answered <- code
-	}()
-	d.waitFor("a worker of generation 2 starting", 10*time.Second, func() bool { return len(d.started(2)) > 0 })
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-d.done:
-		if d.err != nil {
-			t.Errorf("exit after SIGTERM during an upgrade: %v, want 0", d.err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("supervisor did not exit after SIGTERM during an upgrade")
-	}
-	if code := <-answered; code == http.StatusOK {
-		t.Error("upgrade interrupted by SIGTERM answered 200")
-	}
-	for pid := range d.started(2) {
-		seen[pid] = true
-	}
-	gone(t, seen)
-	noReadyAfterStopping(t, n)
-}
+func TestSigtermDuringUpgrade(t *testing.T) { sigtermDuring(t, "/upgrade", "an upgrade") }
