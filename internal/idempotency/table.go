@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"os"
 	"sync"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/amexd/amexd/internal/shm"
 )
 
 // Layout of the shared mapping: a 64-byte header, the key entries in
@@ -97,30 +100,16 @@ func NewTable(cfg Config) (*Table, *os.File, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("idempotency: new table: %w", err)
 	}
-	fd, err := unix.MemfdCreate("amexd-idempotency", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-	if err != nil {
-		return nil, nil, fmt.Errorf("idempotency: new table: memfd_create: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), "amexd-idempotency")
 	buckets := uint64(cfg.MaxKeys / bucketSize)
 	size := int64(headerBytes) + int64(buckets)*bucketSize*EntryBytes + cfg.MaxBytes
-	if err := f.Truncate(size); err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("idempotency: new table: size %d: %w", size, err)
-	}
-	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("idempotency: new table: seal: %w", err)
-	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	f, mem, err := shm.Create("amexd-idempotency", size)
 	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("idempotency: new table: mmap: %w", err)
+		return nil, nil, fmt.Errorf("idempotency: new table: %w", err)
 	}
 	hdr := (*tableHeader)(unsafe.Pointer(&mem[0]))
 	hdr.version, hdr.buckets, hdr.ringSize = tableVersion, buckets, uint64(cfg.MaxBytes)
 	hdr.magic = tableMagic
-	_ = unix.Munmap(mem)
+	_ = shm.Unmap(mem)
 	t, err := OpenTable(f, cfg)
 	if err != nil {
 		f.Close()
@@ -151,18 +140,11 @@ func OpenTable(f *os.File, cfg Config) (*Table, error) {
 }
 
 func mapTable(f *os.File, cfg Config) (*Table, error) {
-	st, err := f.Stat()
+	mem, err := shm.Map(f, headerBytes, math.MaxInt64)
 	if err != nil {
 		return nil, err
 	}
-	size := st.Size()
-	if size < headerBytes {
-		return nil, fmt.Errorf("%d bytes is too small for a table", size)
-	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("mmap: %w", err)
-	}
+	size := int64(len(mem))
 	hdr := (*tableHeader)(unsafe.Pointer(&mem[0]))
 	entriesEnd := uint64(headerBytes) + hdr.buckets*bucketSize*EntryBytes
 	switch {
@@ -174,7 +156,7 @@ func mapTable(f *os.File, cfg Config) (*Table, error) {
 		err = fmt.Errorf("header says %d buckets and %d ring bytes but the file is %d bytes", hdr.buckets, hdr.ringSize, size)
 	}
 	if err != nil {
-		_ = unix.Munmap(mem)
+		_ = shm.Unmap(mem)
 		return nil, err
 	}
 	return &Table{
@@ -195,7 +177,7 @@ func (t *Table) Close() error {
 	t.closeOnce.Do(func() {
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		t.closeErr = errors.Join(unix.Munmap(t.mem), t.f.Close())
+		t.closeErr = errors.Join(shm.Unmap(t.mem), t.f.Close())
 		t.mem, t.entries, t.ring, t.hdr = nil, nil, nil, nil
 	})
 	return t.closeErr

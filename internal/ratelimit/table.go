@@ -20,10 +20,10 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/amexd/amexd/internal/shm"
 	"github.com/cespare/xxhash/v2"
 	"github.com/ulule/limiter/v3"
 	"github.com/ulule/limiter/v3/drivers/store/common"
-	"golang.org/x/sys/unix"
 )
 
 // Layout of the shared mapping: a 128-byte header, then Slots slots of
@@ -192,28 +192,26 @@ type TableStats struct {
 }
 
 // CreateTable creates a table of the given number of slots (SlotBytes each,
-// plus an overflow sketch; TableBytes says how much in all) in a new memfd
-// and maps it. WithLogger and WithLogInterval set where and how often it
-// reports a full table. The file has close-on-exec set: pass it to a child
-// explicitly (exec.Cmd.ExtraFiles), which clears the flag there. Its size is
-// sealed, so no process can shrink it under the others' mappings. The caller
-// owns both results: Close the table and the file when done; the counters live
-// as long as any process holds the file or a mapping.
+// plus an overflow sketch; TableBytes says how much in all) in a new sealed
+// memfd (see shm.Create) and maps it. WithLogger and WithLogInterval set
+// where and how often it reports a full table. The caller owns both results:
+// Close the table and the file when done; the counters live as long as any
+// process holds the file or a mapping.
 func CreateTable(slots int, opts ...Option) (*Table, *os.File, error) {
 	if slots < 1 || slots > MaxTableSlots {
 		return nil, nil, fmt.Errorf("ratelimit: create table: %d slots is out of range [1, %d]", slots, MaxTableSlots)
 	}
-	fd, err := unix.MemfdCreate("amexd-ratelimit", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	width := overflowWidth(uint64(slots))
+	f, mem, err := shm.Create("amexd-ratelimit", tableBytes(uint64(slots), width))
 	if err != nil {
-		return nil, nil, fmt.Errorf("ratelimit: create table: memfd_create: %w", err)
+		return nil, nil, fmt.Errorf("ratelimit: create table: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), "amexd-ratelimit")
-	t, err := initTable(f, slots, buildOptions(opts))
-	if err != nil {
+	if err := initHeader(mem, uint64(slots), width); err != nil {
+		shm.Unmap(mem)
 		f.Close()
 		return nil, nil, fmt.Errorf("ratelimit: create table: %w", err)
 	}
-	return t, f, nil
+	return newTable(mem, buildOptions(opts)), f, nil
 }
 
 // TableBytes is the size of a table of the given number of slots.
@@ -228,34 +226,20 @@ func tableBytes(slots, width uint64) int64 {
 // overflowWidth sizes the sketch's rows: an eighth of the slots in each.
 func overflowWidth(slots uint64) uint64 { return max(minOverflowWidth, slots/8) }
 
-func initTable(f *os.File, slots int, o options) (*Table, error) {
-	width := overflowWidth(uint64(slots))
-	size := tableBytes(uint64(slots), width)
-	if err := f.Truncate(size); err != nil {
-		return nil, err
-	}
-	fd := int(f.Fd())
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
-		return nil, fmt.Errorf("seal: %w", err)
-	}
-	mem, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("mmap: %w", err)
-	}
+func initHeader(mem []byte, slots, width uint64) error {
 	var seed [8]byte
 	if _, err := rand.Read(seed[:]); err != nil {
-		unix.Munmap(mem)
-		return nil, fmt.Errorf("hash seed: %w", err)
+		return fmt.Errorf("hash seed: %w", err)
 	}
 	hdr := (*header)(unsafe.Pointer(&mem[0]))
 	hdr.version = tableVersion
-	hdr.slots = uint64(slots)
-	hdr.probe = uint64(min(probeLength, slots))
+	hdr.slots = slots
+	hdr.probe = min(probeLength, slots)
 	hdr.width = width
 	hdr.epochMs = uint64(time.Now().UnixMilli())
 	hdr.seed = binary.LittleEndian.Uint64(seed[:])
 	atomic.StoreUint64(&hdr.magic, tableMagic)
-	return newTable(mem, o), nil
+	return nil
 }
 
 // OpenTable maps a table created by CreateTable, typically inherited by a
@@ -266,23 +250,12 @@ func OpenTable(f *os.File, opts ...Option) (*Table, error) {
 	if f == nil {
 		return nil, errors.New("ratelimit: open table: no file")
 	}
-	st, err := f.Stat()
+	mem, err := shm.Map(f, headerBytes+SlotBytes, TableBytes(MaxTableSlots))
 	if err != nil {
-		return nil, fmt.Errorf("ratelimit: open table: %w", err)
-	}
-	size := st.Size()
-	if size < headerBytes+SlotBytes {
-		return nil, fmt.Errorf("ratelimit: open table %s: %d bytes is too small for a table", f.Name(), size)
-	}
-	if size > TableBytes(MaxTableSlots) {
-		return nil, fmt.Errorf("ratelimit: open table %s: %d bytes is larger than any table", f.Name(), size)
-	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("ratelimit: open table %s: mmap: %w", f.Name(), err)
+		return nil, fmt.Errorf("ratelimit: open table %s: %w", f.Name(), err)
 	}
 	if err := checkHeader(mem); err != nil {
-		unix.Munmap(mem)
+		shm.Unmap(mem)
 		return nil, fmt.Errorf("ratelimit: open table %s: %w", f.Name(), err)
 	}
 	return newTable(mem, buildOptions(opts)), nil
@@ -327,7 +300,7 @@ func newTable(mem []byte, o options) *Table {
 // again returns the first result.
 func (t *Table) Close() error {
 	t.closeOnce.Do(func() {
-		if err := unix.Munmap(t.mem); err != nil {
+		if err := shm.Unmap(t.mem); err != nil {
 			t.closeErr = fmt.Errorf("ratelimit: close table: %w", err)
 		}
 		t.mem, t.slots, t.cells, t.hdr = nil, nil, nil, nil
