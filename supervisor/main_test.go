@@ -210,7 +210,7 @@ func fakeWorker() int {
 	if d, err := time.ParseDuration(os.Getenv("FAKE_RELOAD_READY_DELAY")); err == nil && wc.Generation > 1 {
 		time.Sleep(d) // a worker of a reload that takes its time to start
 	}
-	if err := w.Ready(); err != nil {
+	if err := w.Ready(control.Stats{}); err != nil {
 		return 1
 	}
 	if err := w.Serve(context.Background(), h, cfg.Supervisor.HeartbeatInterval); err != nil {

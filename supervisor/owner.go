@@ -156,6 +156,9 @@ func (o *owner) message(pm procMsg) {
 			return
 		}
 		p.readyAt, p.lastBeat = time.Now(), time.Now()
+		if m.Stats != nil {
+			p.stats = *m.Stats
+		}
 		if p.state == stateStarting {
 			p.state = stateReady
 		}

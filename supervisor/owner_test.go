@@ -54,8 +54,13 @@ func (f *fakeProcess) exit(err error) {
 }
 
 // fakeStarts starts in-process workers; crash says which slots' workers
-// exit as soon as they start. It counts the starts per slot.
+// exit as soon as they start. It counts the starts per slot. Its workers
+// report ready with the figures in ready; when beats is set, their
+// heartbeats wait until it is closed.
 type fakeStarts struct {
+	ready control.Stats
+	beats chan struct{}
+
 	crash  func(slot int) bool
 	nextID atomic.Int64
 	mu     sync.Mutex
@@ -83,11 +88,11 @@ func (fs *fakeStarts) start(spec workerSpec) (process, net.Conn, error) {
 	}
 	go func() {
 		w := control.NewWorker(conn, slog.New(slog.DiscardHandler))
-		if _, err := w.ReadConfig(context.Background()); err != nil || w.Ready() != nil {
+		if _, err := w.ReadConfig(context.Background()); err != nil || w.Ready(fs.ready) != nil {
 			f.exit(errors.New("exit status 1"))
 			return
 		}
-		_ = w.Serve(context.Background(), quietHandler{f}, 20*time.Millisecond)
+		_ = w.Serve(context.Background(), quietHandler{f, fs.beats}, 20*time.Millisecond)
 		f.exit(nil)
 	}()
 	return f, parent, nil
@@ -99,17 +104,25 @@ func (fs *fakeStarts) count(slot int) int {
 	return fs.starts[slot]
 }
 
-// quietHandler answers the supervisor with nothing to report and exits on
-// drain.
-type quietHandler struct{ f *fakeProcess }
+// quietHandler answers the supervisor with nothing to report, once beats
+// (when set) is closed, and exits on drain.
+type quietHandler struct {
+	f     *fakeProcess
+	beats chan struct{}
+}
 
 func (quietHandler) Invalidate([]string)         {}
 func (quietHandler) ForceBreaker(string, string) {}
 func (quietHandler) Purge()                      {}
 func (quietHandler) Share([]control.SharedEntry) {}
-func (quietHandler) Stats() control.Stats        { return control.Stats{} }
-func (quietHandler) Metrics() []byte             { return nil }
-func (h quietHandler) Drain()                    { h.f.exit(nil) }
+func (h quietHandler) Stats() control.Stats {
+	if h.beats != nil {
+		<-h.beats
+	}
+	return control.Stats{}
+}
+func (quietHandler) Metrics() []byte { return nil }
+func (h quietHandler) Drain()        { h.f.exit(nil) }
 
 // runInProcess runs the supervisor with fake workers; it returns the
 // operator client and the channel run's result arrives on.
@@ -165,6 +178,43 @@ func TestCrashingSlotIsDegradedOthersServe(t *testing.T) {
 	if w := ws.Workers[1]; !w.Degraded || w.Restarts < 3 {
 		t.Errorf("slot 1 = %+v, want degraded after at least 3 restarts", w)
 	}
+	cancel()
+	select {
+	case err := <-result:
+		if err != nil {
+			t.Errorf("run after cancel = %v, want nil", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after its context ended")
+	}
+}
+
+// TestReadyCarriesTheFirstFigures: a worker is listed with the figures
+// of its ready message while its first heartbeat is still on the way.
+func TestReadyCarriesTheFirstFigures(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	beats := make(chan struct{})
+	fs := &fakeStarts{
+		crash: func(int) bool { return false },
+		ready: control.Stats{Requests: 7, Process: control.Process{RSSBytes: 1 << 20, CPUSeconds: 0.25}},
+		beats: beats,
+	}
+	op, result := runInProcess(t, ctx, 1, fs, func(sc *config.Supervisor) {})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ws, err := operator.Call(ctx, op, operator.GetWorkers, operator.None{})
+		if err == nil && len(ws.Workers) == 1 && ws.Workers[0].State == stateReady {
+			if w := ws.Workers[0]; w.Requests != 7 || w.RSSBytes != 1<<20 || w.CPUSeconds != 0.25 {
+				t.Errorf("ready worker = %+v, want the ready message's figures (7 requests, 1 MiB, 0.25 s)", w)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ready worker; last answer %+v, %v", ws, err)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the operator socket for a condition
+	}
+	close(beats)
 	cancel()
 	select {
 	case err := <-result:

@@ -117,7 +117,7 @@ func run(slot int, boot *slog.Logger) error {
 	conns := trackConns(srv)
 	served := make(chan error, 1)
 	go func() { served <- serve(srv, ln, cfg.TLS) }()
-	if err := ctl.Ready(); err != nil {
+	if err := ctl.Ready(w.Stats()); err != nil {
 		return fmt.Errorf("report ready: %w", err)
 	}
 	log.Info("worker ready", "listen", ln.Addr().String(), "generation", wc.Generation)

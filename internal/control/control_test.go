@@ -240,10 +240,12 @@ func TestWorkerConversation(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- w.Serve(ctx, h, 10*time.Millisecond) }()
 
-	if err := w.Ready(); err != nil {
+	if err := w.Ready(h.Stats()); err != nil {
 		t.Fatal(err)
 	}
-	sup.next(t, TypeReady)
+	if r := sup.next(t, TypeReady); r.Stats == nil || r.Stats.Requests != 11 {
+		t.Errorf("ready stats = %+v, want requests 11", r.Stats)
+	}
 	if hb := sup.next(t, TypeHeartbeat); hb.Stats == nil || hb.Stats.Requests != 11 {
 		t.Errorf("heartbeat stats = %+v, want requests 11", hb.Stats)
 	}

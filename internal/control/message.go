@@ -8,7 +8,7 @@
 // answer repeats:
 //
 //	worker → supervisor          supervisor → worker
-//	ready                        config (first message)
+//	ready (Stats)                config (first message)
 //	heartbeat (Stats)            invalidate (ID, Keys) → applied (ID)
 //	breaker (Breaker change)     breaker (forced change)
 //	invalidate (ID, Keys) → ack  purge
@@ -76,7 +76,7 @@ type Message struct {
 	Keys []string `json:"keys,omitempty"`
 	// Breaker is the change of a breaker message.
 	Breaker *BreakerChange `json:"breaker,omitempty"`
-	// Stats come with heartbeat and stats.
+	// Stats come with ready, heartbeat and stats.
 	Stats *Stats `json:"stats,omitempty"`
 	// Metrics is the Prometheus text exposition that comes with stats.
 	Metrics string `json:"metrics,omitempty"`

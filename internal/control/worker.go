@@ -88,8 +88,10 @@ func (w *Worker) ReadConfig(ctx context.Context) (WorkerConfig, error) {
 	return WorkerConfig{Slot: m.Slot, Generation: m.Generation, Config: m.Config, Warm: m.Warm}, nil
 }
 
-// Ready tells the supervisor the worker is accepting connections.
-func (w *Worker) Ready() error { return w.codec.Send(Message{Type: TypeReady}) }
+// Ready tells the supervisor the worker is accepting connections, with its
+// figures so far, so that a worker is never listed ready without them while
+// its first heartbeat is on the way.
+func (w *Worker) Ready(s Stats) error { return w.codec.Send(Message{Type: TypeReady, Stats: &s}) }
 
 // ReportBreaker reports a local breaker transition. forced marks a change
 // the supervisor imposed, which the supervisor will not propagate again.

@@ -316,11 +316,16 @@ func TestRecycleAfterMaxRequests(t *testing.T) {
 func TestRecycleAboveMaxMemory(t *testing.T) {
 	d := start(t, "-workers", "2", "-supervisor.heartbeat_interval", "100ms", "-supervisor.healthy_after", "1s",
 		"-cache.size_mb", "1", "-supervisor.max_memory", "20MiB")
-	for _, w := range d.workers(t) {
-		if w.RSSBytes == 0 || w.CPUSeconds <= 0 {
-			t.Errorf("worker %d reports RSS %d and CPU %.2fs", w.PID, w.RSSBytes, w.CPUSeconds)
+	// CPU time counts in clock ticks: a worker that has just started may
+	// not have used one yet, so the figures are awaited, not read once.
+	d.waitWorkers(t, "every worker's RSS and CPU time", func(ws []fleetWorker) bool {
+		for _, w := range ws {
+			if w.RSSBytes == 0 || w.CPUSeconds <= 0 {
+				return false
+			}
 		}
-	}
+		return len(ws) == 2
+	})
 	recycled(t, d, "memory")
 }
 

@@ -51,7 +51,8 @@ type WorkerInfo struct {
 	// and limit; -1 when unknown.
 	QueueDepth   int64 `json:"queue_depth"`
 	QueueBacklog int64 `json:"queue_backlog"`
-	// The worker process's figures from its latest heartbeat: resident
+	// The worker process's figures from its ready message or latest
+	// heartbeat: resident
 	// memory, CPU time, and the latency of the last minute's requests.
 	RSSBytes   uint64  `json:"rss_bytes"`
 	CPUSeconds float64 `json:"cpu_seconds"`
