@@ -7,7 +7,7 @@ run:
 	$(GO) run ./cmd/amexd
 
 test: deps vet staticcheck units
-	.ci/with-redis $(GO) test -race -count=1 -timeout 12m ./...
+	$(GO) test -race -count=1 -timeout 12m ./...
 
 # The tests on a real local cluster (internal/cluster): three hosts in
 # their own network namespaces behind HAProxy, one Redis, one simulator.
