@@ -121,6 +121,22 @@ func (a *aggregator) observe(slot, pid int, fams map[string]*dto.MetricFamily) {
 	ss.pid, ss.raw = pid, fams
 }
 
+// forget drops a removed slot's series: a slot that is gone has no
+// figures, rather than its last ones forever. Late snapshots of the slot's last worker, pid,
+// are ignored; a slot added again starts from zero, which Prometheus
+// reads as a counter reset.
+func (a *aggregator) forget(slot, pid int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ss := a.slots[slot]
+	if ss == nil {
+		return
+	}
+	ss.retired[ss.pid] = true
+	ss.retired[pid] = true
+	ss.pid, ss.raw, ss.offset = 0, nil, map[string]*dto.MetricFamily{}
+}
+
 // families returns every slot's series, labelled slot="N", with offsets
 // applied, merged by family name and sorted.
 func (a *aggregator) families() []*dto.MetricFamily {

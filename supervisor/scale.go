@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -98,6 +99,7 @@ func (o *owner) addSlot() (*proc, error) {
 		return nil, err
 	}
 	sl.cur = p
+	o.metrics.restarts.WithLabelValues(strconv.Itoa(i)) // at 0 from the start, as in newOwner
 	return p, nil
 }
 
@@ -161,6 +163,14 @@ func (s *Supervisor) scaleDown(ctx context.Context, n int) error {
 	if _, ok := ask(s, func(o *owner) bool {
 		for _, p := range pl.procs {
 			o.retire(p, o.cfg.ShutdownTimeout)
+		}
+		for _, sl := range o.slots[n:] {
+			pid := 0
+			if sl.cur != nil {
+				pid = sl.cur.pid
+			}
+			o.agg.forget(sl.index, pid)
+			o.metrics.restarts.DeleteLabelValues(strconv.Itoa(sl.index))
 		}
 		o.slots = o.slots[:n]
 		return true

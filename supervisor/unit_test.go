@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"maps"
 	"testing"
 	"time"
 
@@ -104,6 +105,30 @@ func TestAggregatorCountersNeverGoBack(t *testing.T) {
 	fams := a.families()
 	if l := fams[0].Metric[0].Label; len(l) != 1 || l[0].GetName() != "slot" || l[0].GetValue() != "0" {
 		t.Errorf("labels = %v, want slot=0", l)
+	}
+}
+
+func TestAggregatorForgetsARemovedSlot(t *testing.T) {
+	a := newAggregator()
+	a.observe(0, 100, counterFamily("reqs_total", 7))
+	a.observe(1, 101, counterFamily("reqs_total", 5))
+	a.observe(1, 102, counterFamily("reqs_total", 2)) // slot 1's worker replaced once
+	a.forget(1, 102)
+	a.observe(1, 102, counterFamily("reqs_total", 3)) // a late snapshot of the removed worker
+	fams := a.families()
+	if len(fams) != 1 || len(fams[0].Metric) != 1 {
+		t.Fatalf("families after slot 1 was removed = %v, want slot 0's series alone", fams)
+	}
+	if l := fams[0].Metric[0].Label; l[0].GetValue() != "0" || value(fams, "reqs_total") != 7 {
+		t.Errorf("series = %v, want slot 0's 7", fams[0].Metric[0])
+	}
+	a.observe(1, 200, counterFamily("reqs_total", 1)) // the slot added again
+	got := map[string]float64{}
+	for _, m := range a.families()[0].Metric {
+		got[m.Label[0].GetValue()] = m.GetCounter().GetValue()
+	}
+	if want := map[string]float64{"0": 7, "1": 1}; !maps.Equal(got, want) {
+		t.Errorf("series by slot with slot 1 added again = %v, want %v: the removed workers' counts are gone", got, want)
 	}
 }
 

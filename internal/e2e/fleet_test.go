@@ -274,6 +274,16 @@ func TestScaleUnderLoad(t *testing.T) {
 	if n := d.statusWorkers(t); n != 1 {
 		t.Errorf("status shows %d workers after scale 1", n)
 	}
+	body, err := d.op.Metrics(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if strings.Contains(line, `slot="`) && !strings.Contains(line, `slot="0"`) {
+			t.Errorf("a removed slot's series is still on /metrics after scale 1: %s", line)
+			break
+		}
+	}
 	ok, failed := stop()
 	t.Logf("%d requests answered during scale 2 → 4 → 1", ok)
 	if len(failed) > 0 || ok == 0 {
