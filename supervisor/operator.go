@@ -1,10 +1,13 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
+	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/control"
 	"github.com/amexd/amexd/internal/operator"
 )
@@ -61,10 +64,41 @@ func (s *Supervisor) operatorHandler() http.Handler {
 		}
 		return operator.Scaled{Workers: in.Workers, DurationMs: time.Since(began).Milliseconds()}, nil
 	})
-	operator.Handle(mux, operator.PostCachePurge, func(*http.Request, operator.None) (operator.Purged, error) {
-		return ownerAnswer(s, func(o *owner) operator.Purged { return operator.Purged{Workers: o.purge()} })
+	operator.Handle(mux, operator.PostCachePurge, func(r *http.Request, _ operator.None) (operator.Purged, error) {
+		return s.purge(r.Context())
 	})
 	return mux
+}
+
+// purge empties the shared cache tier, when there is one, and then every
+// worker's cache: in that order, so that no worker refills from the tier
+// what it has just dropped. The workers are purged even when the tier
+// cannot be; the answer is then an error that says both.
+func (s *Supervisor) purge(ctx context.Context) (operator.Purged, error) {
+	cfg, ok := ask(s, func(o *owner) config.Config { return o.cfg })
+	if !ok {
+		return operator.Purged{}, operator.WithStatus(http.StatusServiceUnavailable, errShuttingDown)
+	}
+	var sharedErr error
+	shared, err := cfg.SharedCache(s.log)
+	switch {
+	case err != nil:
+		sharedErr = err
+	case shared != nil:
+		sharedErr = shared.Purge(ctx, time.Now())
+		_ = shared.Close()
+	}
+	out, err := ownerAnswer(s, func(o *owner) operator.Purged { return operator.Purged{Workers: o.purge()} })
+	if err != nil {
+		return out, err
+	}
+	if sharedErr != nil {
+		return out, operator.WithStatus(http.StatusBadGateway,
+			fmt.Errorf("purged the cache of %d workers, but not the shared tier in Redis: %w", out.Workers, sharedErr))
+	}
+	out.Shared = shared != nil
+	s.log.Info("supervisor: cache purged", "workers", out.Workers, "shared_tier", out.Shared)
+	return out, nil
 }
 
 // ownerAnswer runs f in the owner loop; once the loop has ended the

@@ -64,15 +64,11 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 	}
 	w := &Worker{}
 	cacheOpts := []cache.Option{cache.WithStaleOn(servableFromStale)}
-	if cfg.Cache.Shared == cache.SharedRedis {
-		url := cfg.Cache.RedisURL
-		if url == "" {
-			url = cfg.RateLimit.RedisURL
-		}
-		shared, err := cache.NewShared(url, cfg.Cache.RedisTimeout, cfg.Cache.SharedWait, o.Log)
-		if err != nil {
-			return nil, fmt.Errorf("build shared cache tier: %w", err)
-		}
+	shared, err := cfg.SharedCache(o.Log)
+	if err != nil {
+		return nil, fmt.Errorf("build shared cache tier: %w", err)
+	}
+	if shared != nil {
 		w.shared = shared
 		cacheOpts = append(cacheOpts, cache.WithShared(shared))
 	}

@@ -239,6 +239,9 @@ func runCache(ctx context.Context, inv *invocation, args []string) int {
 		return inv.usageError("usage: amexctl cache purge")
 	}
 	return show(ctx, inv, operator.PostCachePurge, func(r operator.Purged) string {
+		if r.Shared {
+			return fmt.Sprintf("purged the shared tier in Redis and the cache of %d %s\n", r.Workers, plural(r.Workers, "worker"))
+		}
 		return fmt.Sprintf("purged the cache of %d %s\n", r.Workers, plural(r.Workers, "worker"))
 	})
 }

@@ -51,7 +51,8 @@ Commands:
   upgrade              run the amexd binary now installed, every process,
                        without closing the sockets (SIGUSR2 does the same)
   scale N              run N workers from now on (until the next reload)
-  cache purge          empty every worker's cache
+  cache purge          empty every worker's cache, and first the shared
+                       tier in Redis with cache.shared: redis
   metrics              Prometheus metrics of the supervisor and the workers
   top [--interval D] [-n N]
                        live view of the workers (requests/s, p99, cache hit

@@ -18,10 +18,14 @@ import (
 // features that use the same Redis (rate limits, the cluster channel). A
 // cached answer lives under sharedValue+key, the generation that guards its
 // fills under sharedGen+key, and the lock of its fill under sharedLock+key.
+// sharedPurged holds when the tier was last purged (unix nanoseconds): an
+// answer stored before then is not served, and a fill that began before it
+// does not store.
 const (
-	sharedValue = "amexd:cache:v1:value:"
-	sharedGen   = "amexd:cache:v1:gen:"
-	sharedLock  = "amexd:cache:v1:lock:"
+	sharedValue  = "amexd:cache:v1:value:"
+	sharedGen    = "amexd:cache:v1:gen:"
+	sharedLock   = "amexd:cache:v1:lock:"
+	sharedPurged = "amexd:cache:v1:purged"
 )
 
 // Timings of the shared tier: how long a generation outlives its last
@@ -35,13 +39,22 @@ const (
 	sharedLogEvery  = 10 * time.Second
 )
 
-// storeIfGen stores a fill only if the key's generation is still the one
-// read before the fill asked the upstream: an invalidation in between means
-// the answer may predate a write.
+// storeIfGen stores a fill only if the key's generation and the tier's
+// purge stamp are still those read before the fill asked the upstream: an
+// invalidation or a purge in between means the answer may predate it.
 var storeIfGen = redis.NewScript(`
 local gen = redis.call('GET', KEYS[2]) or ''
-if gen ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+local purged = redis.call('GET', KEYS[3]) or ''
+if gen ~= ARGV[1] or purged ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+return 1`)
+
+// purgeAt moves the tier's purge stamp to ARGV[1], never back: machines'
+// clocks differ a little, and a purge must not revive what an earlier one
+// hid.
+var purgeAt = redis.NewScript(`
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end
 return 1`)
 
 // unlockIfOwner releases a fill's lock only if it is still this fill's.
@@ -146,7 +159,7 @@ func (s *Shared) load(ctx context.Context, key string, now func() int64, fetch f
 		if !s.available() {
 			return fetchOr()
 		}
-		f, gen, err := s.lookup(ctx, key)
+		f, guard, err := s.lookup(ctx, key)
 		t := now()
 		switch {
 		case err != nil:
@@ -165,7 +178,7 @@ func (s *Shared) load(ctx context.Context, key string, now func() int64, fetch f
 		if locked || time.Now().After(deadline) {
 			f, err := fetchOr()
 			if err == nil {
-				s.store(ctx, key, gen, f, now())
+				s.store(ctx, key, guard, f, now())
 			}
 			if locked {
 				s.unlock(ctx, key, token)
@@ -182,29 +195,39 @@ func (s *Shared) load(ctx context.Context, key string, now func() int64, fetch f
 	}
 }
 
+// fillGuard is what a fill read before it asked the upstream: the key's
+// generation and the tier's purge stamp. Its answer is stored only if
+// both are unchanged.
+type fillGuard struct{ gen, purged string }
+
 // lookup reads key's answer, whatever its windows say (enc is nil when
-// there is none), and its generation, in one round trip.
-func (s *Shared) lookup(ctx context.Context, key string) (f filled, gen string, err error) {
+// there is none or it was stored before the tier's last purge), and its
+// fill guard, in one round trip.
+func (s *Shared) lookup(ctx context.Context, key string) (f filled, guard fillGuard, err error) {
 	var vals []any
 	err = s.call(ctx, func(ctx context.Context) error {
 		var err error
-		vals, err = s.rdb.MGet(ctx, sharedValue+key, sharedGen+key).Result()
+		vals, err = s.rdb.MGet(ctx, sharedValue+key, sharedGen+key, sharedPurged).Result()
 		return err
 	})
 	if err != nil {
-		return filled{}, "", err
+		return filled{}, fillGuard{}, err
 	}
-	gen, _ = vals[1].(string)
+	guard.gen, _ = vals[1].(string)
+	guard.purged, _ = vals[2].(string)
 	raw, ok := vals[0].(string)
 	if !ok {
-		return filled{}, gen, nil
+		return filled{}, guard, nil
 	}
 	enc := []byte(raw)
 	rec, err := decode(enc)
 	if err != nil {
-		return filled{}, gen, nil
+		return filled{}, guard, nil
 	}
-	return filled{rec: rec, enc: enc}, gen, nil
+	if purged, _ := strconv.ParseInt(guard.purged, 10, 64); rec.entry.Stored.UnixNano() <= purged {
+		return filled{}, guard, nil
+	}
+	return filled{rec: rec, enc: enc}, guard, nil
 }
 
 // lock tries to take key's fill lock, which expires after the tier's wait
@@ -232,15 +255,15 @@ func (s *Shared) unlock(ctx context.Context, key, token string) {
 }
 
 // store writes a fill to Redis for as long as its stale window lasts,
-// unless key was invalidated since gen was read.
-func (s *Shared) store(ctx context.Context, key, gen string, f filled, now int64) {
+// unless key was invalidated or the tier purged since guard was read.
+func (s *Shared) store(ctx context.Context, key string, guard fillGuard, f filled, now int64) {
 	ttl := time.Duration(f.rec.staleUntil - now)
 	if ttl < time.Millisecond {
 		return
 	}
 	err := s.call(ctx, func(ctx context.Context) error {
-		return storeIfGen.Run(ctx, s.rdb, []string{sharedValue + key, sharedGen + key},
-			gen, f.enc, strconv.FormatInt(ttl.Milliseconds(), 10)).Err()
+		return storeIfGen.Run(ctx, s.rdb, []string{sharedValue + key, sharedGen + key, sharedPurged},
+			guard.gen, guard.purged, f.enc, strconv.FormatInt(ttl.Milliseconds(), 10)).Err()
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
 		s.failed("store", err)
@@ -267,6 +290,22 @@ func (s *Shared) invalidate(ctx context.Context, keys []string) error {
 	if err != nil {
 		s.failed("invalidate", err)
 		return fmt.Errorf("cache: invalidate %d keys in the shared tier: %w", len(keys), err)
+	}
+	return nil
+}
+
+// Purge hides every answer the tier holds from every machine: none stored
+// before at (by the clock the caches stamp their entries with) is served
+// again, and no fill that began before it stores. Entries already in a
+// machine's own cache stay there until their windows end or that machine
+// is purged too. Unlike the tier's reads, a failure here is returned: the
+// operator asked for it.
+func (s *Shared) Purge(ctx context.Context, at time.Time) error {
+	err := s.call(ctx, func(ctx context.Context) error {
+		return purgeAt.Run(ctx, s.rdb, []string{sharedPurged}, strconv.FormatInt(at.UnixNano(), 10)).Err()
+	})
+	if err != nil {
+		return fmt.Errorf("cache: purge the shared tier: %w", err)
 	}
 	return nil
 }

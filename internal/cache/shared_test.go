@@ -200,6 +200,71 @@ func TestSharedTierFillRacingInvalidation(t *testing.T) {
 	}
 }
 
+// A purge hides what the tier holds from every machine, a fill that asked
+// the upstream before it stores nothing after it, and a purge stamped
+// earlier than the last one (another machine's clock behind) revives
+// nothing.
+func TestSharedTierPurge(t *testing.T) {
+	ctx := context.Background()
+	url := privateRedis(t)
+	a, clockA, sharedA := machine(t, url, time.Second)
+	b, clockB, _ := machine(t, url, time.Second)
+	old, _ := counting(`"before the purge"`)
+	for _, key := range []string{"user:8", "user:10"} {
+		if _, _, err := a.Get(ctx, KindUser, key, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	finish := holdFill(a, KindUser, "user:9", `"fetched before the purge"`)
+	purgedAt := clockA.Now()
+	if err := sharedA.Purge(ctx, purgedAt); err != nil {
+		t.Fatal(err)
+	}
+	// The held fill's answer comes after the purge, as it would in
+	// time; what it fetched is from before.
+	clockA.Advance(time.Millisecond)
+	clockB.Advance(time.Millisecond)
+	finish()
+
+	fresh, calls := counting(`"after the purge"`)
+	for _, key := range []string{"user:8", "user:9"} {
+		if e, _, err := b.Get(ctx, KindUser, key, fresh); err != nil || string(e.Body) != `"after the purge"` {
+			t.Errorf("another machine reading %s after the purge got %q %v, want a new answer", key, e.Body, err)
+		}
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d fetches after the purge, want 2", n)
+	}
+
+	// An earlier stamp leaves the purge in place: a's answer of user:10,
+	// stored before purgedAt and still in Redis, stays hidden from a
+	// machine new to the key, which reads b's answers of the others.
+	if err := sharedA.Purge(ctx, purgedAt.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	c, clockC, _ := machine(t, url, time.Second)
+	clockC.Advance(time.Millisecond)
+	for _, key := range []string{"user:8", "user:10"} {
+		if e, _, err := c.Get(ctx, KindUser, key, fresh); err != nil || string(e.Body) != `"after the purge"` {
+			t.Errorf("a third machine reading %s got %q %v, want an answer from after the purge", key, e.Body, err)
+		}
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("%d fetches, want 3: user:10 fetched again, user:8 read from Redis", n)
+	}
+}
+
+func TestSharedTierPurgeFailsWhenRedisIsDown(t *testing.T) {
+	s, err := NewShared(unanswering(t), 50*time.Millisecond, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Purge(context.Background(), time.Now()); err == nil || !strings.Contains(err.Error(), "purge the shared tier") {
+		t.Errorf("Purge with Redis hanging = %v, want an error naming the purge", err)
+	}
+}
+
 func TestSharedTierWaitIsBounded(t *testing.T) {
 	url := privateRedis(t)
 	a, _, _ := machine(t, url, 10*time.Second)

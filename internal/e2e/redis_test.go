@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -195,4 +196,52 @@ func TestRedisPausedLimitsLocally(t *testing.T) {
 	}
 	statuses, limits = burst("127.0.4.3", 25)
 	exact("after Redis continued", statuses, limits, 20, 5, "20")
+}
+
+// TestCachePurgeReachesTheSharedTier: with cache.shared redis, `amexctl
+// cache purge` purges the tier in Redis before the workers' caches, so
+// that the next read asks the upstream instead of refilling from Redis;
+// with Redis stopped it says the tier was not purged and fails.
+func TestCachePurgeReachesTheSharedTier(t *testing.T) {
+	rds := redistest.Start(t)
+	_, up := upstreamWith(t, func(c *eventapi.SimConfig) { c.EventDelay = 10 * time.Millisecond })
+	d := start(t, "-workers", "2", "-upstream.url", up, "-cache.shared", "redis",
+		"-cache.redis_url", rds.URL, "-cache.redis_timeout", "2s")
+	c := fresh()
+	read := func() {
+		t.Helper()
+		if status, body := get(t, c, d.url("/events/1")); status != http.StatusOK {
+			t.Fatalf("GET /events/1: %d %s", status, body)
+		}
+	}
+	for range 4 {
+		read()
+	}
+	if n := eventCalls(t, up); n != 1 {
+		t.Fatalf("%d getEventById calls for 4 reads, want 1", n)
+	}
+
+	if out := d.amexctl(t, "cache", "purge"); !strings.Contains(out, "purged the shared tier in Redis and the cache of 2 workers") {
+		t.Errorf("amexctl cache purge said %q", out)
+	}
+	// The workers apply the purge as their control messages arrive.
+	deadline := time.Now().Add(10 * time.Second)
+	for eventCalls(t, up) == 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no read asked the upstream again within 10s of the purge")
+		}
+		read()
+	}
+	for range 4 {
+		read()
+	}
+	if n := eventCalls(t, up); n != 2 {
+		t.Errorf("%d getEventById calls, want 2: one after the purge, and the other worker reads its answer from Redis", n)
+	}
+
+	rds.Stop()
+	out, err := exec.Command(amexctl, "--socket", d.Socket, "cache", "purge").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "but not the shared tier in Redis") {
+		t.Errorf("amexctl cache purge with Redis stopped: %v %q, want a failure naming the shared tier", err, out)
+	}
 }

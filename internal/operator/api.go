@@ -165,7 +165,10 @@ type BreakersReset struct {
 	Workers int      `json:"workers"`
 }
 
-// Purged is the answer of POST /cache/purge: how many workers were told.
+// Purged is the answer of POST /cache/purge: how many workers were told,
+// and whether the shared tier in Redis (cache.shared: redis) was purged
+// first. When it could not be, the answer is an error that says so.
 type Purged struct {
-	Workers int `json:"workers"`
+	Workers int  `json:"workers"`
+	Shared  bool `json:"shared"`
 }

@@ -24,7 +24,8 @@
 //	     (200 only when every slot has a ready worker and none is degraded)
 //	GET  /metrics         Prometheus text: the supervisor's amexd_supervisor_*
 //	     series and every worker's, labelled slot="N", counters continuous
-//	     across worker replacements and binary upgrades
+//	     across worker replacements and binary upgrades; a slot removed by
+//	     scaling leaves with its series
 //	POST /reload          200 Reloaded; 400 when the new configuration is
 //	     refused (workers untouched), 409 when a reload or upgrade is already
 //	     running, 500 when a new worker failed to get ready
@@ -33,5 +34,6 @@
 //	     500 when it was rolled back (the old binary keeps serving)
 //	POST /breakers/reset  body {"name": "getUsers"} or ?name=getUsers; every
 //	     known breaker when absent. 200 BreakersReset
-//	POST /cache/purge     200 Purged
+//	POST /cache/purge     200 Purged; 502 when the shared tier in Redis could
+//	     not be purged (the workers were)
 package operator
