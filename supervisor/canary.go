@@ -10,9 +10,9 @@ import (
 	"github.com/amexd/amexd/internal/control"
 )
 
-// ErrRolledBack marks a reload whose canary did worse than the old workers
-// and was put back on the old configuration.
-var ErrRolledBack = errors.New("reload rolled back")
+// ErrRolledBack marks a reload or upgrade whose canary did worse than the
+// old workers and was put back on the old configuration and binary.
+var ErrRolledBack = errors.New("rolled back")
 
 // Canary thresholds: the canary must have answered canaryMinRequests to be
 // judged on its 5xx rate, and is worse when that rate exceeds the old
@@ -67,9 +67,10 @@ func (o *owner) sample() (canary *proc, cc, old counts) {
 
 // canary watches slot 0's new worker for d against the old workers, from
 // their heartbeats. When its 5xx rate or its breaker openings (per worker)
-// are worse, slot 0 goes back to the old configuration and generation and
-// the reload ends with ErrRolledBack.
-func (s *Supervisor) canary(ctx context.Context, d time.Duration, old config.Config, oldGen int) error {
+// are worse, slot 0 goes back to the old configuration and generation, on
+// the running binary, and the job (what: "reload" or "upgrade") ends with
+// ErrRolledBack.
+func (s *Supervisor) canary(ctx context.Context, what string, d time.Duration, old config.Config, oldGen int) error {
 	type snap struct {
 		p       *proc
 		cc, old counts
@@ -106,13 +107,13 @@ func (s *Supervisor) canary(ctx context.Context, d time.Duration, old config.Con
 	}
 	s.log.Error("supervisor: canary failed; rolling back", "pid", end.p.pid, "why", why)
 	if err := s.replaceSlot(ctx, 0, old, oldGen, "", reasonRollback); err != nil {
-		return fmt.Errorf("%w incompletely: canary slot 0 %s; putting the old configuration back failed: %w", ErrRolledBack, why, err)
+		return fmt.Errorf("%s %w incompletely: canary slot 0 %s; putting the old worker back failed: %w", what, ErrRolledBack, why, err)
 	}
 	ask(s, func(o *owner) bool {
 		o.cfg, o.gen = old, oldGen
 		return true
 	})
-	return fmt.Errorf("%w: canary slot 0 %s", ErrRolledBack, why)
+	return fmt.Errorf("%s %w: canary slot 0 %s", what, ErrRolledBack, why)
 }
 
 // onTrial reports whether p is a canary under watch, whose breaker

@@ -227,7 +227,7 @@ func (s *Supervisor) reloadSteps(ctx context.Context) (int, error) {
 			return pr.gen, fmt.Errorf("slot %d: %w", i, err)
 		}
 		if i == 0 && min(pr.slots, want) > 1 && pr.cfg.Supervisor.Canary > 0 {
-			if err := s.canary(ctx, pr.cfg.Supervisor.Canary, pr.old, pr.oldGen); err != nil {
+			if err := s.canary(ctx, "reload", pr.cfg.Supervisor.Canary, pr.old, pr.oldGen); err != nil {
 				return pr.oldGen, err
 			}
 		}

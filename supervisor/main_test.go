@@ -100,6 +100,7 @@ type fakeHandler struct {
 	ln          net.Listener
 	conns       atomic.Int64
 	requests    atomic.Uint64
+	errors      atomic.Uint64
 	inflight    atomic.Int64
 	invalidated atomic.Uint64
 	purges      atomic.Uint64
@@ -119,7 +120,7 @@ func (h *fakeHandler) ForceBreaker(name, state string) {
 func (h *fakeHandler) Stats() control.Stats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	st := control.Stats{Requests: h.requests.Load(), Inflight: h.inflight.Load()}
+	st := control.Stats{Requests: h.requests.Load(), Errors: h.errors.Load(), Inflight: h.inflight.Load()}
 	for name, state := range h.breakers {
 		st.Breakers = append(st.Breakers, control.Breaker{Name: name, State: state})
 	}
@@ -174,10 +175,19 @@ func fakeWorker() int {
 	h := &fakeHandler{breakers: map[string]string{}}
 	mux := http.NewServeMux()
 	pid := strconv.Itoa(os.Getpid())
+	// FAKE_WORKER_ERRORS=1 makes a worker that answers every request 500: a
+	// new binary that starts but serves badly.
+	failing := os.Getenv("FAKE_WORKER_ERRORS") == "1"
 	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, r *http.Request) {
 		h.requests.Add(1)
 		h.inflight.Add(1)
 		defer h.inflight.Add(-1)
+		if failing {
+			h.errors.Add(1)
+			rw.Header().Set("X-Worker-Pid", pid)
+			http.Error(rw, "this build serves only errors", http.StatusInternalServerError)
+			return
+		}
 		if ms, _ := strconv.Atoi(r.URL.Query().Get("sleep_ms")); ms > 0 {
 			time.Sleep(time.Duration(ms) * time.Millisecond) // simulates a slow request being served
 		}

@@ -75,9 +75,11 @@ func lastLines(s string, n int) string {
 // the supervisor's path, ready before drain as a reload does, and then has
 // the supervisor re-execute itself with it in place (same PID). The binary
 // is checked first: if it does not start with the configuration, the error
-// wraps ErrUpgradeRefused and nothing changed. If a new worker does not get
-// ready, the slots already replaced go back to the running binary and the
-// error says why.
+// wraps ErrUpgradeRefused and nothing changed. Slot 0's new worker is
+// watched for supervisor.canary as a reload's is; if it does worse than the
+// old workers it goes back to the running binary and the error wraps
+// ErrRolledBack. If a new worker does not get ready, the slots already
+// replaced go back to the running binary and the error says why.
 func (s *Supervisor) Upgrade(ctx context.Context) (operator.Upgraded, error) {
 	var up operator.Upgraded
 	err := s.runJob(ctx, "upgrade", func(ctx context.Context) error {
@@ -121,12 +123,16 @@ func (s *Supervisor) upgradeSteps(ctx context.Context) (operator.Upgraded, error
 		cfg      config.Config
 		gen      int
 		slots    int
+		canary   bool
 		previous []config.Config
 	}
 	pr, ok := ask(s, func(o *owner) prepared {
 		o.gen++
 		o.notify.send("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
-		pr := prepared{cfg: o.cfg, gen: o.gen, slots: len(o.slots)}
+		pr := prepared{cfg: o.cfg, gen: o.gen, slots: len(o.slots), canary: o.cfg.Supervisor.Canary > 0 && len(o.slots) > 1}
+		if pr.canary {
+			o.trialGen = o.gen
+		}
 		for _, sl := range o.slots {
 			pr.previous = append(pr.previous, sl.cfg)
 		}
@@ -135,9 +141,16 @@ func (s *Supervisor) upgradeSteps(ctx context.Context) (operator.Upgraded, error
 	if !ok {
 		return operator.Upgraded{}, errShuttingDown
 	}
+	defer s.tell(func(o *owner) { o.trialGen = 0 })
 	up := operator.Upgraded{PID: os.Getpid(), Binary: bin, FromVersion: version(), Version: v, Generation: pr.gen}
 	for i := range pr.slots {
 		err := s.replaceSlot(ctx, i, pr.cfg, pr.gen, bin, "upgrade")
+		if err == nil && i == 0 && pr.canary {
+			if err := s.canary(ctx, "upgrade", pr.cfg.Supervisor.Canary, pr.cfg, pr.gen-1); err != nil {
+				s.readyAgain()
+				return up, err
+			}
+		}
 		if err == nil {
 			continue
 		}

@@ -69,6 +69,19 @@ func install(t *testing.T, src, dst string) {
 	}
 }
 
+// installWrapper installs at path a new "binary": a shell script that runs
+// worker, shell commands, when started as a worker, and then (unless they
+// exit) execs bin with the same arguments.
+func installWrapper(t *testing.T, path, bin, worker string) {
+	t.Helper()
+	script := fmt.Sprintf("#!/bin/sh\nif [ \"$1\" = worker ]; then %s; fi\nexec %s \"$@\"\n", worker, bin)
+	wrapper := filepath.Join(t.TempDir(), "v2")
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	install(t, wrapper, path)
+}
+
 // installed copies src to a fresh directory and returns the daemon kind
 // that runs it from there.
 func installed(t *testing.T, src string) (kind, string) {
@@ -281,12 +294,7 @@ func TestUpgradeRollsBack(t *testing.T) {
 	d := startDaemon(t, k, 2, nil)
 	keep := filepath.Join(t.TempDir(), "amexd-v1")
 	install(t, v1, keep)
-	script := fmt.Sprintf("#!/bin/sh\nif [ \"$1\" = worker ]; then echo 'v2 worker: cannot bind' >&2; exit 3; fi\nexec %s \"$@\"\n", keep)
-	wrapper := filepath.Join(t.TempDir(), "v2")
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	install(t, wrapper, path)
+	installWrapper(t, path, keep, "echo 'v2 worker: cannot bind' >&2; exit 3")
 	code, out := d.amexctl(ctl, "upgrade")
 	if code != 1 || !strings.Contains(out, "rolled back") || !strings.Contains(out, "exit status 3") {
 		t.Errorf("upgrade whose workers fail: exit %d, %q; want 1, rolled back, with the reason", code, out)
@@ -305,6 +313,47 @@ func TestUpgradeRollsBack(t *testing.T) {
 		t.Errorf("serving after the rollback: %v", err)
 	} else {
 		resp.Body.Close()
+	}
+}
+
+// TestUpgradeCanaryRollsBack: a new binary whose workers start but answer
+// every request 500 is caught by the canary on slot 0, which goes back to
+// the running binary; slot 1 never runs the new one, the supervisor stays
+// on its generation, and amexctl upgrade says why. The daemon is this test
+// binary (a fake supervisor and workers), installed at a path of its own.
+func TestUpgradeCanaryRollsBack(t *testing.T) {
+	_, _, ctl := upgradeBinaries(t)
+	keep := filepath.Join(t.TempDir(), "amexd-fake")
+	install(t, os.Args[0], keep)
+	path := filepath.Join(t.TempDir(), "amexd")
+	install(t, keep, path)
+	k := kind{"installed fake", func(*testing.T) (string, []string) { return path, []string{"supervise"} }}
+	d := startDaemon(t, k, 2, nil, "-supervisor.canary", "2s")
+	before := d.status()
+	l := startLoad(d.addr, getReq("/healthz"))
+	defer l.end()
+	d.waitFor("load running", 10*time.Second, func() bool { return l.ok.Load() > 50 })
+
+	installWrapper(t, path, keep, "export FAKE_WORKER_ERRORS=1")
+	code, out := d.amexctl(ctl, "upgrade")
+	if code != 1 || !strings.Contains(out, "upgrade rolled back: canary slot 0 answered") || !strings.Contains(out, "with a 5xx") {
+		t.Errorf("upgrade to a binary whose workers fail: exit %d, %q; want 1 and the canary's verdict", code, out)
+	}
+	d.waitFor("every slot serving", 10*time.Second, d.allReady(2, nil))
+	after := d.status()
+	if after.PID != before.PID || after.Generation != before.Generation {
+		t.Errorf("after the rollback: pid %d generation %d, want %d and %d", after.PID, after.Generation, before.PID, before.Generation)
+	}
+	for _, w := range after.Workers {
+		if exe := exeOf(t, w.PID); exe == keep {
+			t.Errorf("slot %d (pid %d) runs the failing build", w.Slot, w.PID)
+		}
+	}
+	if after.Workers[1].PID != before.Workers[1].PID {
+		t.Errorf("slot 1 was replaced (pid %d, then %d): the canary must stop the upgrade at slot 0", before.Workers[1].PID, after.Workers[1].PID)
+	}
+	if n := d.counters()["amexd_supervisor_upgrades_total{result=\"rolled_back\"}"]; n != 1 {
+		t.Errorf("amexd_supervisor_upgrades_total{result=\"rolled_back\"} = %v, want 1", n)
 	}
 }
 

@@ -31,7 +31,8 @@
 //	     running, 500 when a new worker failed to get ready
 //	POST /upgrade         200 Upgraded; 400 when the new binary failed its
 //	     check (nothing changed), 409 when a reload or upgrade is running,
-//	     500 when it was rolled back (the old binary keeps serving)
+//	     422 when its canary did worse and 500 when a new worker did not get
+//	     ready: rolled back either way (the old binary keeps serving)
 //	POST /breakers/reset  body {"name": "getUsers"} or ?name=getUsers; every
 //	     known breaker when absent. 200 BreakersReset
 //	POST /cache/purge     200 Purged; 502 when the shared tier in Redis could
