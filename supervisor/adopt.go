@@ -8,6 +8,7 @@ import (
 
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/control"
+	"github.com/amexd/amexd/internal/idempotency"
 	"github.com/amexd/amexd/internal/ratelimit"
 )
 
@@ -33,7 +34,13 @@ func (s *Supervisor) adopt(hs *handoverState, cfg config.Config) (*owner, error)
 		s.useTable(table, f)
 	}
 	if hs.Idempotency >= 0 {
-		s.idem.file = inherit(hs.Idempotency, "idempotency table")
+		f := inherit(hs.Idempotency, "idempotency table")
+		table, err := idempotency.OpenTable(f, cfg.Idempotency)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("hand-over: %w", err)
+		}
+		s.useIdempotency(table, f)
 	}
 	if err := s.ensureTable(cfg); err != nil {
 		return nil, err

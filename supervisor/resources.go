@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -22,7 +23,7 @@ import (
 // machine; each then lives as long as the supervisor, so counters and keys
 // survive reloads.
 func (s *Supervisor) ensureTable(cfg config.Config) error {
-	if err := s.idem.ensure(cfg); err != nil {
+	if err := s.ensureIdempotency(cfg); err != nil {
 		return err
 	}
 	if !cfg.RateLimit.UsesTable() || s.tableFile != nil {
@@ -66,28 +67,74 @@ func (s *Supervisor) rateLimitStatus() *operator.RateLimitStatus {
 	return &operator.RateLimitStatus{TableSlots: st.Slots, TableUsed: st.Used, TableOverflow: st.Full}
 }
 
-// idempotencyTable is the memfd of the Idempotency-Key table every worker
-// maps as fd 6. The supervisor never reads it: it only keeps the file, so
-// that keys outlive workers; an upgrade hands the file to the new binary
-// like the rate-limit table's.
+// idempotencyTable is the Idempotency-Key table every worker maps as fd 6.
+// The supervisor keeps the file, so that keys outlive workers (an upgrade
+// hands it to the new binary like the rate-limit table's), and a mapping
+// of its own, which it only reads, for the table's figures.
 type idempotencyTable struct {
-	file *os.File
+	file  *os.File
+	table *idempotency.Table
 }
 
-func (t *idempotencyTable) ensure(cfg config.Config) error {
-	if cfg.RateLimit.Store == ratelimit.StoreRedis || t.file != nil {
+// ensureIdempotency creates the idempotency table the first time a
+// configuration keeps keys on this machine.
+func (s *Supervisor) ensureIdempotency(cfg config.Config) error {
+	if cfg.RateLimit.Store == ratelimit.StoreRedis || s.idem.file != nil {
 		return nil
 	}
 	table, f, err := idempotency.NewTable(cfg.Idempotency)
 	if err != nil {
 		return fmt.Errorf("create idempotency table: %w", err)
 	}
-	_ = table.Close() // the workers map it; the file keeps it alive
-	t.file = f
+	s.useIdempotency(table, f)
 	return nil
 }
 
+// useIdempotency keeps the idempotency table, created here or inherited
+// across a re-execution, and exports its figures.
+func (s *Supervisor) useIdempotency(table *idempotency.Table, f *os.File) {
+	s.idem = idempotencyTable{file: f, table: table}
+	stat := func(field func(idempotency.TableStats) float64) func() float64 {
+		return func() float64 {
+			st, err := table.Stats(context.Background())
+			if err != nil {
+				return 0
+			}
+			return field(st)
+		}
+	}
+	s.metrics.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "amexd_idempotency_table_max_keys",
+			Help: "Keys the idempotency table holds at most (idempotency.max_keys, rounded down to whole buckets).",
+		}, stat(func(st idempotency.TableStats) float64 { return float64(st.MaxKeys) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "amexd_idempotency_table_keys",
+			Help: "Idempotency-Keys in the table whose TTL has not ended.",
+		}, stat(func(st idempotency.TableStats) float64 { return float64(st.Keys) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "amexd_idempotency_table_evicted_total",
+			Help: "Idempotency-Keys dropped before their TTL ended for want of room; more than zero means idempotency.max_keys is too small.",
+		}, stat(func(st idempotency.TableStats) float64 { return float64(st.Evicted) })),
+	)
+}
+
+// idempotencyStatus describes the idempotency table, nil when there is none.
+func (s *Supervisor) idempotencyStatus() *operator.IdempotencyStatus {
+	if s.idem.table == nil {
+		return nil
+	}
+	st, err := s.idem.table.Stats(context.Background())
+	if err != nil {
+		return nil
+	}
+	return &operator.IdempotencyStatus{MaxKeys: st.MaxKeys, Keys: st.Keys, Evicted: st.Evicted}
+}
+
 func (t *idempotencyTable) close() {
+	if t.table != nil {
+		_ = t.table.Close()
+	}
 	if t.file != nil {
 		t.file.Close()
 	}

@@ -25,7 +25,8 @@ func (o *owner) status() operator.Status {
 		PID: os.Getpid(), Version: version(), StartedAt: o.started,
 		UptimeSeconds: time.Since(o.started).Seconds(), Generation: o.gen,
 		Healthy: ok, Reason: reason, Config: o.cfg.Summary(), Workers: o.workers(),
-		RateLimit: o.rateLimitStatus(),
+		RateLimit:   o.rateLimitStatus(),
+		Idempotency: o.idempotencyStatus(),
 	}
 	if len(o.listeners) > 0 {
 		st.Listen = o.listeners[0].addr

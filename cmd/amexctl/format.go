@@ -58,6 +58,13 @@ func formatStatus(st operator.Status) string {
 		}
 		head.row("ratelimit", line)
 	}
+	if id := st.Idempotency; id != nil {
+		line := fmt.Sprintf("table %d of %d keys live, %d evicted before their TTL", id.Keys, id.MaxKeys, id.Evicted)
+		if id.Evicted > 0 {
+			line += " (raise idempotency.max_keys)"
+		}
+		head.row("idempotency", line)
+	}
 
 	t := newTable("SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "REQUESTS", "HITS", "MISSES", "STALE")
 	for _, w := range st.Workers {

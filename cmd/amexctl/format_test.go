@@ -32,11 +32,12 @@ func TestFormat(t *testing.T) {
 		got  string
 		want string
 	}{
-		{"status", formatStatus(st), `supervisor  pid 4242, version dev 0123456789ab, up 1h2m3s, generation 2
-listen      [::]:3000
-health      UNHEALTHY: slot 1 degraded
-config      auth=true listen=:3000 log=json/info ratelimit=100-M ratelimit_store=shared tls=false upstream="embedded simulator" workers=2
-ratelimit   shared table 16 of 16 slots live, 40 requests overflowed (TABLE FULL: raise ratelimit.table_slots)
+		{"status", formatStatus(st), `supervisor   pid 4242, version dev 0123456789ab, up 1h2m3s, generation 2
+listen       [::]:3000
+health       UNHEALTHY: slot 1 degraded
+config       auth=true listen=:3000 log=json/info ratelimit=100-M ratelimit_store=shared tls=false upstream="embedded simulator" workers=2
+ratelimit    shared table 16 of 16 slots live, 40 requests overflowed (TABLE FULL: raise ratelimit.table_slots)
+idempotency  table 12 of 65536 keys live, 3 evicted before their TTL (raise idempotency.max_keys)
 
 SLOT  PID   STATE            UPTIME  RESTARTS  REQUESTS  HITS  MISSES  STALE
 0     5001  ready            1m2s    0         1234      900   300     34

@@ -151,6 +151,16 @@ func TestIdempotencyKeyAcrossWorkers(t *testing.T) {
 	if st := upstreamStats(t, up); st.Created != 4 {
 		t.Errorf("after two POSTs without a key: %+v, want four events in all", st)
 	}
+	// The supervisor shows the table: the two keys, none evicted.
+	if n := d.metric(t, "amexd_idempotency_table_keys"); n != 2 {
+		t.Errorf("amexd_idempotency_table_keys = %v, want 2", n)
+	}
+	if n := d.metric(t, "amexd_idempotency_table_evicted_total"); n != 0 {
+		t.Errorf("amexd_idempotency_table_evicted_total = %v, want 0", n)
+	}
+	if out := d.amexctl(t, "status"); !strings.Contains(out, "idempotency  table 2 of 65536 keys live, 0 evicted before their TTL\n") {
+		t.Errorf("amexctl status lacks the idempotency table's line:\n%s", out)
+	}
 }
 
 // TestIdempotencyKeyAcrossInstances: the same across two instances (two

@@ -106,6 +106,18 @@ type Status struct {
 	Workers []WorkerInfo   `json:"workers"`
 	// RateLimit describes the shared rate-limit table, when there is one.
 	RateLimit *RateLimitStatus `json:"ratelimit,omitempty"`
+	// Idempotency describes the Idempotency-Key table, when keys are kept
+	// on this machine (every store but redis).
+	Idempotency *IdempotencyStatus `json:"idempotency,omitempty"`
+}
+
+// IdempotencyStatus is the Idempotency-Key table's part of /status.
+type IdempotencyStatus struct {
+	MaxKeys int `json:"max_keys"`
+	Keys    int `json:"keys"`
+	// Evicted counts keys dropped before their TTL ended; more than zero
+	// means idempotency.max_keys is too small for the writes seen.
+	Evicted uint64 `json:"evicted"`
 }
 
 // RateLimitStatus is the shared rate-limit table's part of /status.
