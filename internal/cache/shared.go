@@ -80,6 +80,8 @@ type Shared struct {
 	retryAt atomic.Int64
 	lastLog atomic.Int64
 	errors  atomic.Uint64
+	// waiting counts misses now waiting for another machine's fill.
+	waiting atomic.Int64
 }
 
 // NewShared returns the shared tier on the Redis at url. timeout bounds each
@@ -108,6 +110,10 @@ func (s *Shared) Close() error { return s.rdb.Close() }
 
 // Errors counts the Redis calls that failed or timed out.
 func (s *Shared) Errors() uint64 { return s.errors.Load() }
+
+// Waiting is the number of misses now waiting for another machine's fill
+// of their key.
+func (s *Shared) Waiting() int64 { return s.waiting.Load() }
 
 // available reports whether Redis is worth asking now.
 func (s *Shared) available() bool { return time.Now().UnixNano() >= s.retryAt.Load() }
@@ -185,10 +191,13 @@ func (s *Shared) load(ctx context.Context, key string, now func() int64, fetch f
 			}
 			return f, err
 		}
+		s.waiting.Add(1)
 		timer := time.NewTimer(sharedPoll)
 		select {
 		case <-timer.C:
+			s.waiting.Add(-1)
 		case <-ctx.Done():
+			s.waiting.Add(-1)
 			timer.Stop()
 			return fetchOr()
 		}

@@ -4,52 +4,18 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/amexd/amexd/internal/redistest"
 )
 
-// privateRedis starts a redis-server of this test's own on a free loopback
-// port (shared test servers get flushed by other packages' tests) and
-// returns its URL. Without redis-server the test skips, except in CI
-// (CI=true), where it fails.
-func privateRedis(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("redis-server is not installed: CI must install it (.ci/packages)")
-		}
-		t.Skip("redis-server not installed")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_, port, _ := net.SplitHostPort(addr)
-	ln.Close()
-	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	waitFor(t, "redis-server to accept connections", func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	return "redis://" + addr + "/0"
-}
+// privateRedis starts a redis-server of this test's own, on a Unix socket
+// in a directory of its own (internal/redistest), and returns its URL.
+func privateRedis(t *testing.T) string { return redistest.Start(t).URL }
 
 // machine is one cache with its own shared-tier client, as one machine of a
 // cluster would have.
@@ -76,7 +42,7 @@ func counting(body string) (func(context.Context) ([]byte, error), *atomic.Int64
 func TestSharedTierOneFetchAcrossMachines(t *testing.T) {
 	url := privateRedis(t)
 	a, _, _ := machine(t, url, 10*time.Second)
-	b, _, _ := machine(t, url, 10*time.Second)
+	b, _, sharedB := machine(t, url, 10*time.Second)
 
 	release := make(chan struct{})
 	var calls atomic.Int64
@@ -100,7 +66,9 @@ func TestSharedTierOneFetchAcrossMachines(t *testing.T) {
 		defer wg.Done()
 		gotB, _, errB = b.Get(context.Background(), KindUser, "user:1", slow)
 	}()
-	waitFor(t, "b to wait for a's fill", func() bool { return b.Stats().Waiting == 1 })
+	// b's Get is under way at once; wait until it is polling Redis for
+	// a's fill, not merely started, before a's fill may end.
+	waitFor(t, "b to wait for a's fill", func() bool { return sharedB.Waiting() == 1 })
 	close(release)
 	wg.Wait()
 	if errB != nil {
