@@ -148,6 +148,21 @@ func runInProcess(t *testing.T, ctx context.Context, workers int, fs *fakeStarts
 	return operator.NewClient(cfg.Control.Socket), result
 }
 
+// stopRun ends a supervisor started by runInProcess and checks that it
+// returns nil.
+func stopRun(t *testing.T, cancel context.CancelFunc, result <-chan error) {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-result:
+		if err != nil {
+			t.Errorf("run after cancel = %v, want nil", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after its context ended")
+	}
+}
+
 func TestCrashingSlotIsDegradedOthersServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	fs := &fakeStarts{crash: func(slot int) bool { return slot == 1 }}
@@ -178,15 +193,7 @@ func TestCrashingSlotIsDegradedOthersServe(t *testing.T) {
 	if w := ws.Workers[1]; !w.Degraded || w.Restarts < 3 {
 		t.Errorf("slot 1 = %+v, want degraded after at least 3 restarts", w)
 	}
-	cancel()
-	select {
-	case err := <-result:
-		if err != nil {
-			t.Errorf("run after cancel = %v, want nil", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not return after its context ended")
-	}
+	stopRun(t, cancel, result)
 }
 
 // TestReadyCarriesTheFirstFigures: a worker is listed with the figures
@@ -215,15 +222,7 @@ func TestReadyCarriesTheFirstFigures(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // polling the operator socket for a condition
 	}
 	close(beats)
-	cancel()
-	select {
-	case err := <-result:
-		if err != nil {
-			t.Errorf("run after cancel = %v, want nil", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not return after its context ended")
-	}
+	stopRun(t, cancel, result)
 }
 
 func TestOutageLimitEndsSupervisor(t *testing.T) {
