@@ -122,9 +122,9 @@ func (a *aggregator) observe(slot, pid int, fams map[string]*dto.MetricFamily) {
 }
 
 // forget drops a removed slot's series: a slot that is gone has no
-// figures, rather than its last ones forever. Late snapshots of the slot's last worker, pid,
-// are ignored; a slot added again starts from zero, which Prometheus
-// reads as a counter reset.
+// figures, rather than its last ones forever. Late snapshots of the slot's
+// last worker, pid, are ignored; a slot added again starts from zero,
+// which Prometheus reads as a counter reset.
 func (a *aggregator) forget(slot, pid int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -94,29 +94,37 @@ func (s *Supervisor) ensureIdempotency(cfg config.Config) error {
 // across a re-execution, and exports its figures.
 func (s *Supervisor) useIdempotency(table *idempotency.Table, f *os.File) {
 	s.idem = idempotencyTable{file: f, table: table}
-	stat := func(field func(idempotency.TableStats) float64) func() float64 {
-		return func() float64 {
-			st, err := table.Stats(context.Background())
-			if err != nil {
-				return 0
-			}
-			return field(st)
-		}
+	s.metrics.reg.MustRegister(idempotencyCollector{table})
+}
+
+// idempotencyCollector exports the idempotency table's figures from one
+// Stats per scrape: Stats reads every entry under the table's lock, so its
+// three series share a single read.
+type idempotencyCollector struct{ table *idempotency.Table }
+
+var (
+	idemMaxKeysDesc = prometheus.NewDesc("amexd_idempotency_table_max_keys",
+		"Keys the idempotency table holds at most (idempotency.max_keys, rounded down to whole buckets).", nil, nil)
+	idemKeysDesc = prometheus.NewDesc("amexd_idempotency_table_keys",
+		"Idempotency-Keys in the table whose TTL has not ended.", nil, nil)
+	idemEvictedDesc = prometheus.NewDesc("amexd_idempotency_table_evicted_total",
+		"Idempotency-Keys dropped before their TTL ended for want of room; more than zero means idempotency.max_keys is too small.", nil, nil)
+)
+
+func (idempotencyCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- idemMaxKeysDesc
+	ch <- idemKeysDesc
+	ch <- idemEvictedDesc
+}
+
+func (c idempotencyCollector) Collect(ch chan<- prometheus.Metric) {
+	st, err := c.table.Stats(context.Background())
+	if err != nil {
+		return
 	}
-	s.metrics.reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "amexd_idempotency_table_max_keys",
-			Help: "Keys the idempotency table holds at most (idempotency.max_keys, rounded down to whole buckets).",
-		}, stat(func(st idempotency.TableStats) float64 { return float64(st.MaxKeys) })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "amexd_idempotency_table_keys",
-			Help: "Idempotency-Keys in the table whose TTL has not ended.",
-		}, stat(func(st idempotency.TableStats) float64 { return float64(st.Keys) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "amexd_idempotency_table_evicted_total",
-			Help: "Idempotency-Keys dropped before their TTL ended for want of room; more than zero means idempotency.max_keys is too small.",
-		}, stat(func(st idempotency.TableStats) float64 { return float64(st.Evicted) })),
-	)
+	ch <- prometheus.MustNewConstMetric(idemMaxKeysDesc, prometheus.GaugeValue, float64(st.MaxKeys))
+	ch <- prometheus.MustNewConstMetric(idemKeysDesc, prometheus.GaugeValue, float64(st.Keys))
+	ch <- prometheus.MustNewConstMetric(idemEvictedDesc, prometheus.CounterValue, float64(st.Evicted))
 }
 
 // idempotencyStatus describes the idempotency table, nil when there is none.
