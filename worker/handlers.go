@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -13,7 +14,6 @@ import (
 	"github.com/amexd/amexd/internal/cache"
 	"github.com/amexd/amexd/internal/catalog"
 	"github.com/amexd/amexd/internal/control"
-	"github.com/amexd/amexd/internal/eventapi"
 	"github.com/amexd/amexd/internal/upstream"
 )
 
@@ -133,16 +133,17 @@ func (a *App) userEvents(c echo.Context) error {
 	return a.cached(c, r, err, "user_not_found")
 }
 
-// createEvent is POST /events, the strict contract: 201 with the event.
+// createEvent is POST /events, the strict contract: 201 with the event's
+// record as stored upstream.
 func (a *App) createEvent(c echo.Context) error {
-	return a.create(c, catalog.DecodeNewEvent, func(ev eventapi.Event) (int, any) {
-		return http.StatusCreated, ev
+	return a.create(c, catalog.DecodeNewEvent, func(ev catalog.Created) (int, []byte) {
+		return http.StatusCreated, ev.Record
 	})
 }
 
 // create reads a JSON create request, decodes it with decode and creates
 // the event; render gives the success answer's status and body.
-func (a *App) create(c echo.Context, decode func([]byte) (catalog.NewEvent, error), render func(eventapi.Event) (int, any)) error {
+func (a *App) create(c echo.Context, decode func([]byte) (catalog.NewEvent, error), render func(catalog.Created) (int, []byte)) error {
 	req := c.Request()
 	if ct := req.Header.Get(echo.HeaderContentType); ct != "" && !strings.HasPrefix(ct, echo.MIMEApplicationJSON) {
 		return newError(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json, not %q", ct)
@@ -167,11 +168,8 @@ func (a *App) create(c echo.Context, decode func([]byte) (catalog.NewEvent, erro
 	if err != nil {
 		return err
 	}
-	status, out, err := encodeAnswer(ev, render)
-	if err != nil {
-		return err
-	}
-	c.Response().Header().Set(echo.HeaderLocation, "/events/"+ev.ID)
+	status, out := encodeAnswer(ev, render)
+	c.Response().Header().Set(echo.HeaderLocation, "/events/"+url.PathEscape(ev.Key))
 	return c.Blob(status, echo.MIMEApplicationJSON, out)
 }
 

@@ -2,16 +2,14 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/amexd/amexd/internal/catalog"
-	"github.com/amexd/amexd/internal/eventapi"
 	"github.com/amexd/amexd/internal/idempotency"
 )
 
@@ -61,7 +59,7 @@ func idempotencyKey(req *http.Request) (string, bool, error) {
 // body, an unknown user) does not keep the key; one that failed upstream
 // keeps its event ID, so that its retry is replayed upstream rather than
 // duplicated.
-func (a *App) createOnce(c echo.Context, key string, body []byte, in catalog.NewEvent, render func(eventapi.Event) (int, any)) error {
+func (a *App) createOnce(c echo.Context, key string, body []byte, in catalog.NewEvent, render func(catalog.Created) (int, []byte)) error {
 	if err := in.Validate(); err != nil {
 		return err
 	}
@@ -79,7 +77,7 @@ func (a *App) createOnce(c echo.Context, key string, body []byte, in catalog.New
 	switch claim.Outcome {
 	case idempotency.Replay:
 		h := c.Response().Header()
-		h.Set(echo.HeaderLocation, "/events/"+claim.Ref)
+		h.Set(echo.HeaderLocation, "/events/"+url.PathEscape(claim.Ref))
 		h.Set(headerReplayed, "true")
 		return c.Blob(claim.Answer.Status, echo.MIMEApplicationJSON, claim.Answer.Body)
 	case idempotency.InFlight:
@@ -99,26 +97,19 @@ func (a *App) createOnce(c echo.Context, key string, body []byte, in catalog.New
 		}
 		return err
 	}
-	status, out, err := encodeAnswer(ev, render)
-	if err != nil {
-		return err
-	}
+	status, out := encodeAnswer(ev, render)
 	if err := a.idem.Complete(settle, scoped, claim, idempotency.Answer{Status: status, Body: out}); err != nil {
 		// The event exists; a retry now runs again under its ID, which
 		// the upstream replays.
-		a.log.WarnContext(ctx, "record Idempotency-Key answer", "err", err, "event", ev.ID, "request_id", requestID(c))
+		a.log.WarnContext(ctx, "record Idempotency-Key answer", "err", err, "event", ev.Key, "request_id", requestID(c))
 	}
-	c.Response().Header().Set(echo.HeaderLocation, "/events/"+ev.ID)
+	c.Response().Header().Set(echo.HeaderLocation, "/events/"+url.PathEscape(ev.Key))
 	return c.Blob(status, echo.MIMEApplicationJSON, out)
 }
 
 // encodeAnswer renders a created event's answer as the bytes sent, which
 // are also those a replay sends.
-func encodeAnswer(ev eventapi.Event, render func(eventapi.Event) (int, any)) (int, []byte, error) {
-	status, v := render(ev)
-	b, err := json.Marshal(v)
-	if err != nil {
-		return 0, nil, errors.Join(errors.New("encode answer"), err)
-	}
-	return status, append(b, '\n'), nil
+func encodeAnswer(ev catalog.Created, render func(catalog.Created) (int, []byte)) (int, []byte) {
+	status, body := render(ev)
+	return status, append(body[:len(body):len(body)], '\n')
 }

@@ -38,7 +38,7 @@ func TestIdempotencyKey(t *testing.T) {
 		{"key with a space", "/events", "a b", body, 400, "invalid_idempotency_key"},
 		{"key too long", "/events", strings.Repeat("k", 256), body, 400, "invalid_idempotency_key"},
 		{"bad body: not kept", "/events", "k2", `{"name":"x","userId":"1"}`, 400, "invalid_field"},
-		{"unknown user: not kept", "/events", "k3", `{"name":"x","userId":999}`, 400, "unknown_user"},
+		{"unknown user: not kept", "/events", "k3", `{"name":"x","userId":999}`, 422, "unknown_user"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := e.do(t, "POST", tc.path, tc.body, "Idempotency-Key", tc.key)

@@ -6,7 +6,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/amexd/amexd/internal/catalog"
-	"github.com/amexd/amexd/internal/eventapi"
 )
 
 // The original API's paths, kept so that its clients work unchanged.
@@ -27,14 +26,6 @@ func isOriginalPath(route string) bool {
 	return false
 }
 
-// originalCreated is the original API's success answer to addEvent,
-// {"success": true}, with the new event's fields beside it so that its
-// clients can read the event's ID.
-type originalCreated struct {
-	Success bool `json:"success"`
-	eventapi.Event
-}
-
 // originalError is an error answer on an original path: the usual error
 // object, with the original's "success": false and top-level "message", so
 // that the original's clients read it as the failure it is.
@@ -45,11 +36,25 @@ type originalError struct {
 }
 
 // addEventOriginal is POST /addEvent as the original service answered it:
-// 200 with {"success": true, ...}. It takes the original's lenient body
-// (userId as a number or a decimal string, extra fields ignored) but never
-// the client's id, and refuses an unknown user as POST /events does.
+// 200 with {"success": true}, here with the stored record's fields beside
+// it so that its clients can read the event's id. It takes the original's
+// lenient body (userId as a number or a decimal string, extra fields
+// ignored) but never the client's id, and refuses an unknown user as POST
+// /events does.
 func (a *App) addEventOriginal(c echo.Context) error {
-	return a.create(c, catalog.DecodeOriginalEvent, func(ev eventapi.Event) (int, any) {
-		return http.StatusOK, originalCreated{Success: true, Event: ev}
+	return a.create(c, catalog.DecodeOriginalEvent, func(ev catalog.Created) (int, []byte) {
+		return http.StatusOK, withSuccess(ev.Record)
 	})
+}
+
+// withSuccess puts "success": true first in a JSON object.
+func withSuccess(record []byte) []byte {
+	const prefix = `{"success":true`
+	if len(record) <= 2 {
+		return []byte(prefix + "}")
+	}
+	out := make([]byte, 0, len(prefix)+len(record))
+	out = append(out, prefix...)
+	out = append(out, ',')
+	return append(out, record[1:]...)
 }

@@ -27,16 +27,20 @@ func TestCreateEventInvalidatesReads(t *testing.T) {
 		t.Fatalf("POST /events = %d %s", a.status, a.body)
 	}
 	var ev eventapi.Event
-	if err := json.Unmarshal(a.body, &ev); err != nil || ev.Name != "Launch party" || ev.UserID != 2 || !strings.HasPrefix(ev.ID, "event-") {
+	if err := json.Unmarshal(a.body, &ev); err != nil {
 		t.Fatalf("created event = %s (%v)", a.body, err)
 	}
-	if loc := a.header.Get("Location"); loc != "/events/"+ev.ID {
+	id, err := strconv.ParseInt(string(ev.ID), 10, 64)
+	if err != nil || ev.Name != "Launch party" || string(ev.UserID) != "2" || id < 1<<52 {
+		t.Fatalf("created event = %s (%v), want a numeric id of 53 bits", a.body, err)
+	}
+	if loc := a.header.Get("Location"); loc != "/events/"+string(ev.ID) {
 		t.Errorf("Location = %q", loc)
 	}
 	contains := func(path string) bool {
-		return strings.Contains(string(e.do(t, "GET", path, "").body), `"`+ev.ID+`"`)
+		return strings.Contains(string(e.do(t, "GET", path, "").body), string(ev.ID))
 	}
-	for _, path := range []string{"/events/user/2", "/events", "/users", "/users/2", "/events/" + ev.ID} {
+	for _, path := range []string{"/events/user/2", "/events", "/users", "/users/2", "/events/" + string(ev.ID)} {
 		if !contains(path) {
 			t.Errorf("GET %s after the write does not show %s", path, ev.ID)
 		}

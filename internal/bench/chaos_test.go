@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -45,24 +46,26 @@ func TestUpstreamRestartsOnTheSamePort(t *testing.T) {
 	if err != nil {
 		t.Fatalf("GET after the restart: %v", err)
 	}
+	b, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		t.Errorf("event %s after the restart: %d, want 200 (state kept)", created, res.StatusCode)
+	if res.StatusCode != http.StatusOK || len(b) == 0 {
+		t.Errorf("event %s after the restart: %d %q, want 200 with the record (state kept)", created, res.StatusCode, b)
 	}
 }
 
 func postEvent(t *testing.T, client *http.Client, base string) string {
 	t.Helper()
-	res, err := client.Post(base+eventapi.PathAddEvent, "application/json", strings.NewReader(`{"name":"x","userId":1}`))
+	const id = "4503599627370497"
+	res, err := client.Post(base+eventapi.PathAddEvent, "application/json", strings.NewReader(`{"id":`+id+`,"name":"x","userId":1}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
-	var ev eventapi.Event
-	if err := json.NewDecoder(res.Body).Decode(&ev); err != nil || ev.ID == "" {
+	var out eventapi.Outcome
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil || !out.Success {
 		t.Fatalf("addEvent: %d %v", res.StatusCode, err)
 	}
-	return ev.ID
+	return id
 }
 
 func TestKindOf(t *testing.T) {

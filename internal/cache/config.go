@@ -20,6 +20,11 @@ const (
 	KindEvents     Kind = "events"      // all events
 	KindEvent      Kind = "event"       // one event; events never change once created
 	KindUserEvents Kind = "user-events" // one user's events
+	// KindMissing marks a key the upstream said it has no record for (its
+	// id is the other kind's key, "event:event-9"), so that repeated
+	// lookups of it, such as the bare-number form of every /events/{id},
+	// do not each wait for the upstream. Its body is empty.
+	KindMissing Kind = "missing"
 )
 
 // Key returns the cache key of the answer of kind k for id: the kind alone
@@ -74,6 +79,9 @@ type Config struct {
 	Events     Policy `yaml:"events"`
 	Event      Policy `yaml:"event"`
 	UserEvents Policy `yaml:"user_events"`
+	// Missing is how long "no such record" is remembered; keep it short,
+	// since another writer may create the record meanwhile.
+	Missing Policy `yaml:"missing"`
 }
 
 // DefaultConfig returns the configuration used when the application config
@@ -90,6 +98,7 @@ func DefaultConfig() Config {
 		Events:       Policy{Fresh: 10 * time.Second, Stale: 10 * time.Minute},
 		Event:        Policy{Fresh: 10 * time.Minute, Stale: time.Hour},
 		UserEvents:   Policy{Fresh: 10 * time.Second, Stale: 10 * time.Minute},
+		Missing:      Policy{Fresh: 5 * time.Second},
 	}
 }
 
@@ -112,6 +121,8 @@ func (c Config) Policy(k Kind) (Policy, bool) {
 		return c.Event, true
 	case KindUserEvents:
 		return c.UserEvents, true
+	case KindMissing:
+		return c.Missing, true
 	}
 	return Policy{}, false
 }
@@ -131,6 +142,7 @@ func (c Config) policyFields() []struct {
 		{"events", c.Events},
 		{"event", c.Event},
 		{"user_events", c.UserEvents},
+		{"missing", c.Missing},
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sync/errgroup"
 
@@ -23,13 +24,15 @@ import (
 // ErrNotFound reports a user or event the upstream does not know.
 var ErrNotFound = errors.New("not found")
 
-// Upstream is the part of the Event API client the catalog uses.
+// Upstream is the part of the Event API client the catalog uses. Reads
+// return the upstream's JSON as it was sent (compacted); by-key reads
+// return an error matching upstream.ErrNotFound for an unknown key.
 type Upstream interface {
-	Users(ctx context.Context) ([]eventapi.User, error)
-	User(ctx context.Context, id int) (eventapi.User, error)
-	Events(ctx context.Context) ([]eventapi.Event, error)
-	Event(ctx context.Context, id string) (eventapi.Event, error)
-	AddEvent(ctx context.Context, ev eventapi.Event) (eventapi.Event, error)
+	Users(ctx context.Context) ([]byte, error)
+	User(ctx context.Context, key string) ([]byte, error)
+	Events(ctx context.Context) ([]byte, error)
+	Event(ctx context.Context, key string) ([]byte, error)
+	AddEvent(ctx context.Context, record []byte) error
 }
 
 // Invalidator spreads a write's stale cache keys to the rest of the cluster
@@ -43,7 +46,7 @@ type Catalog struct {
 	fanout     int
 	invalidate Invalidator
 	log        *slog.Logger
-	newID      func() string
+	newID      func() int64
 	share      func(key string, body []byte)
 }
 
@@ -63,8 +66,8 @@ func WithSharer(share func(key string, body []byte)) Option {
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(c *Catalog) { c.log = l } }
 
-// WithIDs sets the event ID generator (upstream.NewEventID by default).
-func WithIDs(next func() string) Option { return func(c *Catalog) { c.newID = next } }
+// WithIDs sets the event id generator (upstream.NewEventID by default).
+func WithIDs(next func() int64) Option { return func(c *Catalog) { c.newID = next } }
 
 // New returns a Catalog reading through c and calling up on misses; fanout
 // bounds the parallel event fetches of one user's events.
@@ -105,42 +108,103 @@ func read[A any](ctx context.Context, c *Catalog, kind cache.Kind, id string, ar
 	return Result{Entry: e, Status: st}, nil
 }
 
-// Users returns the list of users.
+// Users returns the list of users, the upstream's JSON as it sent it.
 func (c *Catalog) Users(ctx context.Context) (Result, error) {
 	return read(ctx, c, cache.KindUsers, "", struct{}{}, func(ctx context.Context, c *Catalog, _ struct{}) ([]byte, error) {
-		return encode(c.up.Users(ctx))
+		return found(c.up.Users(ctx))
 	})
 }
 
-// User returns one user; ErrNotFound when the upstream has no such user.
+// User returns the record of the user stored under key id; ErrNotFound
+// when the upstream has none. The record's own "id" may differ from id.
 func (c *Catalog) User(ctx context.Context, id int) (Result, error) {
 	return read(ctx, c, cache.KindUser, strconv.Itoa(id), id, func(ctx context.Context, c *Catalog, id int) ([]byte, error) {
-		return encode(c.up.User(ctx, id))
+		return found(c.up.User(ctx, strconv.Itoa(id)))
 	})
 }
 
 // Events returns every event.
 func (c *Catalog) Events(ctx context.Context) (Result, error) {
 	return read(ctx, c, cache.KindEvents, "", struct{}{}, func(ctx context.Context, c *Catalog, _ struct{}) ([]byte, error) {
-		return encode(c.up.Events(ctx))
+		return found(c.up.Events(ctx))
 	})
 }
 
-// Event returns one event by its canonical ID ("event-N", see ParseEventID).
+// Event returns the event a client names in /events/{id}: the key as given
+// ("event-1", or an id a writer chose), and for a bare number N that is no
+// key, the event stored under "event-N". Both keys of a bare number are
+// looked up at once, so a miss costs one upstream round trip, not two.
 func (c *Catalog) Event(ctx context.Context, id string) (Result, error) {
-	return read(ctx, c, cache.KindEvent, id, id, func(ctx context.Context, c *Catalog, id string) ([]byte, error) {
-		b, err := encode(c.up.Event(ctx, id))
+	alt, ok := altKey(id)
+	if !ok {
+		return c.EventByKey(ctx, id)
+	}
+	if r, ok := c.cache.Fresh(cache.Key(cache.KindEvent, id)); ok {
+		return Result{Entry: r, Status: cache.StatusHit}, nil
+	}
+	if c.known(cache.Key(cache.KindMissing, cache.Key(cache.KindEvent, id))) {
+		return c.EventByKey(ctx, alt)
+	}
+	type answer struct {
+		r   Result
+		err error
+	}
+	second := make(chan answer, 1)
+	go func() {
+		r, err := c.EventByKey(ctx, alt)
+		second <- answer{r, err}
+	}()
+	r, err := c.EventByKey(ctx, id)
+	if !errors.Is(err, ErrNotFound) {
+		return r, err // the key as given wins; the other lookup fills its cache entry
+	}
+	a := <-second
+	return a.r, a.err
+}
+
+// altKey returns "event-N" for a bare decimal N, the form the seeded
+// events' keys take.
+func altKey(id string) (string, bool) {
+	if id == "" || strings.TrimLeft(id, "0123456789") != "" {
+		return "", false
+	}
+	return eventKeyPrefix + id, true
+}
+
+const eventKeyPrefix = "event-"
+
+// EventByKey returns the event stored under key exactly; ErrNotFound when
+// there is none, which is remembered for cache.missing's window.
+func (c *Catalog) EventByKey(ctx context.Context, key string) (Result, error) {
+	missing := cache.Key(cache.KindMissing, cache.Key(cache.KindEvent, key))
+	if c.known(missing) {
+		return Result{}, fmt.Errorf("event %q: %w", key, ErrNotFound)
+	}
+	r, err := read(ctx, c, cache.KindEvent, key, key, func(ctx context.Context, c *Catalog, key string) ([]byte, error) {
+		b, err := found(c.up.Event(ctx, key))
 		if err == nil {
-			c.share(cache.Key(cache.KindEvent, id), b)
+			c.share(cache.Key(cache.KindEvent, key), b)
 		}
 		return b, err
 	})
+	if errors.Is(err, ErrNotFound) {
+		c.cache.Set(cache.KindMissing, missing, nil)
+	}
+	return r, err
 }
 
-// UserEvents returns a user's events as a JSON array, in the user's order.
-// Each event is fetched through its own cache entry, at most fanout at once,
-// so a user's hundred events cost one round of upstream latency. An event the
-// user lists but the upstream no longer has is left out.
+// known reports whether key has a fresh entry.
+func (c *Catalog) known(key string) bool {
+	_, ok := c.cache.Fresh(key)
+	return ok
+}
+
+// UserEvents returns a user's events as a JSON array of their records, in
+// the order of the user's events list, whose entries are the events' keys
+// (strings, or numbers a writer sent). Each event is fetched through its
+// own cache entry, at most fanout at once, so a user's hundred events cost
+// one round of upstream latency. An event the user lists but the upstream
+// does not have is left out.
 func (c *Catalog) UserEvents(ctx context.Context, userID int) (Result, error) {
 	return read(ctx, c, cache.KindUserEvents, strconv.Itoa(userID), userID, fetchUserEvents)
 }
@@ -150,19 +214,26 @@ func fetchUserEvents(ctx context.Context, c *Catalog, userID int) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
-	var user eventapi.User
+	var user struct {
+		Events []json.RawMessage `json:"events"`
+	}
 	if err := json.Unmarshal(u.Body, &user); err != nil {
 		return nil, fmt.Errorf("decode cached user %d: %w", userID, err)
 	}
 	bodies := make([][]byte, len(user.Events))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.fanout)
-	for i, id := range user.Events {
+	for i, raw := range user.Events {
+		key, ok := eventapi.KeyOf(raw)
+		if !ok {
+			c.log.WarnContext(ctx, "user lists an event that is no key", "user", userID, "event", string(raw))
+			continue
+		}
 		g.Go(func() error {
-			r, err := c.Event(gctx, id)
+			r, err := c.EventByKey(gctx, key)
 			switch {
 			case errors.Is(err, ErrNotFound):
-				c.log.WarnContext(ctx, "user lists an unknown event", "user", userID, "event", id)
+				c.log.WarnContext(ctx, "user lists an unknown event", "user", userID, "event", key)
 				return nil
 			case err != nil:
 				return err
@@ -201,18 +272,12 @@ func joinArray(elems [][]byte) []byte {
 	return buf.Bytes()
 }
 
-func encode[T any](v T, err error) ([]byte, error) {
+// found maps the upstream's "no such record" to ErrNotFound.
+func found(b []byte, err error) ([]byte, error) {
 	if errors.Is(err, upstream.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
-	if err != nil {
-		return nil, err
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("encode upstream answer: %w", err)
-	}
-	return b, nil
+	return b, err
 }
 
 // Purge drops every cached entry of this worker.

@@ -5,21 +5,7 @@ import (
 	"testing"
 
 	"github.com/amexd/amexd/internal/cache"
-	"github.com/amexd/amexd/internal/eventapi"
 )
-
-// oneUser is an upstream with user 1 whose addEvent always succeeds.
-type oneUser struct{}
-
-func (oneUser) Users(context.Context) ([]eventapi.User, error) { return []eventapi.User{{ID: 1}}, nil }
-func (oneUser) User(context.Context, int) (eventapi.User, error) {
-	return eventapi.User{ID: 1}, nil
-}
-func (oneUser) Events(context.Context) ([]eventapi.Event, error) { return nil, nil }
-func (oneUser) Event(_ context.Context, id string) (eventapi.Event, error) {
-	return eventapi.Event{ID: id}, nil
-}
-func (oneUser) AddEvent(_ context.Context, ev eventapi.Event) (eventapi.Event, error) { return ev, nil }
 
 // TestWriteDoesNotWaitForeverForTheCluster: a confirmation of the
 // invalidation that never comes (a supervisor that lost the request) delays
@@ -36,9 +22,9 @@ func TestWriteDoesNotWaitForeverForTheCluster(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	}
-	cat := New(c, oneUser{}, 4, WithInvalidator(never))
+	cat := New(c, newSeedUpstream(), 4, WithInvalidator(never))
 	ev, err := cat.CreateEvent(context.Background(), NewEvent{Name: "x", UserID: 1})
-	if err != nil || ev.ID == "" {
+	if err != nil || ev.Key == "" {
 		t.Fatalf("CreateEvent with an unconfirmed invalidation: %+v %v, want the created event", ev, err)
 	}
 	if !bounded {

@@ -12,7 +12,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/amexd/amexd/internal/cache"
-	"github.com/amexd/amexd/internal/eventapi"
 )
 
 // Limits on a new event's fields, in characters.
@@ -34,6 +33,9 @@ type InvalidError struct {
 	Code    string
 	Field   string
 	Message string
+	// Unprocessable marks a well-formed request that names something that
+	// does not exist (a 422 rather than a 400).
+	Unprocessable bool
 }
 
 func (e *InvalidError) Error() string { return e.Message }
@@ -143,63 +145,94 @@ func (ev *NewEvent) Validate() error {
 	return nil
 }
 
+// Created is an event amexd stored upstream: the key it is found by and
+// its record, exactly the JSON sent to addEvent (which answers no record of
+// its own): {"id": N, "name": ..., "userId": N, "details": ...}.
+type Created struct {
+	Key    string
+	Record []byte
+}
+
 // CreateEvent validates ev, checks that its user exists, creates it upstream
-// under an ID chosen once (so the client's retries cannot duplicate it), and
-// drops every cache entry it made stale, in this worker and, through the
-// Invalidator, in the others, before it returns.
-func (c *Catalog) CreateEvent(ctx context.Context, ev NewEvent) (eventapi.Event, error) {
+// under an id chosen once, and drops every cache entry it made stale, in
+// this worker and, through the Invalidator, in the others, before it
+// returns.
+func (c *Catalog) CreateEvent(ctx context.Context, ev NewEvent) (Created, error) {
 	return c.CreateEventAs(ctx, ev, c.NewEventID())
 }
 
-// NewEventID returns a fresh event ID from the catalog's generator.
-func (c *Catalog) NewEventID() string { return c.newID() }
+// NewEventID returns a fresh event id from the catalog's generator, in
+// decimal.
+func (c *Catalog) NewEventID() string { return strconv.FormatInt(c.newID(), 10) }
 
-// CreateEventAs is CreateEvent under an ID the caller chose: a request
-// retried under one Idempotency-Key reuses the ID of its first attempt, so
-// the upstream replays that attempt's event instead of creating another.
-func (c *Catalog) CreateEventAs(ctx context.Context, ev NewEvent, id string) (eventapi.Event, error) {
+// CreateEventAs is CreateEvent under an id the caller chose (decimal digits
+// are sent as a JSON number, anything else as a string): a request retried
+// under one Idempotency-Key reuses the id of its first attempt.
+//
+// The user is checked first: the Event API stores an event for an unknown
+// user all the same and answers 500, so such a request must never reach it.
+func (c *Catalog) CreateEventAs(ctx context.Context, ev NewEvent, id string) (Created, error) {
 	if err := ev.Validate(); err != nil {
-		return eventapi.Event{}, err
+		return Created{}, err
 	}
 	if _, err := c.User(ctx, ev.UserID); err != nil {
 		if errors.Is(err, ErrNotFound) {
-			return eventapi.Event{}, invalid("unknown_user", "userId", "user %d does not exist", ev.UserID)
+			inv := invalid("unknown_user", "userId", "user %d does not exist", ev.UserID)
+			inv.Unprocessable = true
+			return Created{}, inv
 		}
-		return eventapi.Event{}, err
+		return Created{}, err
 	}
-	created, err := c.up.AddEvent(ctx, eventapi.Event{
-		ID:      id,
-		Name:    ev.Name,
-		UserID:  ev.UserID,
-		Details: ev.Details,
-	})
+	record, err := eventRecord(id, ev)
 	if err != nil {
-		return eventapi.Event{}, err
+		return Created{}, err
 	}
-	user := strconv.Itoa(created.UserID)
+	if err := c.up.AddEvent(ctx, record); err != nil {
+		return Created{}, err
+	}
+	user := strconv.Itoa(ev.UserID)
+	eventKey := cache.Key(cache.KindEvent, id)
 	stale := []string{
 		cache.Key(cache.KindUsers, ""),
 		cache.Key(cache.KindEvents, ""),
 		cache.Key(cache.KindUser, user),
 		cache.Key(cache.KindUserEvents, user),
+		cache.Key(cache.KindMissing, eventKey),
 	}
 	if err := c.cache.Invalidate(ctx, stale...); err != nil {
 		c.log.WarnContext(ctx, "shared cache invalidation failed; its old answers may be served until their fresh window ends",
-			"event", created.ID, "err", err)
+			"event", id, "err", err)
 	}
-	if b, err := json.Marshal(created); err == nil {
-		key := cache.Key(cache.KindEvent, created.ID)
-		c.cache.Set(cache.KindEvent, key, b)
-		c.share(key, b) // the siblings will need it for the user's list
-	}
+	c.cache.Set(cache.KindEvent, eventKey, record)
+	c.share(eventKey, record) // the siblings will need it for the user's list
 	ictx, cancel := context.WithTimeout(ctx, invalidateTimeout)
 	defer cancel()
 	if err := c.invalidate(ictx, stale); err != nil {
 		// The event exists upstream; failing the request now would invite a
 		// duplicate. Siblings' entries expire with their fresh TTL.
-		c.log.WarnContext(ctx, "cluster invalidation incomplete", "event", created.ID, "err", err)
+		c.log.WarnContext(ctx, "cluster invalidation incomplete", "event", id, "err", err)
 	}
-	return created, nil
+	return Created{Key: id, Record: record}, nil
+}
+
+// eventRecord is the record amexd sends to addEvent, with the seeded
+// records' field order and types: id and userId numbers, details left out
+// when empty.
+func eventRecord(id string, ev NewEvent) ([]byte, error) {
+	idJSON := json.RawMessage(strconv.Quote(id))
+	if _, ok := altKey(id); ok {
+		idJSON = json.RawMessage(id)
+	}
+	b, err := json.Marshal(struct {
+		ID      json.RawMessage `json:"id"`
+		Name    string          `json:"name"`
+		UserID  int             `json:"userId"`
+		Details string          `json:"details,omitempty"`
+	}{idJSON, ev.Name, ev.UserID, ev.Details})
+	if err != nil {
+		return nil, fmt.Errorf("encode event record: %w", err)
+	}
+	return b, nil
 }
 
 // invalidateTimeout bounds how long a write waits for the rest of the
@@ -216,15 +249,21 @@ func ParseUserID(s string) (int, error) {
 	return int(n), nil
 }
 
-// ParseEventID parses an event ID path segment, "3" or "event-3", and
-// returns the canonical form "event-3".
+// maxEventKey bounds an event key in a path.
+const maxEventKey = 128
+
+// ParseEventID checks an event path segment, an event's key: "event-1", or
+// the id a writer chose, such as 1733071234567. Keys are kept as given:
+// printable ASCII without spaces, at most 128 bytes.
 func ParseEventID(s string) (string, error) {
-	digits := strings.TrimPrefix(s, "event-")
-	n, err := strconv.ParseInt(digits, 10, 64)
-	if err != nil || n <= 0 || strconv.FormatInt(n, 10) != digits {
-		return "", invalid("invalid_id", "id", "event id %q must be N or event-N with N a positive integer", truncate(s))
+	ok := s != "" && len(s) <= maxEventKey
+	for i := 0; ok && i < len(s); i++ {
+		ok = s[i] > ' ' && s[i] < 0x7f
 	}
-	return "event-" + digits, nil
+	if !ok {
+		return "", invalid("invalid_id", "id", "event id %q must be an event key such as event-1 or 1733071234567 (printable ASCII, at most %d bytes)", truncate(s), maxEventKey)
+	}
+	return s, nil
 }
 
 func truncate(s string) string {

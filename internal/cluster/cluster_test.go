@@ -196,7 +196,7 @@ func writeReadBack(t *testing.T, c *Cluster) {
 		for _, base := range append(hostURLs(c), c.LB) {
 			for _, p := range paths {
 				for range 2 {
-					if status, got := get(t, hc, base+p); status != http.StatusOK || !strings.Contains(got, `"`+ev.ID+`"`) {
+					if status, got := get(t, hc, base+p); status != http.StatusOK || !strings.Contains(got, string(ev.ID)) {
 						t.Errorf("write %d on host %d: GET %s%s right after the 201: %d, lacks %s", i, writer.Index, base, p, status, ev.ID)
 					}
 				}

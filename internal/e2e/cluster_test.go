@@ -38,7 +38,7 @@ func TestReadYourWritesAcrossWorkers(t *testing.T) {
 		}
 		for _, p := range paths {
 			for range 3 {
-				if status, got := get(t, c, d.url(p)); status != 200 || !strings.Contains(got, `"`+ev.ID+`"`) {
+				if status, got := get(t, c, d.url(p)); status != 200 || !strings.Contains(got, string(ev.ID)) {
 					t.Fatalf("write %d: GET %s right after the 201 (%d) lacks %s", i, p, status, ev.ID)
 				}
 			}

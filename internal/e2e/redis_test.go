@@ -81,7 +81,7 @@ func TestTwoInstancesShareRedis(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, path := range []string{"/events/user/1", "/events", "/users/1"} {
-			if status, got := get(t, c, b.url(path)); status != http.StatusOK || !strings.Contains(got, `"`+ev.ID+`"`) {
+			if status, got := get(t, c, b.url(path)); status != http.StatusOK || !strings.Contains(got, string(ev.ID)) {
 				t.Errorf("write %d: GET %s on b right after the 201 on a lacks %s", i, path, ev.ID)
 			}
 		}

@@ -1,11 +1,12 @@
 package eventapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -23,38 +24,41 @@ const (
 // maxBodyBytes bounds request bodies of addEvent and /admin/config.
 const maxBodyBytes = 1 << 20
 
-const eventIDPrefix = "event-"
-
-// seedUsers and seedEvents are the data every simulator starts with. Event
-// IDs are event-1..event-N in order, so users' Events lists follow from
-// seedEvents.
+// seedUsers and seedEvents are the original mock's data, keys and records
+// alike: every seeded event says "id": 1, and user 3 says "id": 2.
 var (
-	seedUsers = []User{
-		{ID: 1, Name: "Alice Martin", Email: "alice@example.com"},
-		{ID: 2, Name: "Bob Chen", Email: "bob@example.com"},
-		{ID: 3, Name: "Carla Diaz", Email: "carla@example.com"},
+	seedUsers = []struct {
+		key    string
+		record string
+	}{
+		{"1", `{"userName":"user1","id":1,"email":"hello@gmail.com","events":["event-1","event-3"]}`},
+		{"2", `{"userName":"user2","id":2,"email":"hello2@gmail.com","events":["event-2"]}`},
+		{"3", `{"userName":"user3","id":2,"email":"hello3@gmail.com","events":["event-4"]}`},
 	}
-	seedEvents = []Event{
-		{Name: "Kick-off meeting", UserID: 1, Details: "Project kick-off with the team"},
-		{Name: "Design review", UserID: 1, Details: "Review of the architecture"},
-		{Name: "Quarterly planning", UserID: 1},
-		{Name: "Conference talk", UserID: 2, Details: "Talk on resilient services"},
-		{Name: "Team lunch", UserID: 2},
-		{Name: "Customer workshop", UserID: 3, Details: "On-site workshop"},
-		{Name: "Release party", UserID: 3},
+	seedEvents = []struct {
+		key    string
+		record string
+	}{
+		{"event-1", `{"id":1,"name":"Event 1","userId":1,"details":"This is the first event"}`},
+		{"event-2", `{"id":1,"name":"Event 2","userId":2,"details":"This is the first event"}`},
+		{"event-3", `{"id":1,"name":"Event 1","userId":1,"details":"This is the first event"}`},
+		{"event-4", `{"id":1,"name":"Event 4","userId":3,"details":"This is the first event"}`},
 	}
 )
 
-// Simulator is an in-memory Event API with configurable latency and faults.
-// It is an http.Handler serving the Event API's paths plus GET /stats,
-// POST /stats/reset and GET/POST /admin/config. One Simulator holds one
-// shared state and is safe for concurrent use.
+// Simulator is an in-memory Event API that answers as the original mock
+// does: records with its field names, an empty 200 for an unknown user or
+// event, addEvent storing whatever body it is given under the body's id,
+// with configurable latency and faults. It is an http.Handler serving the
+// Event API's paths plus GET /stats, POST /stats/reset and GET/POST
+// /admin/config. One Simulator holds one shared state and is safe for
+// concurrent use.
 //
-// Statuses: 400 for a malformed ID or body (or a missing name or userId),
-// 404 for an unknown user or event (addEvent too answers 404 when userId
-// names no user), 405 for a wrong method, 409 when addEvent is given an
-// existing ID with different content, 503 for a simulated addEvent failure
-// and for a request cancelled while it waits. Error bodies are Error.
+// Statuses: 200 for every Event API answer but these: 503 for a simulated
+// addEvent failure (and a request cancelled while it waits), 500 for an
+// addEvent body that is not a JSON object or names no known user (the
+// original then stores the event all the same, and so does this), 404 and
+// 405 for a path or method the API does not have.
 type Simulator struct {
 	mux *http.ServeMux
 
@@ -65,13 +69,19 @@ type Simulator struct {
 	cycle int64 // addEvent calls since the failure cycle (re)started
 
 	// data guards users and events; readers only take it for reading.
-	data   sync.RWMutex
-	users  []User        // users[i].ID == i+1
-	events []Event       // in creation order
-	byNum  map[int64]int // event number -> index in events
-	maxNum int64         // highest event number seen, supplied ones included
+	data     sync.RWMutex
+	userKeys []string // in key order, as the original lists them
+	users    map[string]*User
+	events   []storedEvent  // in creation order
+	byKey    map[string]int // event key -> index in events
 
 	counter counters
+}
+
+// storedEvent is an event record, kept as the JSON its writer sent.
+type storedEvent struct {
+	key    string
+	record []byte
 }
 
 // NewSimulator validates cfg and returns a simulator holding the seed data
@@ -83,22 +93,32 @@ func NewSimulator(cfg SimConfig) (*Simulator, error) {
 	s := &Simulator{
 		cfg:   cfg,
 		rng:   newRand(cfg.Seed),
-		byNum: make(map[int64]int),
+		users: make(map[string]*User),
+		byKey: make(map[string]int),
 	}
 	for _, u := range seedUsers {
-		u.Events = []string{}
-		s.users = append(s.users, u)
+		var rec User
+		if err := json.Unmarshal([]byte(u.record), &rec); err != nil {
+			return nil, fmt.Errorf("eventapi: seed user %s: %w", u.key, err)
+		}
+		s.userKeys = append(s.userKeys, u.key)
+		s.users[u.key] = &rec
 	}
 	for _, e := range seedEvents {
-		s.insert(e)
+		s.store(e.key, []byte(e.record))
 	}
+	preloadUser := strconv.Itoa(cfg.PreloadUser)
 	for i := range cfg.PreloadEvents {
-		s.insert(Event{Name: fmt.Sprintf("Preloaded event %d", i+1), UserID: cfg.PreloadUser})
+		n := len(seedEvents) + i + 1
+		key := "event-" + strconv.Itoa(n)
+		rec := fmt.Sprintf(`{"id":%d,"name":"Preloaded event %d","userId":%d,"details":"Preloaded at start"}`, n, i+1, cfg.PreloadUser)
+		s.store(key, []byte(rec))
+		u := s.users[preloadUser]
+		u.Events = append(u.Events, json.RawMessage(strconv.Quote(key)))
 	}
 	s.mux = s.routes()
 	return s, nil
 }
-
 func newRand(seed int64) *rand.Rand {
 	if seed == 0 {
 		return rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
@@ -204,30 +224,30 @@ func (s *Simulator) getUsers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.data.RLock()
-	body, err := json.Marshal(s.users)
+	list := make([]*User, len(s.userKeys))
+	for i, k := range s.userKeys {
+		list[i] = s.users[k]
+	}
+	body, err := json.Marshal(list)
 	s.data.RUnlock()
 	writeBody(w, http.StatusOK, body, err)
 }
 
+// getUserByID answers the user stored under the key, or an empty 200.
 func (s *Simulator) getUserByID(w http.ResponseWriter, r *http.Request) {
 	s.counter.getUserByID.Add(1)
-	id, ok := parsePositive(r.PathValue("id"))
-	if !ok {
-		writeError(w, http.StatusBadRequest, "invalid user id %q", r.PathValue("id"))
-		return
-	}
 	s.data.RLock()
+	u, found := s.users[r.PathValue("id")]
 	var (
-		body  []byte
-		err   error
-		found = id <= int64(len(s.users))
+		body []byte
+		err  error
 	)
 	if found {
-		body, err = json.Marshal(s.users[id-1])
+		body, err = json.Marshal(u)
 	}
 	s.data.RUnlock()
 	if !found {
-		writeError(w, http.StatusNotFound, "user %d not found", id)
+		writeEmpty(w)
 		return
 	}
 	writeBody(w, http.StatusOK, body, err)
@@ -238,42 +258,45 @@ func (s *Simulator) getEvents(w http.ResponseWriter, r *http.Request) {
 	if s.drop(w) {
 		return
 	}
+	var buf bytes.Buffer
+	buf.WriteByte('[')
 	s.data.RLock()
-	body, err := json.Marshal(s.events)
+	for i, e := range s.events {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(e.record)
+	}
 	s.data.RUnlock()
-	writeBody(w, http.StatusOK, body, err)
+	buf.WriteByte(']')
+	writeBody(w, http.StatusOK, buf.Bytes(), nil)
 }
 
-// getEventByID waits event_delay before answering anything, a bad ID
-// included, as the original mock did.
+// getEventByID waits event_delay, then answers the event stored under the
+// key, or an empty 200.
 func (s *Simulator) getEventByID(w http.ResponseWriter, r *http.Request) {
 	s.counter.getEventByID.Add(1)
 	if !wait(r.Context(), s.Config().EventDelay) {
 		writeError(w, http.StatusServiceUnavailable, "request cancelled while waiting: %v", context.Cause(r.Context()))
 		return
 	}
-	raw := r.PathValue("id")
-	num, ok := parseEventNumber(raw, true)
-	if !ok {
-		writeError(w, http.StatusBadRequest, "invalid event id %q", raw)
-		return
-	}
 	s.data.RLock()
-	i, found := s.byNum[num]
-	var ev Event
-	if found {
-		ev = s.events[i]
+	var rec []byte
+	if i, found := s.byKey[r.PathValue("id")]; found {
+		rec = s.events[i].record
 	}
 	s.data.RUnlock()
-	if !found {
-		writeError(w, http.StatusNotFound, "event %s%d not found", eventIDPrefix, num)
+	if rec == nil {
+		writeEmpty(w)
 		return
 	}
-	writeJSON(w, http.StatusOK, ev)
+	writeBody(w, http.StatusOK, rec, nil)
 }
 
 // addEvent decides failure before reading the body, so a failing call
-// creates nothing whatever it carries.
+// stores nothing whatever it carries. A success stores the body under its
+// id, replacing an event stored under the same key, and appends the id to
+// its user's events, as the original does; it answers {"success": true}.
 func (s *Simulator) addEvent(w http.ResponseWriter, r *http.Request) {
 	s.counter.addEvent.Add(1)
 	if fail, delay := s.addEventFails(); fail {
@@ -282,86 +305,74 @@ func (s *Simulator) addEvent(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusServiceUnavailable, "request cancelled while waiting: %v", context.Cause(r.Context()))
 			return
 		}
-		writeError(w, http.StatusServiceUnavailable, "event API temporarily unavailable")
+		writeJSON(w, http.StatusServiceUnavailable, Outcome{
+			Error:   "Service temporarily unavailable",
+			Message: "Event API is experiencing high load",
+		})
 		return
 	}
-	var body addEventBody
-	if status, err := decodeBody(w, r, &body); err != nil {
-		s.counter.rejected.Add(1)
-		writeError(w, status, "invalid event: %v", err)
-		return
+	var body map[string]json.RawMessage
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err == nil {
+		err = json.Unmarshal(raw, &body)
 	}
-	in, err := body.event()
+	if err == nil && body == nil {
+		err = errors.New("body is null")
+	}
 	if err != nil {
 		s.counter.rejected.Add(1)
-		writeError(w, http.StatusBadRequest, "invalid event: %v", err)
+		writeError(w, http.StatusInternalServerError, "invalid event body: %v", err)
 		return
 	}
-	status, ev, err := s.create(in)
-	switch {
-	case err != nil:
+	var rec bytes.Buffer
+	if err := json.Compact(&rec, raw); err != nil {
 		s.counter.rejected.Add(1)
-		writeError(w, status, "%v", err)
-	case status == http.StatusOK:
-		s.counter.replayed.Add(1)
-		writeJSON(w, status, Created{Success: true, Event: ev})
-	default:
-		s.counter.created.Add(1)
-		writeJSON(w, status, Created{Success: true, Event: ev})
+		writeError(w, http.StatusInternalServerError, "invalid event body: %v", err)
+		return
 	}
-}
-
-// create stores in and answers 201, or answers 200 with the stored event
-// when in replays an existing ID with the same user and name.
-func (s *Simulator) create(in Event) (int, Event, error) {
-	in.Name = strings.TrimSpace(in.Name)
-	if in.Name == "" {
-		return http.StatusBadRequest, Event{}, errors.New("name is required")
+	key, ok := KeyOf(body["id"])
+	if !ok {
+		key = "undefined" // as the original's store names a missing id
 	}
-	if in.UserID <= 0 {
-		return http.StatusBadRequest, Event{}, fmt.Errorf("userId must be a positive integer, got %d", in.UserID)
+	userKey, ok := KeyOf(body["userId"])
+	if !ok {
+		userKey = "undefined"
 	}
-	var num int64
-	if in.ID != "" {
-		n, ok := parseEventNumber(in.ID, false)
-		if !ok {
-			return http.StatusBadRequest, Event{}, fmt.Errorf("id %q is not of the form %sN", in.ID, eventIDPrefix)
-		}
-		num = n
+	id := body["id"]
+	if len(id) == 0 {
+		id = json.RawMessage("null")
 	}
 	s.data.Lock()
-	defer s.data.Unlock()
-	if in.UserID > len(s.users) {
-		return http.StatusNotFound, Event{}, fmt.Errorf("user %d not found", in.UserID)
+	replaced := s.store(key, rec.Bytes())
+	u, known := s.users[userKey]
+	if known {
+		u.Events = append(u.Events, id)
 	}
-	if num != 0 {
-		if i, ok := s.byNum[num]; ok {
-			old := s.events[i]
-			if old.UserID != in.UserID || old.Name != in.Name {
-				return http.StatusConflict, Event{}, fmt.Errorf("event %s exists with different content", old.ID)
-			}
-			return http.StatusOK, old, nil
-		}
-	} else if s.maxNum == math.MaxInt64 {
-		return http.StatusConflict, Event{}, errors.New("no free event id left")
+	s.data.Unlock()
+	switch {
+	case !known:
+		s.counter.rejected.Add(1)
+		writeError(w, http.StatusInternalServerError, "TypeError: Cannot read properties of undefined (reading 'events')")
+		return
+	case replaced:
+		s.counter.replayed.Add(1)
+	default:
+		s.counter.created.Add(1)
 	}
-	return http.StatusCreated, s.insert(in), nil
+	writeJSON(w, http.StatusOK, Outcome{Success: true})
 }
 
-// insert stores e, assigning the next free ID when e has none. The caller
-// holds data for writing (or owns s exclusively) and has checked e.
-func (s *Simulator) insert(e Event) Event {
-	num, ok := parseEventNumber(e.ID, false)
-	if !ok {
-		num = s.maxNum + 1
-		e.ID = eventIDPrefix + strconv.FormatInt(num, 10)
+// store puts record under key, replacing an event stored there, and
+// reports whether it did. The caller holds data for writing (or owns s
+// exclusively).
+func (s *Simulator) store(key string, record []byte) bool {
+	if i, ok := s.byKey[key]; ok {
+		s.events[i].record = record
+		return true
 	}
-	s.maxNum = max(s.maxNum, num)
-	s.byNum[num] = len(s.events)
-	s.events = append(s.events, e)
-	u := &s.users[e.UserID-1]
-	u.Events = append(u.Events, e.ID)
-	return e
+	s.byKey[key] = len(s.events)
+	s.events = append(s.events, storedEvent{key: key, record: record})
+	return false
 }
 
 // drop hijacks and closes the connection with probability list_error_rate,
@@ -456,25 +467,6 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) (int, error) {
 	return 0, nil
 }
 
-// parsePositive parses a canonical positive decimal: no sign, no leading zero.
-func parsePositive(s string) (int64, bool) {
-	if s == "" || s[0] == '0' || strings.TrimLeft(s, "0123456789") != "" {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	return n, err == nil
-}
-
-// parseEventNumber returns N from "event-N", or from a bare "N" when bare
-// is true.
-func parseEventNumber(s string, bare bool) (int64, bool) {
-	digits, prefixed := strings.CutPrefix(s, eventIDPrefix)
-	if !prefixed && !bare {
-		return 0, false
-	}
-	return parsePositive(digits)
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
 	writeBody(w, status, body, err)
@@ -488,7 +480,14 @@ func writeBody(w http.ResponseWriter, status int, body []byte, err error) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	w.Write(append(body, '\n'))
+	w.Write(body)
+}
+
+// writeEmpty is the original's answer for an unknown user or event: a 200
+// whose body is empty.
+func writeEmpty(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
 }
 
 func writeError(w http.ResponseWriter, status int, format string, args ...any) {

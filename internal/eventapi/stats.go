@@ -29,8 +29,10 @@ type CallCounts struct {
 	AddEvent     int64 `json:"addEvent"`
 }
 
-// AddEventCounts splits addEvent calls: Created answered 201, Replayed 200
-// (an existing ID sent again), Failed a simulated 503, Rejected a 4xx.
+// AddEventCounts splits addEvent calls: Created stored a new event,
+// Replayed replaced the event stored under the same key (the body's id sent
+// again), Failed was a simulated 503, Rejected a 500 (a body that is not a
+// JSON object, or a user that does not exist).
 type AddEventCounts struct {
 	Created  int64 `json:"created"`
 	Replayed int64 `json:"replayed"`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,13 +64,19 @@ type BreakerConfig struct {
 	HalfOpenProbes int `yaml:"half_open_probes"`
 	// HalfOpenSuccesses is how many probe successes close the breaker.
 	HalfOpenSuccesses int `yaml:"half_open_successes"`
+	// FailureRatio, when above 0, is the share of the calls within Window
+	// that must have failed, besides Failures of them, for the breaker to
+	// trip: an upstream that drops one call in twenty (as the Event API's
+	// list calls do) is flaky, not down, and retries get past it.
+	FailureRatio float64 `yaml:"failure_ratio"`
 	// Propagate asks the cluster to spread this worker's trips to the
 	// others. The breaker itself ignores it.
 	Propagate bool `yaml:"propagate"`
 }
 
-// DefaultBreakerConfig returns the defaults: 3 failures in 30s trip it, open
-// for 5s doubling up to 60s, one probe at a time, one success closes it.
+// DefaultBreakerConfig returns the defaults: 3 failures in 30s trip it if
+// they are at least half of the calls in that window, open for 5s doubling
+// up to 60s, one probe at a time, one success closes it.
 func DefaultBreakerConfig() BreakerConfig {
 	return BreakerConfig{
 		Failures:          3,
@@ -78,6 +85,7 @@ func DefaultBreakerConfig() BreakerConfig {
 		MaxOpenTimeout:    60 * time.Second,
 		HalfOpenProbes:    1,
 		HalfOpenSuccesses: 1,
+		FailureRatio:      0.5,
 		Propagate:         true,
 	}
 }
@@ -102,6 +110,9 @@ func (c BreakerConfig) Validate() error {
 	}
 	if c.HalfOpenSuccesses < 1 {
 		errs = append(errs, fmt.Errorf("breaker.half_open_successes: %d must be at least 1", c.HalfOpenSuccesses))
+	}
+	if math.IsNaN(c.FailureRatio) || c.FailureRatio < 0 || c.FailureRatio > 1 {
+		errs = append(errs, fmt.Errorf("breaker.failure_ratio: %v is not in [0,1]", c.FailureRatio))
 	}
 	return errors.Join(errs...)
 }
@@ -155,6 +166,7 @@ type Breaker struct {
 	gen         uint64 // incremented on every (re)entry into a state
 	probes      int    // half-open calls in flight in the current generation
 	ring        failureRing
+	calls       callTally // closed-state outcomes, for FailureRatio
 	opens       int64
 	openedAt    time.Time
 	openUntil   time.Time
@@ -177,6 +189,7 @@ func NewBreaker(name string, cfg BreakerConfig, opts ...Option) (*Breaker, error
 		open:       &openBackOff{initial: cfg.OpenTimeout, max: cfg.MaxOpenTimeout},
 		state:      StateClosed,
 		ring:       newFailureRing(cfg.Failures),
+		calls:      callTally{width: cfg.Window / tallyBuckets},
 		lastChange: o.clock.Now(),
 	}
 	b.cb = circuitbreaker.New(
@@ -248,8 +261,12 @@ func (b *Breaker) finish(ctx context.Context, gen uint64, probe bool, err error)
 		b.mu.Unlock()
 		return
 	}
-	if err != nil && b.state == StateClosed {
-		b.ring.add(b.opts.clock.Now())
+	if b.state == StateClosed {
+		now := b.opts.clock.Now()
+		if err != nil {
+			b.ring.add(now)
+		}
+		b.calls.add(now, err != nil)
 	}
 	b.mu.Unlock()
 
@@ -268,7 +285,15 @@ func (b *Breaker) finish(ctx context.Context, gen uint64, probe bool, err error)
 func (b *Breaker) shouldTrip(*circuitbreaker.Counters) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.ring.full(b.opts.clock.Now(), b.cfg.Window)
+	now := b.opts.clock.Now()
+	if !b.ring.full(now, b.cfg.Window) {
+		return false
+	}
+	if b.cfg.FailureRatio <= 0 {
+		return true
+	}
+	failed, all := b.calls.sum(now)
+	return float64(failed) >= b.cfg.FailureRatio*float64(all)
 }
 
 // onMercariChange mirrors mercari's state and reports the change. It runs
@@ -288,6 +313,7 @@ func (b *Breaker) onMercariChange(fromState, toState circuitbreaker.State) {
 	switch to {
 	case StateClosed:
 		b.ring.reset()
+		b.calls.reset()
 	case StateOpen:
 		b.openUntil = now.Add(b.open.last)
 		b.openedAt = now
@@ -449,4 +475,55 @@ func (r *failureRing) count(now time.Time, window time.Duration) int {
 		}
 	}
 	return c
+}
+
+// tallyBuckets is how many buckets callTally splits the window into: the
+// ratio's window slides in steps of a tenth of it.
+const tallyBuckets = 10
+
+// callTally counts calls and failures over the last tallyBuckets buckets of
+// width each, a sliding window in coarse steps.
+type callTally struct {
+	width   time.Duration
+	buckets [tallyBuckets]struct {
+		start        int64 // bucket number (time / width) it counts for
+		calls, fails int
+	}
+}
+
+func (t *callTally) slot(now time.Time) int64 {
+	if t.width <= 0 {
+		return 0
+	}
+	return now.UnixNano() / int64(t.width)
+}
+
+func (t *callTally) add(now time.Time, failed bool) {
+	n := t.slot(now)
+	b := &t.buckets[n%tallyBuckets]
+	if b.start != n {
+		b.start, b.calls, b.fails = n, 0, 0
+	}
+	b.calls++
+	if failed {
+		b.fails++
+	}
+}
+
+// sum returns the failures and calls of the buckets within the window.
+func (t *callTally) sum(now time.Time) (fails, calls int) {
+	n := t.slot(now)
+	for _, b := range t.buckets {
+		if b.start > n-tallyBuckets && b.start <= n {
+			fails += b.fails
+			calls += b.calls
+		}
+	}
+	return fails, calls
+}
+
+func (t *callTally) reset() {
+	for i := range t.buckets {
+		t.buckets[i].start, t.buckets[i].calls, t.buckets[i].fails = 0, 0, 0
+	}
 }

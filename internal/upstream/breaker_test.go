@@ -113,6 +113,42 @@ func TestBreakerSlidingWindow(t *testing.T) {
 	}
 }
 
+func TestBreakerFailureRatio(t *testing.T) {
+	tests := []struct {
+		name  string
+		ratio float64
+		want  string
+	}{
+		{"a failure in twenty is flaky, not down", 0.5, StateClosed},
+		{"without a ratio, the count alone trips", 0, StateOpen},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testBreakerConfig()
+			cfg.FailureRatio = tc.ratio
+			b, mock := newMockBreaker(t, cfg)
+			for i := range 60 {
+				mock.Add(100 * time.Millisecond)
+				if i%20 == 19 {
+					record(t, b, errBoom)
+				} else {
+					record(t, b, nil)
+				}
+			}
+			wantState(t, b, tc.want)
+		})
+	}
+	t.Run("failures that are most calls trip", func(t *testing.T) {
+		b, _ := newMockBreaker(t, testBreakerConfig())
+		record(t, b, nil)
+		record(t, b, nil)
+		for range 3 {
+			record(t, b, errBoom)
+		}
+		wantState(t, b, StateOpen)
+	})
+}
+
 func TestBreakerFailuresInWindow(t *testing.T) {
 	b, mock := newMockBreaker(t, testBreakerConfig())
 	record(t, b, errBoom)
@@ -422,6 +458,7 @@ func TestBreakerConfigValidate(t *testing.T) {
 		{"max_open_timeout", func(c *BreakerConfig) { c.MaxOpenTimeout = time.Second }, "breaker.max_open_timeout: 1s must be at least open_timeout (5s)"},
 		{"half_open_probes", func(c *BreakerConfig) { c.HalfOpenProbes = 0 }, "breaker.half_open_probes: 0 must be at least 1"},
 		{"half_open_successes", func(c *BreakerConfig) { c.HalfOpenSuccesses = -2 }, "breaker.half_open_successes: -2 must be at least 1"},
+		{"failure_ratio", func(c *BreakerConfig) { c.FailureRatio = 1.5 }, "breaker.failure_ratio: 1.5 is not in [0,1]"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,9 +1,11 @@
 // Package upstream is the HTTP client amexd workers use to call the upstream
 // Event API. Every upstream operation has its own circuit breaker; reads are
-// retried with exponential backoff and full jitter, writes (addEvent) are
-// retried too because the caller fixes the event ID, so a retry replays
-// rather than duplicates. Faults come back as typed errors the worker maps
-// to HTTP answers: ErrNotFound, *RejectedError and *UnavailableError.
+// retried with exponential backoff and full jitter, writes (addEvent) only
+// when the upstream said it stored nothing, because it is not idempotent.
+// Records come back as the upstream's JSON, compacted, never re-encoded.
+// Faults come back as typed errors the worker maps to HTTP answers:
+// ErrNotFound (a 404, or the empty 200 the Event API sends for an unknown
+// key), *RejectedError and *UnavailableError.
 package upstream
 
 import (
@@ -20,7 +22,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -45,7 +46,7 @@ func allOps() []string {
 // Outcomes reported to Observer.Call, one per attempt (open: none was made).
 const (
 	OutcomeOK       = "ok"        // a 2xx with a well-formed body
-	OutcomeNotFound = "not_found" // a 404
+	OutcomeNotFound = "not_found" // a 404, or an empty 200 to a by-key read
 	OutcomeRejected = "rejected"  // any other 4xx but 429
 	OutcomeError    = "error"     // transport error, 5xx, 429 or a bad body
 	OutcomeTimeout  = "timeout"   // the per-attempt timeout expired
@@ -61,7 +62,8 @@ const maxBody = 8 << 20
 // not to keep clients away.
 const defaultRetryAfter = time.Second
 
-// ErrNotFound is returned (wrapped) when the upstream answers 404.
+// ErrNotFound is returned (wrapped) when the upstream answers 404, or 200
+// with an empty body or null to a by-key read.
 var ErrNotFound = errors.New("not found upstream")
 
 // UnavailableError means the upstream could not give an answer: the breaker
@@ -318,68 +320,81 @@ func (c *Client) Reachable(ctx context.Context) error {
 	return conn.Close()
 }
 
-// Users returns every user.
-func (c *Client) Users(ctx context.Context) ([]eventapi.User, error) {
-	var us []eventapi.User
-	err := c.call(ctx, request{op: OpGetUsers, method: http.MethodGet, path: eventapi.PathUsers, attempts: c.cfg.Retries},
-		decodeInto(&us, func() error { return checkIDs(us, func(u eventapi.User) bool { return u.ID != 0 }) }))
-	return us, err
+// Users returns getUsers' answer, a JSON array of user records, compacted
+// and otherwise as the upstream sent it.
+func (c *Client) Users(ctx context.Context) ([]byte, error) {
+	return c.read(ctx, OpGetUsers, eventapi.PathUsers, decodeList)
 }
 
-// User returns the user id; ErrNotFound if there is none.
-func (c *Client) User(ctx context.Context, id int) (eventapi.User, error) {
-	var u eventapi.User
-	err := c.call(ctx, request{op: OpGetUserByID, method: http.MethodGet, path: eventapi.PathUserByID + strconv.Itoa(id), attempts: c.cfg.Retries},
-		decodeInto(&u, func() error { return checkIDs([]eventapi.User{u}, func(u eventapi.User) bool { return u.ID != 0 }) }))
-	return u, err
+// User returns the record of the user stored under key, as the upstream
+// sent it; ErrNotFound if there is none (a 404, or the empty 200 or null
+// the Event API answers for an unknown key).
+func (c *Client) User(ctx context.Context, key string) ([]byte, error) {
+	return c.read(ctx, OpGetUserByID, eventapi.PathUserByID+url.PathEscape(key), decodeRecord)
 }
 
-// Events returns every event.
-func (c *Client) Events(ctx context.Context) ([]eventapi.Event, error) {
-	var evs []eventapi.Event
-	err := c.call(ctx, request{op: OpGetEvents, method: http.MethodGet, path: eventapi.PathEvents, attempts: c.cfg.Retries},
-		decodeInto(&evs, func() error { return checkIDs(evs, eventHasID) }))
-	return evs, err
+// Events returns getEvents' answer, a JSON array of event records.
+func (c *Client) Events(ctx context.Context) ([]byte, error) {
+	return c.read(ctx, OpGetEvents, eventapi.PathEvents, decodeList)
 }
 
-// Event returns the event id as the upstream knows it ("event-3");
-// ErrNotFound if there is none.
-func (c *Client) Event(ctx context.Context, id string) (eventapi.Event, error) {
-	var ev eventapi.Event
-	err := c.call(ctx, request{op: OpGetEventByID, method: http.MethodGet, path: eventapi.PathEventByID + url.PathEscape(id), attempts: c.cfg.Retries},
-		decodeInto(&ev, func() error { return checkIDs([]eventapi.Event{ev}, eventHasID) }))
-	return ev, err
+// Event returns the record of the event stored under key ("event-1", or
+// the id its writer chose); ErrNotFound if there is none.
+func (c *Client) Event(ctx context.Context, key string) ([]byte, error) {
+	return c.read(ctx, OpGetEventByID, eventapi.PathEventByID+url.PathEscape(key), decodeRecord)
 }
 
-// AddEvent creates ev upstream and returns the event as stored. ev.ID must
-// be set (see NewEventID): every attempt sends the same ID, so a retry after
-// a lost answer replays (200) instead of creating a duplicate (201).
-func (c *Client) AddEvent(ctx context.Context, ev eventapi.Event) (eventapi.Event, error) {
-	if ev.ID == "" {
-		return eventapi.Event{}, errors.New("upstream addEvent: event ID not set")
-	}
-	body, err := json.Marshal(ev)
-	if err != nil {
-		return eventapi.Event{}, fmt.Errorf("upstream addEvent: encode: %w", err)
-	}
-	var out eventapi.Event
-	err = c.call(ctx, request{op: OpAddEvent, method: http.MethodPost, path: eventapi.PathAddEvent, body: body, attempts: c.cfg.WriteRetries, created: true},
-		decodeInto(&out, func() error { return checkIDs([]eventapi.Event{out}, eventHasID) }))
+func (c *Client) read(ctx context.Context, op, path string, decode func([]byte) ([]byte, error)) ([]byte, error) {
+	var out []byte
+	err := c.call(ctx, request{op: op, method: http.MethodGet, path: path, attempts: c.cfg.Retries},
+		func(body []byte) (err error) { out, err = decode(body); return err })
 	return out, err
 }
 
-// NewEventID returns a fresh event ID, "event-N" with N uniform in
-// [1, 2^53) from crypto/rand, so IDs from different processes and machines
-// do not collide in practice and N survives a trip through a JSON number.
-func NewEventID() string {
-	var b [8]byte
-	for {
-		// crypto/rand.Read never fails; it crashes the program instead.
-		_, _ = crand.Read(b[:])
-		if n := binary.BigEndian.Uint64(b[:]) & (1<<53 - 1); n != 0 {
-			return "event-" + strconv.FormatUint(n, 10)
-		}
+// AddEvent sends record, a JSON object holding the event's id, to addEvent,
+// which stores it under that id and appends the id to its user's events.
+// Success is a 2xx whose body says "success": true; the Event API sends no
+// record back. The upstream is not idempotent (a repeated call appends the
+// id to the user's events once more), so only answers that say nothing was
+// stored are retried: a 503 or 429, or a connection that was never made.
+func (c *Client) AddEvent(ctx context.Context, record []byte) error {
+	if _, ok := eventapi.KeyOf(idOf(record)); !ok {
+		return errors.New("upstream addEvent: the record has no id")
 	}
+	return c.call(ctx, request{op: OpAddEvent, method: http.MethodPost, path: eventapi.PathAddEvent, body: record, attempts: c.cfg.WriteRetries, created: true, write: true},
+		func(body []byte) error {
+			var out eventapi.Outcome
+			if err := json.Unmarshal(body, &out); err != nil {
+				return fmt.Errorf("decode: %w", err)
+			}
+			if !out.Success {
+				return errors.New(`the answer does not say "success": true`)
+			}
+			return nil
+		})
+}
+
+func idOf(record []byte) json.RawMessage {
+	var v struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if json.Unmarshal(record, &v) != nil {
+		return nil
+	}
+	return v.ID
+}
+
+// NewEventID returns a fresh event id: a number uniform in [2^52, 2^53)
+// from crypto/rand. It needs no coordination between processes or
+// machines, its 52 random bits make a collision negligible, it survives a
+// trip through a JavaScript number, and being a number, as the Node
+// backend's ids were, its key is the same digits a client types in
+// /events/{id}.
+func NewEventID() int64 {
+	var b [8]byte
+	// crypto/rand.Read never fails; it crashes the program instead.
+	_, _ = crand.Read(b[:])
+	return int64(binary.BigEndian.Uint64(b[:])&(1<<52-1) | 1<<52)
 }
 
 // request describes one upstream call.
@@ -390,6 +405,7 @@ type request struct {
 	body     []byte
 	attempts int
 	created  bool // 201 is success too
+	write    bool // retried only when nothing was stored
 }
 
 // errBadResponse marks answers that are not what the API sends: a bad
@@ -422,6 +438,9 @@ func (c *Client) call(ctx context.Context, r request, decode func([]byte) error)
 		if !retry {
 			return err
 		}
+		if r.write && !notStored(err) {
+			return &UnavailableError{Op: r.op, RetryAfter: defaultRetryAfter, Err: fmt.Errorf("not retried, the upstream may have stored it: %w", err)}
+		}
 		last = err
 		// This attempt may have tripped the breaker: stop now rather
 		// than sleep only to be refused.
@@ -439,6 +458,17 @@ func (c *Client) call(ctx context.Context, r request, decode func([]byte) error)
 			return fmt.Errorf("upstream %s: waiting to retry: %w", r.op, err)
 		}
 	}
+}
+
+// notStored reports whether a failed write attempt certainly stored
+// nothing: the upstream said so (503, 429), or no connection was made.
+func notStored(err error) bool {
+	var se *statusError
+	if errors.As(err, &se) {
+		return se.status == http.StatusServiceUnavailable || se.status == http.StatusTooManyRequests
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
 func joinLast(err, last error) error {
@@ -496,7 +526,13 @@ func (c *Client) attempt(ctx context.Context, br *Breaker, r request, decode fun
 		done(err)
 		return true, err
 	case status == http.StatusOK || (r.created && status == http.StatusCreated):
-		if err := decode(body); err != nil {
+		err := decode(body)
+		if errors.Is(err, errAbsent) {
+			done(nil) // an answer: the upstream is healthy
+			outcome = OutcomeNotFound
+			return false, fmt.Errorf("upstream %s: %w", r.op, ErrNotFound)
+		}
+		if err != nil {
 			err = fmt.Errorf("%w: status %d: %w", errBadResponse, status, err)
 			done(err)
 			return true, err
@@ -570,32 +606,61 @@ func (c *Client) observe(op, outcome string, d time.Duration) {
 	}
 }
 
-// decodeInto returns a decoder that fills v from exactly one JSON value
-// and then runs check on it.
-func decodeInto(v any, check func() error) func([]byte) error {
-	return func(body []byte) error {
-		dec := json.NewDecoder(bytes.NewReader(body))
-		if err := dec.Decode(v); err != nil {
-			return fmt.Errorf("decode: %w", err)
-		}
-		if _, err := dec.Token(); err != io.EOF {
-			return errors.New("decode: trailing data after the JSON value")
-		}
-		return check()
+// errAbsent is what a by-key read decodes from the Event API's answer for
+// an unknown key: 200 with an empty body (or null).
+var errAbsent = errors.New("no record")
+
+// decodeList checks that body is one JSON array of objects and returns it
+// compacted.
+func decodeList(body []byte) ([]byte, error) {
+	var items []json.RawMessage
+	if err := decodeOne(body, &items); err != nil {
+		return nil, err
 	}
+	if items == nil {
+		return nil, errors.New("decode: null where a list was expected")
+	}
+	for i, it := range items {
+		if it[0] != '{' {
+			return nil, fmt.Errorf("decode: item %d is not an object", i)
+		}
+	}
+	return compact(body)
 }
 
-func eventHasID(e eventapi.Event) bool { return e.ID != "" }
+// decodeRecord checks that body is one JSON object and returns it
+// compacted; an empty body or null is errAbsent.
+func decodeRecord(body []byte) ([]byte, error) {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || string(trimmed) == "null" {
+		return nil, errAbsent
+	}
+	var rec map[string]json.RawMessage
+	if err := decodeOne(trimmed, &rec); err != nil {
+		return nil, err
+	}
+	return compact(trimmed)
+}
 
-// checkIDs rejects a decoded value with a missing ID, the mark of a body
-// that was JSON but not what the API sends (such as {} or null).
-func checkIDs[T any](items []T, hasID func(T) bool) error {
-	for i, it := range items {
-		if !hasID(it) {
-			return fmt.Errorf("item %d has no id", i)
-		}
+// decodeOne fills v from exactly one JSON value.
+func decodeOne(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("decode: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("decode: trailing data after the JSON value")
 	}
 	return nil
+}
+
+func compact(body []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(len(body))
+	if err := json.Compact(&buf, body); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	return buf.Bytes(), nil
 }
 
 // errorMessage extracts the message from an upstream error body.

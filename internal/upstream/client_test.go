@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,9 +57,15 @@ func (r *recorder) transitions() []string {
 	return append([]string(nil), r.trans...)
 }
 
-var testUsers = []eventapi.User{
-	{ID: 1, Name: "Ada", Email: "ada@example.com", Events: []string{"event-1"}},
-	{ID: 2, Name: "Bob", Email: "bob@example.com", Events: []string{}},
+// testUsers is a getUsers answer with a field amexd does not know, which
+// must come through.
+const testUsers = `[{"userName":"Ada","id":1,"email":"ada@example.com","events":["event-1",1733071234567],"team":"core"},` +
+	`{"userName":"Bob","id":2,"email":"bob@example.com","events":[]}]`
+
+func writeRaw(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body)
 }
 
 // server is an httptest server whose n-th request (from 1) is answered by
@@ -114,7 +120,7 @@ func TestClientRetriesThenSucceeds(t *testing.T) {
 			writeJSON(w, http.StatusServiceUnavailable, eventapi.Error{Error: "busy"})
 			return
 		}
-		writeJSON(w, http.StatusOK, testUsers)
+		writeRaw(w, http.StatusOK, testUsers)
 	})
 	obs := &recorder{}
 	cfg, bcfg := testConfig(srv.URL)
@@ -124,8 +130,8 @@ func TestClientRetriesThenSucceeds(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Users: %v", err)
 	}
-	if len(users) != 2 || users[0].Name != "Ada" || users[0].Events[0] != "event-1" {
-		t.Fatalf("Users = %+v", users)
+	if string(users) != testUsers {
+		t.Fatalf("Users = %s, want the upstream's body %s", users, testUsers)
 	}
 	if got := srv.hits.Load(); got != 2 {
 		t.Fatalf("server hits = %d, want 2", got)
@@ -184,60 +190,73 @@ func TestClientStopsRetryingWhenBreakerTrips(t *testing.T) {
 	}
 }
 
-func TestClientAddEventSameIDOnRetry(t *testing.T) {
+func TestClientAddEventRetriesOnlyWhatWasNotStored(t *testing.T) {
 	tests := []struct {
 		name     string
 		statuses []int // answers in order
+		ok       bool
 	}{
-		{"created first time", []int{http.StatusCreated}},
-		{"replay is success", []int{http.StatusOK}},
-		{"503 twice then created", []int{http.StatusServiceUnavailable, http.StatusServiceUnavailable, http.StatusCreated}},
-		{"500 then replay", []int{http.StatusInternalServerError, http.StatusOK}},
+		{"stored first time", []int{http.StatusOK}, true},
+		{"201 is success too", []int{http.StatusCreated}, true},
+		{"503 twice then stored", []int{http.StatusServiceUnavailable, http.StatusServiceUnavailable, http.StatusOK}, true},
+		// A 500 may come after the upstream stored the event (as it does for
+		// an unknown user): a retry would append the id to the user twice.
+		{"500 is not retried", []int{http.StatusInternalServerError}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var (
-				mu  sync.Mutex
-				ids []string
+				mu     sync.Mutex
+				bodies []string
 			)
 			srv := newServer(t, func(n int64, w http.ResponseWriter, r *http.Request) {
-				var ev eventapi.Event
-				if r.Method != http.MethodPost || r.URL.Path != eventapi.PathAddEvent || json.NewDecoder(r.Body).Decode(&ev) != nil {
+				b, err := io.ReadAll(r.Body)
+				if r.Method != http.MethodPost || r.URL.Path != eventapi.PathAddEvent || err != nil {
 					writeJSON(w, http.StatusBadRequest, eventapi.Error{Error: "bad request"})
 					return
 				}
 				mu.Lock()
-				ids = append(ids, ev.ID)
+				bodies = append(bodies, string(b))
 				mu.Unlock()
 				status := tc.statuses[n-1]
 				if status >= 500 {
-					writeJSON(w, status, eventapi.Error{Error: "flaky"})
+					writeJSON(w, status, eventapi.Outcome{Error: "Service temporarily unavailable", Message: "high load"})
 					return
 				}
-				writeJSON(w, status, ev)
+				writeJSON(w, status, eventapi.Outcome{Success: true})
 			})
 			cfg, bcfg := testConfig(srv.URL)
 			c := newTestClient(t, cfg, bcfg)
 
-			in := eventapi.Event{ID: NewEventID(), Name: "launch", UserID: 1}
-			out, err := c.AddEvent(context.Background(), in)
-			if err != nil {
-				t.Fatalf("AddEvent: %v", err)
-			}
-			if out != in {
-				t.Fatalf("AddEvent = %+v, want %+v", out, in)
+			record := fmt.Sprintf(`{"id":%d,"name":"launch","userId":1}`, NewEventID())
+			err := c.AddEvent(context.Background(), []byte(record))
+			var ue *UnavailableError
+			if tc.ok && err != nil || !tc.ok && !errors.As(err, &ue) {
+				t.Fatalf("AddEvent: %v, want success %v (else UnavailableError)", err, tc.ok)
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if len(ids) != len(tc.statuses) {
-				t.Fatalf("attempts = %d, want %d", len(ids), len(tc.statuses))
+			if len(bodies) != len(tc.statuses) {
+				t.Fatalf("attempts = %d, want %d", len(bodies), len(tc.statuses))
 			}
-			for i, id := range ids {
-				if id != in.ID {
-					t.Fatalf("attempt %d sent ID %q, want %q", i+1, id, in.ID)
+			for i, b := range bodies {
+				if b != record {
+					t.Fatalf("attempt %d sent %s, want %s", i+1, b, record)
 				}
 			}
 		})
+	}
+}
+
+func TestClientAddEventSuccessMustSaySo(t *testing.T) {
+	srv := newServer(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+		writeRaw(w, http.StatusOK, `{"success":false}`)
+	})
+	cfg, bcfg := testConfig(srv.URL)
+	cfg.WriteRetries = 1
+	c := newTestClient(t, cfg, bcfg)
+	if err := c.AddEvent(context.Background(), []byte(`{"id":1,"name":"x","userId":1}`)); !errors.Is(err, errBadResponse) {
+		t.Fatalf("AddEvent = %v, want a bad response", err)
 	}
 }
 
@@ -245,7 +264,7 @@ func TestClientAddEventNeedsID(t *testing.T) {
 	srv := newServer(t, func(int64, http.ResponseWriter, *http.Request) {})
 	cfg, bcfg := testConfig(srv.URL)
 	c := newTestClient(t, cfg, bcfg)
-	if _, err := c.AddEvent(context.Background(), eventapi.Event{Name: "x", UserID: 1}); err == nil {
+	if err := c.AddEvent(context.Background(), []byte(`{"name":"x","userId":1}`)); err == nil {
 		t.Fatal("AddEvent without ID succeeded")
 	}
 	if got := srv.hits.Load(); got != 0 {
@@ -254,18 +273,27 @@ func TestClientAddEventNeedsID(t *testing.T) {
 }
 
 func TestClientAnswersAreNotFailures(t *testing.T) {
+	notFound := func(t *testing.T, err error) {
+		var ue *UnavailableError
+		if !errors.Is(err, ErrNotFound) || errors.As(err, &ue) {
+			t.Fatalf("err = %v, want ErrNotFound only", err)
+		}
+	}
 	tests := []struct {
 		name   string
 		status int
+		body   string
 		check  func(t *testing.T, err error)
 	}{
-		{"404 is ErrNotFound", http.StatusNotFound, func(t *testing.T, err error) {
+		{"empty 200 is ErrNotFound", http.StatusOK, "", notFound},
+		{"null is ErrNotFound", http.StatusOK, "null", notFound},
+		{"404 is ErrNotFound", http.StatusNotFound, `{"error":"no such thing"}`, func(t *testing.T, err error) {
 			var ue *UnavailableError
 			if !errors.Is(err, ErrNotFound) || errors.As(err, &ue) {
 				t.Fatalf("err = %v, want ErrNotFound only", err)
 			}
 		}},
-		{"400 is RejectedError", http.StatusBadRequest, func(t *testing.T, err error) {
+		{"400 is RejectedError", http.StatusBadRequest, `{"error":"no such thing"}`, func(t *testing.T, err error) {
 			var re *RejectedError
 			if !errors.As(err, &re) || re.Status != 400 || re.Message != "no such thing" || re.Op != OpGetUserByID {
 				t.Fatalf("err = %#v, want RejectedError 400 %q", err, "no such thing")
@@ -275,14 +303,14 @@ func TestClientAnswersAreNotFailures(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newServer(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
-				writeJSON(w, tc.status, eventapi.Error{Error: "no such thing"})
+				writeRaw(w, tc.status, tc.body)
 			})
 			cfg, bcfg := testConfig(srv.URL)
 			bcfg.Failures = 3
 			c := newTestClient(t, cfg, bcfg)
 			const calls = 5
 			for range calls {
-				_, err := c.User(context.Background(), 42)
+				_, err := c.User(context.Background(), "42")
 				tc.check(t, err)
 			}
 			if got := srv.hits.Load(); got != calls {
@@ -306,15 +334,15 @@ func TestClientConnectionDroppedIsRetried(t *testing.T) {
 			conn.Close()
 			return
 		}
-		writeJSON(w, http.StatusOK, eventapi.User{ID: 7, Name: "Eve"})
+		writeRaw(w, http.StatusOK, `{"userName":"Eve","id":7}`)
 	})
 	obs := &recorder{}
 	cfg, bcfg := testConfig(srv.URL)
 	c := newTestClient(t, cfg, bcfg, WithObserver(obs))
 
-	u, err := c.User(context.Background(), 7)
-	if err != nil || u.ID != 7 {
-		t.Fatalf("User = %+v, %v", u, err)
+	u, err := c.User(context.Background(), "7")
+	if err != nil || string(u) != `{"userName":"Eve","id":7}` {
+		t.Fatalf("User = %s, %v", u, err)
 	}
 	if got := srv.hits.Load(); got != 2 {
 		t.Fatalf("server hits = %d, want 2", got)
@@ -391,9 +419,10 @@ func TestClientMalformedBody(t *testing.T) {
 		{"object for a list", `{"id":1}`, func(c *Client) error { _, err := c.Users(context.Background()); return err }},
 		{"trailing garbage", `[{"id":1}] x`, func(c *Client) error { _, err := c.Users(context.Background()); return err }},
 		{"truncated", `[{"id":1,"name":"A`, func(c *Client) error { _, err := c.Events(context.Background()); return err }},
-		{"wrong types", `{"id":"one"}`, func(c *Client) error { _, err := c.User(context.Background(), 1); return err }},
-		{"empty object", `{}`, func(c *Client) error { _, err := c.Event(context.Background(), "event-1"); return err }},
-		{"null", `null`, func(c *Client) error { _, err := c.User(context.Background(), 1); return err }},
+		{"array for a record", `[{"id":1}]`, func(c *Client) error { _, err := c.User(context.Background(), "1"); return err }},
+		{"string for a record", `"event-1"`, func(c *Client) error { _, err := c.Event(context.Background(), "event-1"); return err }},
+		{"null for a list", `null`, func(c *Client) error { _, err := c.Users(context.Background()); return err }},
+		{"list of numbers", `[1,2]`, func(c *Client) error { _, err := c.Events(context.Background()); return err }},
 		{"empty body", ``, func(c *Client) error { _, err := c.Events(context.Background()); return err }},
 		{"too large", "[" + strings.Repeat(" ", maxBody) + "]", func(c *Client) error { _, err := c.Users(context.Background()); return err }},
 	}
@@ -422,12 +451,11 @@ func TestClientRequests(t *testing.T) {
 	srv := newServer(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == eventapi.PathEvents:
-			writeJSON(w, http.StatusOK, []eventapi.Event{{ID: "event-1", Name: "a", UserID: 1}})
+			writeRaw(w, http.StatusOK, "[ {\"id\": 1, \"name\": \"a\", \"userId\": 1} ]\n")
 		case strings.HasPrefix(r.URL.Path, eventapi.PathEventByID):
-			writeJSON(w, http.StatusOK, eventapi.Event{ID: strings.TrimPrefix(r.URL.Path, eventapi.PathEventByID), Name: "b", UserID: 2})
+			writeRaw(w, http.StatusOK, fmt.Sprintf(`{"id":%q,"name":"b","userId":2}`, strings.TrimPrefix(r.URL.Path, eventapi.PathEventByID)))
 		case strings.HasPrefix(r.URL.Path, eventapi.PathUserByID):
-			id, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, eventapi.PathUserByID))
-			writeJSON(w, http.StatusOK, eventapi.User{ID: id, Name: "u"})
+			writeRaw(w, http.StatusOK, fmt.Sprintf(`{"userName":"u","id":%s}`, strings.TrimPrefix(r.URL.Path, eventapi.PathUserByID)))
 		default:
 			w.WriteHeader(http.StatusTeapot)
 		}
@@ -436,14 +464,14 @@ func TestClientRequests(t *testing.T) {
 	c := newTestClient(t, cfg, bcfg)
 	ctx := context.Background()
 
-	if evs, err := c.Events(ctx); err != nil || len(evs) != 1 || evs[0].ID != "event-1" {
-		t.Fatalf("Events = %+v, %v", evs, err)
+	if evs, err := c.Events(ctx); err != nil || string(evs) != `[{"id":1,"name":"a","userId":1}]` {
+		t.Fatalf("Events = %s, %v; want the body compacted", evs, err)
 	}
-	if ev, err := c.Event(ctx, "event-9"); err != nil || ev.ID != "event-9" || ev.UserID != 2 {
-		t.Fatalf("Event = %+v, %v", ev, err)
+	if ev, err := c.Event(ctx, "event-9"); err != nil || string(ev) != `{"id":"event-9","name":"b","userId":2}` {
+		t.Fatalf("Event = %s, %v", ev, err)
 	}
-	if u, err := c.User(ctx, 12); err != nil || u.ID != 12 {
-		t.Fatalf("User = %+v, %v", u, err)
+	if u, err := c.User(ctx, "12"); err != nil || string(u) != `{"userName":"u","id":12}` {
+		t.Fatalf("User = %s, %v", u, err)
 	}
 	got := c.Breakers()
 	if len(got) != 5 || got[0].Name != OpGetUsers || got[4].Name != OpAddEvent {
@@ -451,6 +479,31 @@ func TestClientRequests(t *testing.T) {
 	}
 	if c.Breaker("nope") != nil {
 		t.Fatal("Breaker(nope) != nil")
+	}
+}
+
+func TestClientFlakyListIsNotAnOutage(t *testing.T) {
+	// One call in five drops its connection, four times the Event API's
+	// rate: every call gets through on a retry and the breaker stays shut.
+	srv := newServer(t, func(n int64, w http.ResponseWriter, r *http.Request) {
+		if n%5 == 0 {
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return
+		}
+		writeRaw(w, http.StatusOK, testUsers)
+	})
+	cfg, bcfg := testConfig(srv.URL)
+	c := newTestClient(t, cfg, bcfg)
+	for i := range 100 {
+		if _, err := c.Users(context.Background()); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	if st := c.Breaker(OpGetUsers).Status(); st.State != StateClosed || st.Opens != 0 {
+		t.Fatalf("breaker = %+v, want closed, never opened", st)
 	}
 }
 
@@ -476,20 +529,15 @@ func TestClientReachable(t *testing.T) {
 }
 
 func TestNewEventID(t *testing.T) {
-	re := regexp.MustCompile(`^event-[1-9][0-9]*$`)
 	const n = 100_000
-	seen := make(map[string]struct{}, n)
+	seen := make(map[int64]struct{}, n)
 	for range n {
 		id := NewEventID()
-		if !re.MatchString(id) {
-			t.Fatalf("NewEventID() = %q, want event-N", id)
-		}
-		v, err := strconv.ParseUint(strings.TrimPrefix(id, "event-"), 10, 64)
-		if err != nil || v < 1 || v >= 1<<53 {
-			t.Fatalf("NewEventID() = %q, N outside [1, 2^53)", id)
+		if id < 1<<52 || id >= 1<<53 {
+			t.Fatalf("NewEventID() = %d, outside [2^52, 2^53)", id)
 		}
 		if _, dup := seen[id]; dup {
-			t.Fatalf("duplicate ID %q after %d", id, len(seen))
+			t.Fatalf("duplicate ID %d after %d", id, len(seen))
 		}
 		seen[id] = struct{}{}
 	}
