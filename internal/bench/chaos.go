@@ -530,8 +530,8 @@ func (l *load) wait(done <-chan loadResult) ([]Report, error) {
 }
 
 // seedEventCount is how many events every simulator starts with
-// (event-1 … event-7).
-const seedEventCount = 7
+// (event-1 … event-4, the original mock's).
+const seedEventCount = 4
 
 // readTargeter cycles through every read path: the lists, each seed user,
 // each seed user's events and each seed event.

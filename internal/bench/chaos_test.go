@@ -25,7 +25,7 @@ func TestUpstreamRestartsOnTheSamePort(t *testing.T) {
 	}
 	defer up.Close()
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	created := postEvent(t, client, up.URL())
+	created := postEvent(t, client, up.URL(), "4503599627370497")
 
 	if err := up.Stop(); err != nil {
 		t.Fatal(err)
@@ -53,9 +53,10 @@ func TestUpstreamRestartsOnTheSamePort(t *testing.T) {
 	}
 }
 
-func postEvent(t *testing.T, client *http.Client, base string) string {
+// postEvent creates an event of user 1 under id straight on the
+// simulator, as amexd would, and returns its key.
+func postEvent(t *testing.T, client *http.Client, base, id string) string {
 	t.Helper()
-	const id = "4503599627370497"
 	res, err := client.Post(base+eventapi.PathAddEvent, "application/json", strings.NewReader(`{"id":`+id+`,"name":"x","userId":1}`))
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +154,8 @@ func TestCheckData(t *testing.T) {
 	client := &http.Client{Timeout: 2 * time.Second}
 	up := httptest.NewServer(sim)
 	defer up.Close()
-	good, lost, unlisted := postEvent(t, client, up.URL), postEvent(t, client, up.URL), postEvent(t, client, up.URL)
+	good, lost, unlisted := postEvent(t, client, up.URL, "4503599627370497"), postEvent(t, client, up.URL, "4503599627370498"),
+		postEvent(t, client, up.URL, "4503599627370499")
 
 	var flaky atomic.Int64
 	amexd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -163,9 +165,9 @@ func TestCheckData(t *testing.T) {
 		case r.URL.Path == "/events/"+lost:
 			w.WriteHeader(http.StatusNotFound)
 		case r.URL.Path == "/events/user/1":
-			fmt.Fprintf(w, `[{"id":%q},{"id":%q}]`, good, lost)
+			fmt.Fprintf(w, `[{"id":%s},{"id":%s}]`, good, lost)
 		default:
-			fmt.Fprintf(w, `{"id":%q}`, filepath.Base(r.URL.Path))
+			fmt.Fprintf(w, `{"id":%s}`, idJSON(filepath.Base(r.URL.Path)))
 		}
 	}))
 	defer amexd.Close()

@@ -92,7 +92,7 @@ func TestEventsSharedAcrossWorkers(t *testing.T) {
 	cfg := eventapi.DefaultSimConfig()
 	cfg.ListErrorRate = 0
 	cfg.EventDelay = 50 * time.Millisecond
-	cfg.PreloadUser, cfg.PreloadEvents = 2, 50
+	cfg.PreloadUser, cfg.PreloadEvents = 2, 51 // and the 1 the seed gives user 2
 	sim, err := eventapi.NewSimulator(cfg)
 	if err != nil {
 		t.Fatal(err)

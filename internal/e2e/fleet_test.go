@@ -101,7 +101,7 @@ func upstreamWith(t *testing.T, edit func(*eventapi.SimConfig)) (*eventapi.Simul
 // simulator starts an Event API simulator with a user 2 who has 50 events.
 func simulator(t *testing.T) (*eventapi.Simulator, string) {
 	return upstreamWith(t, func(c *eventapi.SimConfig) {
-		c.PreloadUser, c.PreloadEvents = 2, 48 // and the 2 the seed gives user 2
+		c.PreloadUser, c.PreloadEvents = 2, 49 // and the 1 the seed gives user 2
 	})
 }
 
