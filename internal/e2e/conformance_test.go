@@ -47,11 +47,23 @@ func TestConformance(t *testing.T) {
 			} else {
 				c.upstream = c.simulatorURL()
 			}
-			c.reads()
-			c.unknownIDs()
-			c.devTaskCurl()
-			c.writesThroughTheFailureCycle()
-			c.noReadBreakerOpened()
+			// Each check is a subtest, so that one failing does not hide the
+			// others; they run in order, on the state the previous left.
+			for _, check := range []struct {
+				name string
+				run  func()
+			}{
+				{"reads hold the upstream's records", c.reads},
+				{"unknown ids are 404s", c.unknownIDs},
+				{"the task's curl", c.devTaskCurl},
+				{"writes through the failure cycle", c.writesThroughTheFailureCycle},
+				{"no read breaker opened", c.noReadBreakerOpened},
+			} {
+				t.Run(check.name, func(t *testing.T) {
+					c.t = t
+					check.run()
+				})
+			}
 		})
 	}
 }
