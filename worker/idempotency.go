@@ -68,7 +68,8 @@ func (a *App) createOnce(c echo.Context, key string, body []byte, in catalog.New
 	scoped, _ := c.Get(subjectKey).(string)
 	scoped += "\x00" + key
 	fp := idempotency.FingerprintOf([]byte(req.Method), []byte(c.Path()), body)
-	claim, err := a.idem.Begin(ctx, scoped, fp, a.cat.NewEventID())
+	fresh := a.cat.NewEventID()
+	claim, err := a.idem.Begin(ctx, scoped, fp, fresh)
 	if err != nil {
 		a.log.WarnContext(ctx, "idempotency store unavailable", "err", err, "request_id", requestID(c))
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "idempotency_unavailable",
@@ -89,7 +90,11 @@ func (a *App) createOnce(c echo.Context, key string, body []byte, in catalog.New
 	}
 	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
-	ev, err := a.cat.CreateEventAs(ctx, in, claim.Ref)
+	create := a.cat.CreateEventAs
+	if claim.Ref != fresh {
+		create = a.cat.CreateEventAgain // an earlier attempt may have stored it
+	}
+	ev, err := create(ctx, in, claim.Ref)
 	if err != nil {
 		retry := toAPIError(err).Status >= http.StatusInternalServerError
 		if aerr := a.idem.Abandon(settle, scoped, claim, retry); aerr != nil {

@@ -229,3 +229,21 @@ func TestCreateEventUnknownUserNeverReachesTheUpstream(t *testing.T) {
 		t.Fatalf("addEvent was called: %v", up.added)
 	}
 }
+
+func TestCreateEventAgainDoesNotListTwice(t *testing.T) {
+	up := newSeedUpstream()
+	cat := newTestCatalog(t, up)
+	ctx := context.Background()
+	first, err := cat.CreateEventAgain(ctx, NewEvent{Name: "retried", UserID: 3}, "4503599627370497")
+	if err != nil || len(up.added) != 1 {
+		t.Fatalf("first attempt: %v, %d addEvent calls, want 1", err, len(up.added))
+	}
+	again, err := cat.CreateEventAgain(ctx, NewEvent{Name: "retried", UserID: 3}, "4503599627370497")
+	if err != nil || len(up.added) != 1 || string(again.Record) != string(first.Record) {
+		t.Fatalf("second attempt: %s, %v, %d addEvent calls; want the stored record and no second call", again.Record, err, len(up.added))
+	}
+	r, err := cat.UserEvents(ctx, 3)
+	if err != nil || strings.Count(string(r.Body), `"id":4503599627370497`) != 1 {
+		t.Fatalf("user 3's events = %s, %v; want the event once", r.Body, err)
+	}
+}

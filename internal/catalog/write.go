@@ -190,7 +190,35 @@ func (c *Catalog) CreateEventAs(ctx context.Context, ev NewEvent, id string) (Cr
 	if err := c.up.AddEvent(ctx, record); err != nil {
 		return Created{}, err
 	}
-	user := strconv.Itoa(ev.UserID)
+	c.settle(ctx, id, ev.UserID, record)
+	return Created{Key: id, Record: record}, nil
+}
+
+// CreateEventAgain is CreateEventAs for a request that may have reached
+// the upstream before under id (an Idempotency-Key whose first attempt did
+// not finish). The Event API is not idempotent: a second addEvent would
+// list the event under its user twice. So the event is looked up under id
+// first, and created only when it is not there.
+func (c *Catalog) CreateEventAgain(ctx context.Context, ev NewEvent, id string) (Created, error) {
+	if err := ev.Validate(); err != nil {
+		return Created{}, err
+	}
+	r, err := c.EventByKey(ctx, id)
+	switch {
+	case err == nil:
+		c.settle(ctx, id, ev.UserID, r.Body)
+		return Created{Key: id, Record: r.Body}, nil
+	case !errors.Is(err, ErrNotFound):
+		return Created{}, err
+	}
+	return c.CreateEventAs(ctx, ev, id)
+}
+
+// settle drops every cache entry the write of record under id made stale,
+// here and, through the Invalidator, in the other workers, and keeps the
+// record as the event's entry.
+func (c *Catalog) settle(ctx context.Context, id string, userID int, record []byte) {
+	user := strconv.Itoa(userID)
 	eventKey := cache.Key(cache.KindEvent, id)
 	stale := []string{
 		cache.Key(cache.KindUsers, ""),
@@ -212,7 +240,6 @@ func (c *Catalog) CreateEventAs(ctx context.Context, ev NewEvent, id string) (Cr
 		// duplicate. Siblings' entries expire with their fresh TTL.
 		c.log.WarnContext(ctx, "cluster invalidation incomplete", "event", id, "err", err)
 	}
-	return Created{Key: id, Record: record}, nil
 }
 
 // eventRecord is the record amexd sends to addEvent, with the seeded
