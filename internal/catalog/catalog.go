@@ -176,6 +176,9 @@ const eventKeyPrefix = "event-"
 // EventByKey returns the event stored under key exactly; ErrNotFound when
 // there is none, which is remembered for cache.missing's window.
 func (c *Catalog) EventByKey(ctx context.Context, key string) (Result, error) {
+	if e, ok := c.cache.Fresh(cache.Key(cache.KindEvent, key)); ok {
+		return Result{Entry: e, Status: cache.StatusHit}, nil // the hot path asks nothing else
+	}
 	missing := cache.Key(cache.KindMissing, cache.Key(cache.KindEvent, key))
 	if c.known(missing) {
 		return Result{}, fmt.Errorf("event %q: %w", key, ErrNotFound)
