@@ -81,7 +81,11 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 	w.warm = newWarmStart(c, o.Log)
 	w.proc = openSelf()
 	w.series = metrics.NewWorker(func() metrics.CacheStats { return metrics.CacheStats(w.cacheStats()) })
-	w.series.WatchProcess(func() metrics.ProcessStats { return seriesOf(w.processFigures()) })
+	w.series.WatchProcess(func() metrics.ProcessStats {
+		s := seriesOf(w.processFigures())
+		s.Count, s.Sum = w.App.latency.Totals()
+		return s
+	})
 	onChange := func(name, from, to string, forced bool) {
 		if o.Control != nil {
 			if err := o.Control.ReportBreaker(name, from, to, forced); err != nil {
