@@ -2,10 +2,15 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -104,5 +109,33 @@ func TestGracefulStopKeepsEveryAccessLine(t *testing.T) {
 	t.Logf("%d requests answered, %d access lines", total, len(logged))
 	if missing > 0 {
 		t.Errorf("%d of %d answered requests have no access line", missing, total)
+	}
+}
+
+// An access log in a directory that does not exist is refused once, with
+// its key and path, both by amexd check and at start, before any worker
+// runs: not found by workers exiting one after another.
+func TestUnwritableAccessFileIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "no-such-dir", "access.log")
+	want := "log.access_file: " + path + ": directory does not exist or is not writable"
+	for _, mode := range [][]string{{"check"}, {}} {
+		args := append(mode, "-log.access", "-log.access_file", path,
+			"-control.socket", filepath.Join(t.TempDir(), "amexd.sock"), "-listen", "127.0.0.1:0")
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, binary, args...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		cancel()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+			t.Errorf("amexd %v: %v, want exit status 2\n%s%s", args, err, stdout.String(), stderr.String())
+		}
+		if n := strings.Count(stderr.String(), want); n != 1 {
+			t.Errorf("amexd %v said %q %d times, want once:\n%s", mode, want, n, stderr.String())
+		}
+		if strings.Contains(stderr.String(), "worker") {
+			t.Errorf("amexd %v started a worker:\n%s", mode, stderr.String())
+		}
 	}
 }
