@@ -194,8 +194,12 @@ func (w *Worker) openAccessLog(cfg config.Log, o Options) error {
 		return nil
 	}
 	var err error
-	w.access, err = logging.NewAccessLog(out, cfg.Format, cfg.AccessFlush, slog.Int("slot", o.Slot), slog.Int("pid", o.PID))
-	return err
+	w.access, err = logging.NewAccessLog(out, cfg.Format, cfg.AccessFlush, o.Log, slog.Int("slot", o.Slot), slog.Int("pid", o.PID))
+	if err != nil {
+		return err
+	}
+	w.series.ObserveAccessLog(w.access.Dropped)
+	return nil
 }
 
 // CloseAccessLog writes out the access lines still buffered and stops the
@@ -267,7 +271,17 @@ func (w *Worker) Stats() control.Stats {
 		LimiterRejections: w.App.Rejections(),
 		Inflight:          w.App.Inflight(),
 		Process:           w.processFigures(),
+		AccessLogDropped:  w.accessDropped(),
 	}
+}
+
+// accessDropped is how many access lines failed writes dropped; 0
+// without an access log.
+func (w *Worker) accessDropped() uint64 {
+	if w.access == nil {
+		return 0
+	}
+	return w.access.Dropped()
 }
 
 // Probe answers a request through the worker's HTTP handlers.

@@ -9,13 +9,17 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/amexd/amexd/internal/operator"
 )
 
 // A graceful stop under load loses no access line: every request a client
@@ -138,4 +142,114 @@ func TestUnwritableAccessFileIsRefused(t *testing.T) {
 			t.Errorf("amexd %v started a worker:\n%s", mode, stderr.String())
 		}
 	}
+}
+
+// mountTmpfs mounts a tmpfs of size bytes on a new directory and unmounts
+// it when the test ends. Mounting needs root: without it the test skips,
+// except in CI, where it fails.
+func mountTmpfs(t *testing.T, size int) string {
+	t.Helper()
+	dir := t.TempDir()
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0755", size), "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("mount a tmpfs (CI runs the tests as root): %v\n%s", err, out)
+		}
+		t.Skipf("cannot mount a tmpfs (not root?): %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v\n%s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// fill writes path until the file system it is on is full.
+func fill(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("fill %s: %v", path, err)
+			}
+			return
+		}
+	}
+}
+
+// The access log on a full disk: requests are served on, the dropped
+// lines are counted on /metrics and in amexctl status, one warning says
+// why, and lines are written again once there is room.
+func TestAccessLogOnAFullDisk(t *testing.T) {
+	dir := mountTmpfs(t, 1<<20)
+	logPath := filepath.Join(dir, "access.log")
+	// One worker: the warning is once a minute per worker.
+	d := start(t, "-workers", "1", "-log.access", "-log.access_file", logPath, "-log.access_flush", "50ms")
+	fill(t, filepath.Join(dir, "filler"))
+
+	client := &http.Client{Timeout: 10 * time.Second}
+	getAll := func(prefix string, n int) {
+		for i := range n {
+			req, _ := http.NewRequest(http.MethodGet, d.url("/users/1"), nil)
+			req.Header.Set("X-Request-ID", fmt.Sprintf("%s-%d", prefix, i))
+			res, err := client.Do(req)
+			if err != nil {
+				t.Fatalf("GET /users/1 with the disk full: %v", err)
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK {
+				t.Fatalf("GET /users/1 with the disk full: %d", res.StatusCode)
+			}
+		}
+	}
+	getAll("full", 2000)
+
+	dropped := func() float64 { return d.metric(t, `amexd_access_log_dropped_lines_total{slot="0"}`) }
+	if !waitUntil(t.Context(), 10*time.Second, nil, func() bool { return dropped() > 0 }) {
+		t.Fatalf("amexd_access_log_dropped_lines_total stayed 0 with the disk full")
+	}
+	var st operator.Status
+	if !waitUntil(t.Context(), 10*time.Second, nil, func() bool {
+		st, _ = operator.Call(t.Context(), d.op, operator.GetStatus, operator.None{})
+		return len(st.Workers) == 1 && st.Workers[0].AccessLogDropped > 0
+	}) {
+		t.Errorf("status shows no dropped lines: %+v", st.Workers)
+	}
+	if out := d.amexctl(t, "status"); !strings.Contains(out, "lines dropped by failed writes") {
+		t.Errorf("amexctl status does not show the dropped lines:\n%s", out)
+	}
+
+	if err := os.Remove(filepath.Join(dir, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	getAll("room", 20)
+	if !waitUntil(t.Context(), 10*time.Second, nil, func() bool {
+		b, _ := os.ReadFile(logPath)
+		return bytes.Contains(b, []byte(`"room-19"`))
+	}) {
+		t.Error("no access line written once the disk had room again")
+	}
+	b, _ := os.ReadFile(logPath)
+	if bytes.Contains(b, []byte(`"full-1999"`)) {
+		t.Error("a line of the full disk was written: its flush should have failed")
+	}
+
+	var warnings []map[string]any
+	for _, l := range d.logLines(t) {
+		if l["level"] == "WARN" && strings.HasPrefix(fmt.Sprint(l["msg"]), "access log:") {
+			warnings = append(warnings, l)
+		}
+	}
+	if len(warnings) != 1 || !strings.Contains(fmt.Sprint(warnings[0]["err"]), "no space left on device") {
+		t.Errorf("access log warnings %v, want exactly one with the error", warnings)
+	}
+	t.Logf("%v lines dropped; warning %v", dropped(), warnings)
 }
