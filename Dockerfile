@@ -13,6 +13,10 @@
 #     amexd -config /etc/amexd/production.yaml
 # Any key can also be set as AMEXD_<KEY>, e.g. -e AMEXD_WORKERS=4 (the
 # default, one worker per CPU, counts the host's CPUs, not the CPU quota).
+# Access lines go to stderr with the other logs, for `docker logs`, whatever
+# log.access_file the mounted configuration names (production.yaml's
+# /var/log/amexd does not exist in the image); to write a file instead,
+# mount a directory writable by uid 65532 and set -e AMEXD_LOG_ACCESS_FILE.
 
 FROM golang:1.26 AS build
 WORKDIR /src
@@ -29,6 +33,7 @@ COPY --from=build /out/amexd /out/amexctl /usr/local/bin/
 # The operator socket defaults to /tmp/amexd-65532/amexd.sock for the
 # nonroot user; amexctl, run by `docker exec` as the same user, finds it.
 USER nonroot:nonroot
+ENV AMEXD_LOG_ACCESS_FILE=""
 EXPOSE 3000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s \
   CMD ["/usr/local/bin/amexctl", "health"]

@@ -48,6 +48,7 @@ func (o *owner) workers() []operator.WorkerInfo {
 			pr := p.stats.Process
 			wi.RSSBytes, wi.CPUSeconds, wi.P50Ms, wi.P99Ms = pr.RSSBytes, pr.CPUSeconds, pr.Latency.P50Ms, pr.Latency.P99Ms
 			wi.Errors = p.stats.Errors
+			wi.AccessLogDropped = p.stats.AccessLogDropped
 		}
 		if r := sl.last; r != nil {
 			wi.LastReplacement = &operator.Replacement{Reason: r.reason, PID: r.pid, At: r.at}

@@ -81,7 +81,11 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 	w.warm = newWarmStart(c, o.Log)
 	w.proc = openSelf()
 	w.series = metrics.NewWorker(func() metrics.CacheStats { return metrics.CacheStats(w.cacheStats()) })
-	w.series.WatchProcess(func() metrics.ProcessStats { return seriesOf(w.processFigures()) })
+	w.series.WatchProcess(func() metrics.ProcessStats {
+		s := seriesOf(w.processFigures())
+		s.Count, s.Sum = w.App.latency.Totals()
+		return s
+	})
 	onChange := func(name, from, to string, forced bool) {
 		if o.Control != nil {
 			if err := o.Control.ReportBreaker(name, from, to, forced); err != nil {
@@ -190,8 +194,12 @@ func (w *Worker) openAccessLog(cfg config.Log, o Options) error {
 		return nil
 	}
 	var err error
-	w.access, err = logging.NewAccessLog(out, cfg.Format, cfg.AccessFlush, slog.Int("slot", o.Slot), slog.Int("pid", o.PID))
-	return err
+	w.access, err = logging.NewAccessLog(out, cfg.Format, cfg.AccessFlush, o.Log, slog.Int("slot", o.Slot), slog.Int("pid", o.PID))
+	if err != nil {
+		return err
+	}
+	w.series.ObserveAccessLog(w.access.Dropped)
+	return nil
 }
 
 // CloseAccessLog writes out the access lines still buffered and stops the
@@ -263,7 +271,17 @@ func (w *Worker) Stats() control.Stats {
 		LimiterRejections: w.App.Rejections(),
 		Inflight:          w.App.Inflight(),
 		Process:           w.processFigures(),
+		AccessLogDropped:  w.accessDropped(),
 	}
+}
+
+// accessDropped is how many access lines failed writes dropped; 0
+// without an access log.
+func (w *Worker) accessDropped() uint64 {
+	if w.access == nil {
+		return 0
+	}
+	return w.access.Dropped()
 }
 
 // Probe answers a request through the worker's HTTP handlers.

@@ -108,7 +108,13 @@ func TestHalfOpenAdmitsOneProbe(t *testing.T) {
 	cfg.Simulator.AddOK = 0 // every addEvent fails
 	cfg.Simulator.AddFailDelay = 50 * time.Millisecond
 	e := newEnv(t, cfg)
-	for e.app.Upstream.Breaker("addEvent").Status().State != "open" {
+	// breaker.failures failed calls open it; far more is a breaker that
+	// never opens, which must fail here rather than hang the test.
+	for posts := 0; e.app.Upstream.Breaker("addEvent").Status().State != "open"; posts++ {
+		if posts == 20*cfg.Breaker.Failures {
+			t.Fatalf("addEvent's breaker still %s after %d failed POSTs (breaker.failures %d)",
+				e.app.Upstream.Breaker("addEvent").Status().State, posts, cfg.Breaker.Failures)
+		}
 		if a := e.do(t, "POST", "/events", `{"name":"trip","userId":1}`); a.status != http.StatusServiceUnavailable {
 			t.Fatalf("POST while addEvent fails: %d", a.status)
 		}

@@ -66,6 +66,14 @@ func formatStatus(st operator.Status) string {
 		head.row("idempotency", line)
 	}
 
+	var dropped uint64
+	for _, w := range st.Workers {
+		dropped += w.AccessLogDropped
+	}
+	if dropped > 0 {
+		head.row("access log", fmt.Sprintf("%d lines dropped by failed writes (disk full? see the workers' warnings)", dropped))
+	}
+
 	t := newTable("SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "REQUESTS", "HITS", "MISSES", "STALE")
 	for _, w := range st.Workers {
 		t.row(strconv.Itoa(w.Slot), pid(w.PID), workerState(w), seconds(w.UptimeSeconds), strconv.Itoa(w.Restarts),

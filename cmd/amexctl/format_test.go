@@ -38,6 +38,7 @@ health       UNHEALTHY: slot 1 degraded
 config       auth=true listen=:3000 log=json/info ratelimit=100-M ratelimit_store=shared tls=false upstream="embedded simulator" workers=2
 ratelimit    shared table 16 of 16 slots live, 40 requests overflowed (TABLE FULL: raise ratelimit.table_slots)
 idempotency  table 12 of 65536 keys live, 3 evicted before their TTL (raise idempotency.max_keys)
+access log   17 lines dropped by failed writes (disk full? see the workers' warnings)
 
 SLOT  PID   STATE            UPTIME  RESTARTS  REQUESTS  HITS  MISSES  STALE
 0     5001  ready            1m2s    0         1234      900   300     34

@@ -47,6 +47,12 @@ func load(args []string) (cfg config.Config, src config.Source, log *slog.Logger
 		fmt.Fprintln(os.Stderr, "amexd:", err)
 		return cfg, src, nil, 2
 	}
+	// A file a worker cannot open would make every worker exit at start,
+	// one after another: refuse it once, here.
+	if err := cfg.CheckFiles(); err != nil {
+		fmt.Fprintln(os.Stderr, "amexd:", err)
+		return cfg, src, nil, 2
+	}
 	if cfg.Auth.Enabled {
 		// Load the key now: a bad one should stop the daemon at start, not
 		// make every worker fail one after another.

@@ -41,7 +41,9 @@ const (
 	// and starts it again on the same port.
 	FaultUpstreamDown Fault = "upstream-down"
 	// FaultUpstreamSlow makes getEventById take ChaosConfig.SlowDelay, longer
-	// than the upstream timeout of ChaosDaemonArgs, for ChaosConfig.Duration.
+	// than the upstream timeout of ChaosDaemonArgs, for ChaosConfig.Duration,
+	// and purges amexd's caches as it starts: events never change, so with
+	// them cached the slowness would never reach amexd.
 	FaultUpstreamSlow Fault = "upstream-slow"
 	// FaultAddEventCycle runs the original mock's addEvent cycle (5 successes,
 	// then 10 failures) for ChaosConfig.Duration, with writes at
@@ -375,11 +377,11 @@ func inject(ctx context.Context, fault Fault, cfg ChaosConfig, op *operator.Clie
 			return nil
 		})
 	case FaultUpstreamDown:
-		injections.Add(1)
 		rep.Timeline.Mark("upstream down")
 		if err := up.Stop(); err != nil {
 			return time.Time{}, err
 		}
+		injections.Add(1) // counted once it holds, not when attempted
 		held := sleepCtx(ctx, cfg.Duration)
 		if err := up.Start(); err != nil {
 			return time.Time{}, errors.Join(held, err)
@@ -387,12 +389,19 @@ func inject(ctx context.Context, fault Fault, cfg ChaosConfig, op *operator.Clie
 		rep.Timeline.Mark("upstream up")
 		return time.Now(), held
 	case FaultUpstreamSlow:
-		return hold(ctx, cfg, up.Sim, rep.Timeline, "upstream slow", injections, func(c *eventapi.SimConfig) { c.EventDelay = cfg.SlowDelay })
+		purge := func() error {
+			if _, err := operator.Call(ctx, op, operator.PostCachePurge, operator.None{}); err != nil {
+				return fmt.Errorf("purge the cache: %w", err)
+			}
+			rep.Timeline.Mark("cache purged")
+			return nil
+		}
+		return hold(ctx, cfg, up.Sim, rep.Timeline, "upstream slow", injections, func(c *eventapi.SimConfig) { c.EventDelay = cfg.SlowDelay }, purge)
 	default: // FaultAddEventCycle, the list being checked by RunFault
 		return hold(ctx, cfg, up.Sim, rep.Timeline, "addEvent failure cycle", injections, func(c *eventapi.SimConfig) {
 			orig := eventapi.DefaultSimConfig()
 			c.AddOK, c.AddFail = orig.AddOK, orig.AddFail
-		})
+		}, nil)
 	}
 }
 
@@ -416,14 +425,20 @@ func repeat(ctx context.Context, cfg ChaosConfig, injections *atomic.Int64, once
 
 // hold changes the simulator's knobs with edit for cfg.Duration, then puts
 // them back as they were, marking both moments on tl as what and its end.
+// then, when set, runs once the knobs are changed.
 func hold(ctx context.Context, cfg ChaosConfig, sim *eventapi.Simulator, tl *Timeline, what string,
-	injections *atomic.Int64, edit func(*eventapi.SimConfig)) (time.Time, error) {
+	injections *atomic.Int64, edit func(*eventapi.SimConfig), then func() error) (time.Time, error) {
 	saved := sim.Config()
-	injections.Add(1)
 	tl.Mark(what)
 	if err := sim.Update(edit); err != nil {
 		return time.Time{}, fmt.Errorf("inject: %w", err)
 	}
+	if then != nil {
+		if err := then(); err != nil {
+			return time.Time{}, errors.Join(fmt.Errorf("inject: %w", err), sim.Update(func(c *eventapi.SimConfig) { *c = saved }))
+		}
+	}
+	injections.Add(1)
 	held := sleepCtx(ctx, cfg.Duration)
 	if err := sim.Update(func(c *eventapi.SimConfig) { *c = saved }); err != nil {
 		return time.Time{}, errors.Join(held, fmt.Errorf("restore: %w", err))

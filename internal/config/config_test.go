@@ -230,3 +230,36 @@ func TestReadmeKeysExist(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadRefusesAnAccessFileItCannotWrite(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "no-such-dir", "access.log")
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  []string
+		want string // empty: loads
+	}{
+		{"directory missing", []string{"-log.access", "-log.access_file", missing}, nil,
+			"log.access_file: " + missing + ": directory does not exist or is not writable"},
+		{"a directory", []string{"-log.access", "-log.access_file", dir}, nil, "log.access_file: " + dir + ": is a directory"},
+		{"access log off", []string{"-log.access=false", "-log.access_file", missing}, nil, ""},
+		{"writable", []string{"-log.access", "-log.access_file", filepath.Join(dir, "access.log")}, nil, ""},
+		// A container's environment sends the access log to stderr,
+		// whatever the mounted file says.
+		{"emptied by the environment", []string{"-log.access"}, []string{"AMEXD_LOG_ACCESS_FILE=" + missing, "AMEXD_LOG_ACCESS_FILE="}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Source{Args: tc.args, Env: tc.env}.Reload()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("load: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("error %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(dir, "access.log")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("checking the access file created it: %v", err)
+	}
+}

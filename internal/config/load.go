@@ -42,9 +42,16 @@ func Load(args, env []string, out io.Writer) (Config, Source, error) {
 
 // Reload reads the configuration again from the same source: the file is
 // re-read, the environment and flags are the ones the process started with.
+// As the daemon's configuration, it must also pass CheckFiles.
 func (s Source) Reload() (Config, error) {
 	cfg, _, err := s.load(io.Discard)
-	return cfg, err
+	if err != nil {
+		return Config{}, err
+	}
+	if err := cfg.CheckFiles(); err != nil {
+		return Config{}, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return cfg, nil
 }
 
 // load parses the flags once and returns the configuration and the file it

@@ -132,6 +132,8 @@ type Stats struct {
 	LimiterRejections uint64     `json:"limiter_rejections"`
 	Inflight          int64      `json:"inflight"`
 	Process           Process    `json:"process"`
+	// AccessLogDropped counts the access lines failed writes dropped.
+	AccessLogDropped uint64 `json:"access_log_dropped,omitempty"`
 }
 
 // Process is a worker process's resources and its recent latency.

@@ -131,6 +131,36 @@ func (d *daemon) metric(t *testing.T, series string) float64 {
 	return 0
 }
 
+// metricSum adds up the series of family name in the daemon's /metrics
+// whose labels include every one of labels (each as `key="value"`).
+func (d *daemon) metricSum(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	body, err := d.op.Metrics(context.Background())
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	var sum float64
+	for line := range strings.SplitSeq(string(body), "\n") {
+		series, value, ok := strings.Cut(line, " ")
+		if !ok || (series != name && !strings.HasPrefix(series, name+"{")) {
+			continue
+		}
+		matches := true
+		for _, l := range labels {
+			matches = matches && strings.Contains(series, l)
+		}
+		if !matches {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			t.Fatalf("metric %s: %q: %v", series, value, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
 // from is a client whose connections come from the loopback address src
 // (any of 127.0.0.0/8 works without setup), one new connection a request.
 func from(src string) *http.Client {

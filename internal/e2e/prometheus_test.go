@@ -226,7 +226,8 @@ func TestPrometheusScrapesAmexd(t *testing.T) {
 	ctx := t.Context()
 	stopTraffic := steadyTraffic(ctx, d.URL)
 	defer stopTraffic()
-	exercise(t, d)
+	seen := exercise(t, d)
+	checkExposition(t, "http://"+metricsAddr+"/metrics")
 
 	recorded, _ := ruleNames(t)
 	panels, labelQueries := dashboardQueries(t)
@@ -256,6 +257,33 @@ func TestPrometheusScrapesAmexd(t *testing.T) {
 			if sleep(ctx, 500*time.Millisecond) != nil {
 				t.Fatal(ctx.Err())
 			}
+		}
+	}
+
+	// Having data is not enough: the exercise's 503s, 429s, restart and
+	// reload must be counted, each at least as often as the test saw it.
+	for _, c := range []struct {
+		q    string
+		want float64
+	}{
+		{`sum(amexd_http_requests_total{code="503"})`, float64(seen.unavailable)},
+		{`sum(amexd_http_requests_total{code="429"})`, float64(seen.limited)},
+		{`sum(amexd_ratelimit_rejections_total)`, float64(seen.limited)},
+		{`sum(amexd_supervisor_worker_restarts_total)`, 1},
+		{`amexd_supervisor_reloads_total{result="ok"}`, 1},
+	} {
+		var got float64
+		var last string
+		counted := waitUntil(ctx, 60*time.Second, nil, func() bool {
+			v, ok, ans, err := queryValue(ctx, base, c.q)
+			got, last = v, ans
+			if err != nil {
+				last = err.Error()
+			}
+			return ok && v >= c.want
+		})
+		if !counted {
+			t.Errorf("%s = %v, want at least %v (last answer: %s)", c.q, got, c.want, last)
 		}
 	}
 
@@ -426,11 +454,17 @@ func steadyTraffic(ctx context.Context, base string) (stop func()) {
 	}
 }
 
+// produced is what exercise saw amexd answer.
+type produced struct {
+	unavailable int // 503s to writes
+	limited     int // 429s to the second client
+}
+
 // exercise makes amexd produce every kind of series the rules and the
 // dashboard read: 201s and 503s with a breaker opening (the embedded
 // simulator's addEvent fails 10 times after 5 successes), 429s for a client
 // over its limit, a worker restart and a reload.
-func exercise(t *testing.T, d *daemon) {
+func exercise(t *testing.T, d *daemon) produced {
 	t.Helper()
 	c := fresh()
 	codes := map[int]int{}
@@ -465,6 +499,11 @@ func exercise(t *testing.T, d *daemon) {
 		t.Fatal("no request from 127.0.0.2 was rate-limited")
 	}
 
+	// A scrape now: the supervisor keeps what a worker counted up to its
+	// last snapshot, and the worker killed below takes the rest with it.
+	if _, err := d.op.Metrics(t.Context()); err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
 	ws, err := operator.Call(t.Context(), d.op, operator.GetWorkers, operator.None{})
 	if err != nil || len(ws.Workers) == 0 {
 		t.Fatalf("workers: %v %v", ws, err)
@@ -489,6 +528,28 @@ func exercise(t *testing.T, d *daemon) {
 	}
 	if _, err := operator.Call(t.Context(), d.op, operator.PostReload, operator.None{}); err != nil {
 		t.Fatalf("reload: %v", err)
+	}
+	return produced{unavailable: codes[http.StatusServiceUnavailable], limited: limited}
+}
+
+// checkExposition runs promtool check metrics on what url serves, which
+// must pass without a word: no error, no lint warning.
+func checkExposition(t *testing.T, url string) {
+	t.Helper()
+	promtool := needTool(t, "promtool")
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, res.Status)
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = res.Body
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(out) > 0 {
+		t.Errorf("promtool check metrics on %s: %v\n%s", url, err, out)
 	}
 }
 
@@ -519,6 +580,29 @@ func queryHasData(ctx context.Context, base, q string) (bool, string, error) {
 		}
 	}
 	return false, string(b), nil
+}
+
+// queryValue runs an instant query and returns the value of its first
+// sample, whether there was one that is a number, and the answer.
+func queryValue(ctx context.Context, base, q string) (float64, bool, string, error) {
+	var ans struct {
+		Data struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := promGet(ctx, base, "/api/v1/query?query="+url.QueryEscape(q), &ans); err != nil {
+		return 0, false, "", err
+	}
+	b, _ := json.Marshal(ans.Data)
+	for _, r := range ans.Data.Result {
+		s, _ := r.Value[1].(string)
+		if v, err := strconv.ParseFloat(s, 64); err == nil && !math.IsNaN(v) {
+			return v, true, string(b), nil
+		}
+	}
+	return 0, false, string(b), nil
 }
 
 func promGet(ctx context.Context, base, path string, v any) error {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -32,6 +33,10 @@ type Request struct {
 // several processes sharing one stderr never interleave. A process killed
 // with SIGKILL loses the lines of its last interval at most. On a terminal
 // (format tint) each line goes through slog at once, for a human watching.
+//
+// Lines a write fails to take (a full disk) are dropped, not retried: the
+// requests are served on. Dropped counts them, and a warning with the
+// error goes to the warn logger at most once a minute.
 type AccessLog struct {
 	format string
 	slog   *slog.Logger // tint only
@@ -45,6 +50,11 @@ type AccessLog struct {
 	out  []byte // the buffer being written
 	werr error
 
+	dropped  atomic.Uint64
+	warn     *slog.Logger
+	lastWarn time.Time // under wmu
+	now      func() time.Time
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -53,11 +63,14 @@ type AccessLog struct {
 // atomically. A buffer this full is written out without waiting.
 const flushSize = 4096
 
+// warnEvery is how often at most a failing access log says so.
+const warnEvery = time.Minute
+
 // NewAccessLog returns an access log writing to w in format ("auto",
 // "text", "json" or "tint", as for New), flushing every interval. fields
-// (such as slot and pid) are written on every line. Close flushes it and
-// stops its flusher.
-func NewAccessLog(w io.Writer, format string, interval time.Duration, fields ...slog.Attr) (*AccessLog, error) {
+// (such as slot and pid) are written on every line. Failed writes are
+// reported to warn (none when nil). Close flushes it and stops its flusher.
+func NewAccessLog(w io.Writer, format string, interval time.Duration, warn *slog.Logger, fields ...slog.Attr) (*AccessLog, error) {
 	if format == "auto" {
 		format = "json"
 		if isTerminal(w) {
@@ -67,7 +80,7 @@ func NewAccessLog(w io.Writer, format string, interval time.Duration, fields ...
 	if interval <= 0 {
 		return nil, fmt.Errorf("access log flush interval %s: must be positive", interval)
 	}
-	l := &AccessLog{format: format, w: w, stop: make(chan struct{}), done: make(chan struct{})}
+	l := &AccessLog{format: format, w: w, warn: warn, now: time.Now, stop: make(chan struct{}), done: make(chan struct{})}
 	switch format {
 	case "tint":
 		lg, err := New(w, format, "info")
@@ -167,8 +180,8 @@ func (l *AccessLog) Flush() error {
 				n = i + 1
 			}
 		}
-		if _, err := l.w.Write(out[:n]); err != nil && l.werr == nil {
-			l.werr = fmt.Errorf("access log: write: %w", err)
+		if wrote, err := l.w.Write(out[:n]); err != nil {
+			l.lost(out[min(max(wrote, 0), n):n], err)
 		}
 		out = out[n:]
 	}
@@ -176,6 +189,23 @@ func (l *AccessLog) Flush() error {
 	l.werr = nil
 	return err
 }
+
+// lost counts the lines of rest, which a write failed with err to take,
+// keeps err for Flush to return and warns, unless it did in the last
+// minute. The caller holds wmu.
+func (l *AccessLog) lost(rest []byte, err error) {
+	n := l.dropped.Add(uint64(bytes.Count(rest, []byte{'\n'})))
+	if l.werr == nil {
+		l.werr = fmt.Errorf("access log: write: %w", err)
+	}
+	if now := l.now(); l.warn != nil && (l.lastWarn.IsZero() || now.Sub(l.lastWarn) >= warnEvery) {
+		l.lastWarn = now
+		l.warn.Warn("access log: lines dropped, requests are served on", "err", err, "dropped_total", n)
+	}
+}
+
+// Dropped is how many lines failed writes have dropped so far.
+func (l *AccessLog) Dropped() uint64 { return l.dropped.Load() }
 
 func (l *AccessLog) flusher(interval time.Duration) {
 	defer close(l.done)

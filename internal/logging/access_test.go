@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -36,7 +38,7 @@ func newTestAccessLog(t *testing.T, format string) (*AccessLog, *writes) {
 	t.Helper()
 	w := &writes{}
 	// An hour: nothing is written by the interval during a test.
-	l, err := NewAccessLog(w, format, time.Hour, slog.Int("slot", 1), slog.Int("pid", 42))
+	l, err := NewAccessLog(w, format, time.Hour, nil, slog.Int("slot", 1), slog.Int("pid", 42))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +151,7 @@ func TestAccessLogWritesWholeLinesAndLosesNone(t *testing.T) {
 
 func TestAccessLogFlushesOnInterval(t *testing.T) {
 	w := &writes{}
-	l, err := NewAccessLog(w, "json", time.Millisecond)
+	l, err := NewAccessLog(w, "json", time.Millisecond, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,10 +167,10 @@ func TestAccessLogFlushesOnInterval(t *testing.T) {
 }
 
 func TestNewAccessLogRejectsBadInput(t *testing.T) {
-	if _, err := NewAccessLog(&writes{}, "xml", time.Second); err == nil {
+	if _, err := NewAccessLog(&writes{}, "xml", time.Second, nil); err == nil {
 		t.Error("format xml accepted")
 	}
-	if _, err := NewAccessLog(&writes{}, "json", 0); err == nil {
+	if _, err := NewAccessLog(&writes{}, "json", 0, nil); err == nil {
 		t.Error("a zero flush interval accepted")
 	}
 }
@@ -196,5 +198,88 @@ func TestFileFollowsRotation(t *testing.T) {
 		if err != nil || string(got) != want {
 			t.Errorf("%s = %q (%v), want %q", p, got, err, want)
 		}
+	}
+}
+
+// full is a writer on a full disk until room is made: it takes the first
+// room bytes of a write, then fails.
+type full struct {
+	writes
+	room int
+}
+
+func (f *full) Write(p []byte) (int, error) {
+	if len(p) <= f.room {
+		f.room -= len(p)
+		return f.writes.Write(p)
+	}
+	n := f.room
+	f.room = 0
+	if n > 0 {
+		_, _ = f.writes.Write(p[:n])
+	}
+	return n, syscall.ENOSPC
+}
+
+func TestAccessLogCountsDroppedLinesAndWarnsOnceAMinute(t *testing.T) {
+	var warnings bytes.Buffer
+	warn := slog.New(slog.NewJSONHandler(&warnings, nil))
+	w := &full{}
+	l, err := NewAccessLog(w, "json", time.Hour, warn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	l.now = func() time.Time { return clock }
+	logN := func(prefix string, n int) {
+		for i := range n {
+			l.Log(&Request{Time: clock, ID: fmt.Sprintf("%s-%d", prefix, i), Status: 200})
+		}
+	}
+
+	logN("full", 3)
+	if err := l.Flush(); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("flush on a full disk: %v, want ENOSPC", err)
+	}
+	clock = clock.Add(30 * time.Second)
+	logN("still-full", 2)
+	_ = l.Flush()
+	if got := l.Dropped(); got != 5 {
+		t.Errorf("dropped %d lines, want 5", got)
+	}
+	if n := strings.Count(warnings.String(), `"level":"WARN"`); n != 1 {
+		t.Errorf("%d warnings within a minute, want 1:\n%s", n, warnings.String())
+	}
+	if !strings.Contains(warnings.String(), "no space left on device") {
+		t.Errorf("the warning lacks the error:\n%s", warnings.String())
+	}
+
+	// Room for one line and a half: the torn line counts as dropped.
+	line := len(l.appendLine(nil, &Request{Time: clock, ID: "room-0", Status: 200}))
+	w.room = line + line/2
+	clock = clock.Add(31 * time.Second)
+	logN("room", 2)
+	_ = l.Flush()
+	if got := l.Dropped(); got != 6 {
+		t.Errorf("dropped %d lines, want 6", got)
+	}
+	if n := strings.Count(warnings.String(), `"level":"WARN"`); n != 2 {
+		t.Errorf("%d warnings after a minute, want 2:\n%s", n, warnings.String())
+	}
+
+	// Space is back: lines are written again.
+	w.room = 1 << 20
+	logN("back", 2)
+	if err := l.Close(); err != nil {
+		t.Fatalf("close with room: %v", err)
+	}
+	got := string(w.joined())
+	for _, id := range []string{"room-0", "back-0", "back-1"} {
+		if !strings.Contains(got, `"`+id+`"`) {
+			t.Errorf("line %s not written:\n%s", id, got)
+		}
+	}
+	if strings.Contains(got, "full-") {
+		t.Errorf("dropped lines were written later:\n%s", got)
 	}
 }

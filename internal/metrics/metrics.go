@@ -161,6 +161,15 @@ func (w *Worker) ObserveRedisStore(fallbacks func() uint64, degraded func() bool
 	)
 }
 
+// ObserveAccessLog adds the count of access lines dropped by failed
+// writes (a full disk), read at every scrape.
+func (w *Worker) ObserveAccessLog(dropped func() uint64) {
+	w.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "amexd_access_log_dropped_lines_total",
+		Help: "Access log lines dropped because writing them failed (a full disk, an unwritable file).",
+	}, func() float64 { return float64(dropped()) }))
+}
+
 // Registry is the worker's registry, for collectors registered elsewhere.
 func (w *Worker) Registry() *prometheus.Registry { return w.registry }
 

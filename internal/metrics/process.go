@@ -13,6 +13,9 @@ type ProcessStats struct {
 	MemoryLimit int64
 	// P50 and P99 are of the answers of the last minute.
 	P50, P99 time.Duration
+	// Count and Sum are of every answer since the worker started.
+	Count uint64
+	Sum   time.Duration
 }
 
 // WatchProcess registers the worker's process series, read from read at
@@ -23,8 +26,6 @@ func (w *Worker) WatchProcess(read func() ProcessStats) {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels},
 			func() float64 { return pick(read()) })
 	}
-	const latency = "amexd_worker_request_duration_last_minute_seconds"
-	const latencyHelp = "Answer time of the requests of the last minute, by quantile."
 	w.registry.MustRegister(
 		gauge("amexd_worker_resident_memory_bytes", "Resident memory of the worker process.", nil,
 			func(s ProcessStats) float64 { return float64(s.RSSBytes) }),
@@ -32,7 +33,23 @@ func (w *Worker) WatchProcess(read func() ProcessStats) {
 			func(s ProcessStats) float64 { return float64(s.MemoryLimit) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "amexd_worker_cpu_seconds_total", Help: "CPU time of the worker process, user and system."},
 			func() float64 { return read().CPUSeconds }),
-		gauge(latency, latencyHelp, prometheus.Labels{"quantile": "0.5"}, func(s ProcessStats) float64 { return s.P50.Seconds() }),
-		gauge(latency, latencyHelp, prometheus.Labels{"quantile": "0.99"}, func(s ProcessStats) float64 { return s.P99.Seconds() }),
+		latencySummary{read: read, desc: prometheus.NewDesc("amexd_worker_request_duration_last_minute_seconds",
+			"Answer time of the requests: quantiles of the last minute, count and sum since the worker started.", nil, nil)},
 	)
+}
+
+// latencySummary exposes the worker's latency window as a summary: its
+// quantiles cover the last minute, as client_golang's own summaries cover
+// their MaxAge, while count and sum are totals, so rate() works on them.
+type latencySummary struct {
+	read func() ProcessStats
+	desc *prometheus.Desc
+}
+
+func (l latencySummary) Describe(ch chan<- *prometheus.Desc) { ch <- l.desc }
+
+func (l latencySummary) Collect(ch chan<- prometheus.Metric) {
+	s := l.read()
+	ch <- prometheus.MustNewConstSummary(l.desc, s.Count, s.Sum.Seconds(),
+		map[float64]float64{0.5: s.P50.Seconds(), 0.99: s.P99.Seconds()})
 }

@@ -68,6 +68,10 @@ func TestLatencyWindowForgetsOlderAnswers(t *testing.T) {
 	if n != 1 || p50 > 2*time.Millisecond {
 		t.Errorf("a minute later the window holds %d answers, p50 %s; want only the new 1ms one", n, p50)
 	}
+	// The totals keep every answer, forgotten ones included.
+	if count, sum := w.Totals(); count != 2 || sum != time.Second+time.Millisecond {
+		t.Errorf("totals %d answers, %s; want 2, 1.001s", count, sum)
+	}
 }
 
 func TestLatencyWindowConcurrentObserve(t *testing.T) {

@@ -60,6 +60,9 @@ type WorkerInfo struct {
 	P99Ms      float64 `json:"p99_ms"`
 	// Errors counts the worker's 5xx answers.
 	Errors uint64 `json:"errors"`
+	// AccessLogDropped counts the access lines the worker could not write
+	// (a full disk).
+	AccessLogDropped uint64 `json:"access_log_dropped"`
 	// LastReplacement is the slot's latest replacement; nil before one.
 	LastReplacement *Replacement `json:"last_replacement,omitempty"`
 }
