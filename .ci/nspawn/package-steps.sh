@@ -62,7 +62,8 @@ sec "edit the conffile: an upstream outside amexd, a rate limit above the load"
 # The embedded simulator lives in the supervisor, whose re-exec cuts the calls
 # in flight to it (README, "Upgrading the binary"); a real upstream does not.
 systemd-run -q --unit=eventapi /root/pkg/eventapi -listen 127.0.0.1:4000 -add-fail 0 -list-error-rate 0 -event-delay 5ms
-sed -i -E 's|^  url: ""(.*)|  url: http://127.0.0.1:4000   # edited by package-test|; s|^  rate: 100-M|  rate: 1000000-M|' $conf
+printf 'upstream:\n  url: http://127.0.0.1:4000   # edited by package-test\n' >>$conf
+sed -i -E 's|^  rate: 100-M|  rate: 1000000-M|' $conf
 grep -nE 'edited by package-test|rate: ' $conf
 systemctl restart amexd; sleep 1
 TOKEN=$(amexctl token --secret-file /etc/amexd/jwt.secret --sub package-test)
@@ -104,10 +105,14 @@ done
 figure "versions: running $v0 -> $v1; /usr/bin/amexd -version: $b0 -> $b1"
 [[ $v1 == v1.1.0\ * ]] && [[ $v0 == v1.0.0\ * ]]; check upgrade-version $? "$v0 -> $v1"
 ino=$(stat -c %i /usr/bin/amexd); procs=0; stale=""
+cg=$(systemctl show -p ControlGroup --value amexd)
+for d in /sys/fs/cgroup /sys/fs/cgroup/unified /sys/fs/cgroup/systemd; do # cgroup2, or a hybrid host's
+  [ -e "$d$cg/cgroup.procs" ] && { cg=$d$cg; break; }
+done
 while read -r p; do
   procs=$((procs + 1))
   [ "$(readlink "/proc/$p/exe")" = /usr/bin/amexd ] && [ "$(stat -Lc %i "/proc/$p/exe")" = "$ino" ] || stale="$stale $p:$(readlink "/proc/$p/exe")"
-done <"/sys/fs/cgroup$(systemctl show -p ControlGroup --value amexd)/cgroup.procs"
+done <"$cg/cgroup.procs"
 [ -z "$stale" ] && [ $procs -ge 2 ]; check upgrade-every-process-new $? "$procs processes in amexd.service, all run /usr/bin/amexd inode $ino${stale:+; not:$stale}"
 grep -q 'edited by package-test' $conf && grep -q 'rate: 1000000-M' $conf && ! ls /etc/amexd/*.dpkg-* >/dev/null 2>&1
 check conffile-kept-on-upgrade $? "$(grep -c 'edited by package-test' $conf) edited line in $conf, no .dpkg-dist/.dpkg-new"
