@@ -141,6 +141,17 @@ echo "$out"
 st=$(systemctl is-active amexd)
 [ $rc = 0 ] && [ "$st" = inactive ] && [ ! -e /usr/bin/amexd ]; check remove-stops $? "dpkg -r rc=$rc, amexd.service $st, enabled: $(systemctl is-enabled amexd 2>&1)"
 grep -q 'edited by package-test' $conf; check remove-keeps-conffile $? "$conf $(test -e $conf && echo kept, with the edit) $(echo /etc/amexd/*)"
+links=""
+for f in /etc/systemd/system/*/amexd.*; do [ -e "$f" ] || [ -L "$f" ] && links="$links $f"; done
+[ -z "$links" ]; check remove-disables $? "links to the units left: ${links:-none}"
+
+sec "dpkg -i $V2 after the remove: enabled and started again, with the kept configuration"
+out=$(dpkg -i "$V2" 2>&1); rc=$?
+echo "$out"
+sleep 1
+code=$(curl -s -o /dev/null -w '%{http_code}' $U/users)
+[ $rc = 0 ] && systemctl is-active -q amexd && systemctl is-enabled -q amexd && [ "$code" = 200 ] && grep -q 'edited by package-test' $conf
+check reinstall-after-remove $? "dpkg -i rc=$rc, amexd.service $(systemctl is-active amexd) and $(systemctl is-enabled amexd), GET /users $code, $(grep -c 'edited by package-test' $conf) edited line"
 
 sec "dpkg -P amexd"
 out=$(dpkg -P amexd 2>&1); rc=$?
