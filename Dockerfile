@@ -25,7 +25,7 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X github.com/amexd/amexd/supervisor.Version=${VERSION}" \
+      -ldflags "-s -w -X github.com/amexd/amexd/internal/version.Version=${VERSION}" \
       -o /out/ ./cmd/amexd ./cmd/amexctl
 
 FROM gcr.io/distroless/static:nonroot

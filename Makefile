@@ -1,12 +1,20 @@
 # The README's commands. `make test` is what CI runs.
 GO ?= go
 
-.PHONY: run test deps vet staticcheck openapi-lint units bench bench-wrk build cluster-test
+# The build's identity, written into internal/version: `git describe` and
+# the commit ("dev" is left only to go run and go test).
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT := $(shell git rev-parse HEAD 2>/dev/null)
+VERSION_LDFLAGS := -X github.com/amexd/amexd/internal/version.Version=$(VERSION) \
+	-X github.com/amexd/amexd/internal/version.Commit=$(COMMIT)
+
+.PHONY: run test deps vet staticcheck openapi-lint units bench bench-wrk build cluster-test \
+	package package-check package-test
 
 run:
 	$(GO) run ./cmd/amexd
 
-test: deps vet staticcheck units
+test: deps vet staticcheck units package-check
 	$(GO) test -race -count=1 -timeout 12m ./...
 
 # The tests on a real local cluster (internal/cluster): three hosts in
@@ -44,7 +52,7 @@ openapi-lint:
 units:
 	@if command -v systemd-analyze >/dev/null; then \
 	  dir=$$(mktemp -d) && $(GO) build -o $$dir/amexd ./cmd/amexd && \
-	  sed "s|/usr/local/bin/amexd|$$dir/amexd|" systemd/amexd.service > $$dir/amexd.service && \
+	  sed "s|/usr/bin/amexd|$$dir/amexd|" systemd/amexd.service > $$dir/amexd.service && \
 	  cp systemd/amexd.socket $$dir/ && \
 	  systemd-analyze verify $$dir/amexd.service $$dir/amexd.socket && \
 	  systemd-analyze security --offline=yes --threshold=20 systemd/amexd.service | tail -1 && \
@@ -62,4 +70,20 @@ bench-wrk:
 	$(GO) run ./cmd/amexbench wrk
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(VERSION_LDFLAGS)" -o bin/ ./cmd/...
+
+# dist/: the .deb and a tarball of the binaries for amd64 and arm64, and
+# SHA256SUMS; the same bytes from every build of one commit (.ci/package).
+package:
+	VERSION=$(VERSION) COMMIT=$(COMMIT) .ci/package
+
+# The fast package checks (part of `make test`): maintainer scripts'
+# shellcheck, actionlint of the workflows, an amd64 .deb's contents and
+# lintian (.ci/package-check).
+package-check:
+	.ci/package-check
+
+# Install and upgrade for real (root, a few minutes): two versions of the
+# package in a container booted with systemd (.ci/package-test).
+package-test:
+	.ci/package-test

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/amexd/amexd/internal/control"
+	"github.com/amexd/amexd/internal/metrics"
 )
 
 // snapshotTimeout bounds how long a scrape waits for one worker's metrics.
@@ -75,7 +76,7 @@ func newSupervisorMetrics() *supervisorMetrics {
 		m.upgrades.WithLabelValues(result)
 	}
 	m.reg.MustRegister(m.restarts, m.reloads, m.upgrades, m.liveWorkers, m.degradedSlots, m.warmEntries, m.replacements,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), metrics.BuildInfo())
 	return m
 }
 

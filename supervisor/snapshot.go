@@ -2,10 +2,10 @@ package supervisor
 
 import (
 	"os"
-	"runtime/debug"
 	"time"
 
 	"github.com/amexd/amexd/internal/operator"
+	buildversion "github.com/amexd/amexd/internal/version"
 )
 
 func (o *owner) healthReport() operator.Health {
@@ -61,22 +61,5 @@ func (o *owner) workers() []operator.WorkerInfo {
 	return out
 }
 
-// Version is amexd's version as /status reports it. Release builds set it
-// with -ldflags "-X github.com/amexd/amexd/supervisor.Version=v1.2.3"; it is
-// never changed at run time.
-var Version = "dev"
-
-// version is Version plus the VCS revision the binary was built from.
-func version() string {
-	v := Version
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return v
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			v += " " + s.Value[:12]
-		}
-	}
-	return v
-}
+// version is the build's version and commit, as /status reports it.
+func version() string { return buildversion.String() }

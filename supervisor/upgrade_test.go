@@ -43,8 +43,8 @@ func upgradeBinaries(t *testing.T) (v1, v2, ctl string) {
 			}
 		}
 		versions.v1, versions.v2, versions.ctl = filepath.Join(dir, "amexd-v1"), filepath.Join(dir, "amexd-v2"), filepath.Join(dir, "amexctl")
-		build(versions.v1, "../cmd/amexd", "-ldflags", "-X github.com/amexd/amexd/supervisor.Version=v1")
-		build(versions.v2, "../cmd/amexd", "-ldflags", "-X github.com/amexd/amexd/supervisor.Version=v2")
+		build(versions.v1, "../cmd/amexd", "-ldflags", "-X github.com/amexd/amexd/internal/version.Version=v1")
+		build(versions.v2, "../cmd/amexd", "-ldflags", "-X github.com/amexd/amexd/internal/version.Version=v2")
 		build(versions.ctl, "../cmd/amexctl")
 	})
 	if versions.err != nil {

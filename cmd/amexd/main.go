@@ -18,6 +18,7 @@ import (
 	"github.com/amexd/amexd/internal/auth"
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/logging"
+	"github.com/amexd/amexd/internal/version"
 	"github.com/amexd/amexd/supervisor"
 	"github.com/amexd/amexd/worker"
 )
@@ -27,7 +28,7 @@ func main() {
 		os.Exit(worker.Main(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && (os.Args[1] == "version" || os.Args[1] == "-version" || os.Args[1] == "--version") {
-		fmt.Println("amexd", supervisor.Version)
+		fmt.Println("amexd", version.Long())
 		return
 	}
 	if len(os.Args) > 1 && os.Args[1] == "check" {

@@ -19,7 +19,7 @@ func buildCommand(t *testing.T, pkg, version string) string {
 	out := filepath.Join(t.TempDir(), filepath.Base(pkg))
 	args := []string{"build", "-o", out}
 	if version != "" {
-		args = append(args, "-ldflags", "-X github.com/amexd/amexd/supervisor.Version="+version)
+		args = append(args, "-ldflags", "-X github.com/amexd/amexd/internal/version.Version="+version)
 	}
 	cmd := exec.Command("go", append(args, pkg)...)
 	if b, err := cmd.CombinedOutput(); err != nil {
