@@ -1,12 +1,12 @@
 # The README's commands. `make test` is what CI runs.
 GO ?= go
 
-.PHONY: run test deps vet staticcheck openapi-lint units bench bench-wrk build cluster-test
+.PHONY: run test tidy deps vet staticcheck openapi-lint units bench bench-wrk build cluster-test
 
 run:
 	$(GO) run ./cmd/amexd
 
-test: deps vet staticcheck units
+test: deps tidy vet staticcheck units
 	$(GO) test -race -count=1 -timeout 12m ./...
 
 # The tests on a real local cluster (internal/cluster): three hosts in
@@ -14,6 +14,10 @@ test: deps vet staticcheck units
 # Needs root; `make test` runs them too.
 cluster-test: deps
 	$(GO) test -race -count=1 -timeout 5m -v ./internal/cluster/
+
+# go.mod and go.sum must be what `go mod tidy` makes them.
+tidy:
+	$(GO) mod tidy -diff
 
 # Installs the Debian packages the tests need (.ci/packages) when root.
 deps:
