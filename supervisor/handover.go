@@ -168,7 +168,7 @@ func (o *owner) exec(bin string) error {
 	if o.sim != nil {
 		st.Simulator = pass(o.sim.ln)
 	}
-	st.Operator = pass(o.op.ln)
+	st.Operator = pass(o.op.api.Listener())
 	if o.op.metricsLn != nil {
 		st.Metrics = pass(o.op.metricsLn)
 	}

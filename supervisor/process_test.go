@@ -483,8 +483,15 @@ func TestOperatorSocketRefusesOtherUID(t *testing.T) {
 		}
 		return string(out)
 	}
-	if out := run(65534); !strings.HasPrefix(out, "HTTP/1.1 403") {
+	out := run(65534)
+	if !strings.HasPrefix(out, "HTTP/1.1 403") {
 		t.Errorf("uid 65534 got %q, want a 403", out)
+	}
+	// The whole body, as long as its Content-Length says, is the JSON error.
+	_, body, _ := strings.Cut(out, "\n")
+	var answer struct{ Error string }
+	if err := json.Unmarshal([]byte(body), &answer); err != nil || !strings.Contains(answer.Error, "permission denied for uid 65534") {
+		t.Errorf("uid 65534 got body %q (%v), want {\"error\": \"... permission denied for uid 65534\"}", body, err)
 	}
 	if out := run(0); !strings.HasPrefix(out, "HTTP/1.1 200") {
 		t.Errorf("root got %q, want 200", out)

@@ -147,7 +147,7 @@ func (s *Supervisor) startServing(cfg config.Config, ln, mln net.Listener) error
 		return err
 	}
 	s.log.Info("supervisor: started", "pid", os.Getpid(), "workers", len(s.listeners), "listen", s.listeners[0].addr,
-		"socket", s.op.path, "upstream", cfg.Upstream.URL)
+		"socket", s.op.api.Path(), "upstream", cfg.Upstream.URL)
 	return nil
 }
 

@@ -29,29 +29,6 @@ func TestNextBackoff(t *testing.T) {
 	}
 }
 
-func TestPeerPolicy(t *testing.T) {
-	p := peerPolicy{uid: 1000, gid: 50}
-	cases := []struct {
-		uid, gid int
-		groups   []int
-		want     bool
-	}{
-		{0, 0, nil, true},
-		{1000, 1000, nil, true},
-		{1001, 50, nil, true},
-		{1001, 1001, []int{7, 50}, true},
-		{1001, 1001, []int{7}, false},
-	}
-	for _, c := range cases {
-		if got := p.allows(c.uid, c.gid, c.groups); got != c.want {
-			t.Errorf("allows(uid %d, gid %d, %v) = %v, want %v", c.uid, c.gid, c.groups, got, c.want)
-		}
-	}
-	if (peerPolicy{uid: 1000, gid: -1}).allows(1001, -1, []int{-1}) {
-		t.Error("without a group, another uid is allowed")
-	}
-}
-
 func TestReloadable(t *testing.T) {
 	cur := config.Default()
 	cur.Workers = 2

@@ -211,7 +211,7 @@ func defaultSocket(cfg config.Config) string {
 // there as far as amexctl knows: connecting to it then says why.
 func chooseSocket(cfg config.Config, stat func(string) error) string {
 	present := func(path string) bool { return !errors.Is(stat(path), fs.ErrNotExist) }
-	path := operator.SocketPath(cfg)
+	path := operator.SocketPath(cfg.Control.Socket)
 	if cfg.Control.Socket != "" || present(path) {
 		return path
 	}

@@ -249,7 +249,7 @@ func TestUnreachable(t *testing.T) {
 
 	forbidden := filepath.Join(dir, "403.sock")
 	serveUnix(t, forbidden, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		http.Error(w, `{"error":"operator socket: permission denied for uid"}`, http.StatusForbidden)
+		operator.Refuse(w, 65534) // the daemon's own answer to a refused peer
 	}))
 
 	silent := filepath.Join(dir, "silent.sock")
