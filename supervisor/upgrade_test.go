@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"net"
 	"net/http"
@@ -178,6 +179,20 @@ func exeOf(t *testing.T, pid int) string {
 	return exe
 }
 
+// runsImage reports whether process pid runs the same executable image as
+// the file bin, by content, wherever either lies now.
+func runsImage(t *testing.T, pid int, bin string) bool {
+	t.Helper()
+	sum := func(path string) [sha256.Size]byte {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sha256.Sum256(b)
+	}
+	return sum("/proc/"+strconv.Itoa(pid)+"/exe") == sum(bin)
+}
+
 // TestUpgradeUnderLoad: amexctl upgrade with v2 installed over v1, under
 // GETs and POSTs on keep-alive and new connections, fails no request;
 // afterwards every process runs v2 from the installed path, the supervisor
@@ -279,7 +294,11 @@ func TestUpgradeRefused(t *testing.T) {
 	if !strings.HasPrefix(st.Version, "v1") || !st.Healthy {
 		t.Errorf("after refused upgrades: version %q, healthy %v; want v1 serving", st.Version, st.Healthy)
 	}
-	for pid := range d.pids() {
+	after := d.pids()
+	if len(after) != 2 {
+		t.Errorf("%d workers after refused upgrades, want 2", len(after))
+	}
+	for pid := range after {
 		if !before[pid] {
 			t.Errorf("a refused upgrade replaced a worker (new pid %d)", pid)
 		}
@@ -304,9 +323,15 @@ func TestUpgradeRollsBack(t *testing.T) {
 	if !strings.HasPrefix(st.Version, "v1") || !st.Healthy {
 		t.Errorf("after the rollback: version %q, healthy %v; want v1 serving", st.Version, st.Healthy)
 	}
+	if len(st.Workers) != 2 {
+		t.Errorf("%d workers after the rollback, want 2", len(st.Workers))
+	}
+	// The failing binary is a script, so a worker from it would run a shell;
+	// the image tells which binary a worker runs, its path does not (v1's is
+	// deleted, replaced by the script).
 	for _, w := range st.Workers {
-		if exe := exeOf(t, w.PID); exe == path {
-			t.Errorf("slot %d runs the failing binary %s", w.Slot, exe)
+		if !runsImage(t, w.PID, v1) {
+			t.Errorf("slot %d (pid %d) runs %s, not the v1 image", w.Slot, w.PID, exeOf(t, w.PID))
 		}
 	}
 	if resp, err := http.Get("http://" + d.addr + "/healthz"); err != nil || resp.StatusCode != http.StatusOK {
