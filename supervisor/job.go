@@ -105,13 +105,21 @@ func (s *Supervisor) replaceSlot(ctx context.Context, slot int, cfg config.Confi
 		}
 		return fail
 	}
-	old, _ := ask(s, func(o *owner) *proc {
-		if slot >= len(o.slots) {
-			return nil
+	// Whether the old worker still runs is the loop's to say: its state
+	// changes on the loop while this job runs.
+	type current struct {
+		p    *proc
+		live bool
+	}
+	cur, _ := ask(s, func(o *owner) current {
+		if slot >= len(o.slots) || o.slots[slot].cur == nil {
+			return current{}
 		}
-		return o.slots[slot].cur
+		p := o.slots[slot].cur
+		return current{p, p.state != stateExited}
 	})
-	if old != nil && old.state != stateExited {
+	old := cur.p
+	if cur.live {
 		// The last counts of the old worker carry over to its successor.
 		s.collectSlot(ctx, old)
 	}
