@@ -29,7 +29,7 @@ func (o *owner) status() operator.Status {
 		Idempotency: o.idempotencyStatus(),
 	}
 	if len(o.listeners) > 0 {
-		st.Listen = o.listeners[0].addr
+		st.Listen = o.listeners[0].Addr
 	}
 	return st
 }
@@ -52,7 +52,7 @@ func (o *owner) workers() []operator.WorkerInfo {
 		if r := sl.last; r != nil {
 			wi.LastReplacement = &operator.Replacement{Reason: r.reason, PID: r.pid, At: r.at}
 		}
-		if depth, backlog, err := o.listeners[sl.index].queue(); err == nil {
+		if depth, backlog, err := o.listeners[sl.index].Queue(); err == nil {
 			wi.QueueDepth, wi.QueueBacklog = int64(depth), int64(backlog)
 		}
 		out = append(out, wi)
