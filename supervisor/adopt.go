@@ -67,6 +67,7 @@ func (s *Supervisor) adopt(hs *handoverState, cfg config.Config) (*owner, error)
 		return nil, err
 	}
 	o := s.newOwner(cfg, hs.Generation, len(s.listeners))
+	o.execs = hs.Execs
 	for i, st := range hs.Slots {
 		if i < len(o.slots) {
 			o.slots[i].restarts, o.slots[i].degraded = st.Restarts, st.Degraded

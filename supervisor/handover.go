@@ -32,6 +32,7 @@ const pauseTimeout = 10 * time.Second
 type handoverState struct {
 	Started     time.Time                     `json:"started"`
 	Generation  int                           `json:"generation"`
+	Execs       int                           `json:"execs"` // counting the one under way
 	Listeners   []handoverSocket              `json:"listeners"`
 	Table       int                           `json:"table"`       // -1 without a shared table
 	Idempotency int                           `json:"idempotency"` // -1 without an idempotency table
@@ -78,6 +79,7 @@ func (o *owner) handover() {
 	if err == nil {
 		err = o.exec(bin)
 	}
+	o.execErr = err.Error()
 	o.log.Error("supervisor: re-execution failed; the workers run the new binary, the supervisor the old one", "binary", bin, "err", err)
 	o.resume(held)
 }
@@ -139,7 +141,7 @@ func (o *owner) resume(held []chan struct{}) {
 // exec writes the state and every descriptor it names across execve; it
 // returns only on failure, with the descriptors closed on exec again.
 func (o *owner) exec(bin string) error {
-	st := handoverState{Started: o.started, Generation: o.gen, Table: -1, Idempotency: -1, Simulator: -1, Metrics: -1,
+	st := handoverState{Started: o.started, Generation: o.gen, Execs: o.execs + 1, Table: -1, Idempotency: -1, Simulator: -1, Metrics: -1,
 		Series: o.agg.Export()}
 	var fds []int
 	pass := func(c syscall.Conn) int {

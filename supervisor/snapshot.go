@@ -24,6 +24,7 @@ func (o *owner) status() operator.Status {
 	st := operator.Status{
 		PID: os.Getpid(), Version: version(), StartedAt: o.started,
 		UptimeSeconds: time.Since(o.started).Seconds(), Generation: o.gen,
+		Execs: o.execs, ExecError: o.execErr,
 		Healthy: ok, Reason: reason, Config: o.cfg.Summary(), Workers: o.workers(),
 		RateLimit:   o.rateLimitStatus(),
 		Idempotency: o.idempotencyStatus(),

@@ -22,7 +22,10 @@ var ErrUpgradeRefused = errors.New("upgrade refused")
 const checkTimeout = 15 * time.Second
 
 // execDelay is how long the supervisor waits, after the workers run the
-// new binary, for the operator's answer to go out before it re-executes.
+// new binary, for the operator's answer to go out before it re-executes
+// (exec closes the connection it goes out on). The operator socket's
+// handler brings the re-execution forward once it has sent the answer;
+// the delay only serves when that never happens (the client went away).
 const execDelay = 2 * time.Second
 
 // checkPrefix starts the line `amexd check` prints when it would start.
@@ -160,13 +163,22 @@ func (s *Supervisor) upgradeSteps(ctx context.Context) (operator.Upgraded, error
 		s.readyAgain()
 		return up, fmt.Errorf("new worker for slot %d: %w; rolled back to %s", i, err, version())
 	}
-	if _, ok := ask(s, func(o *owner) bool {
-		o.execAt, o.execBinary = time.Now().Add(execDelay), bin
-		return true
-	}); !ok {
+	execs, ok := ask(s, func(o *owner) int {
+		o.execAt, o.execBinary, o.execErr = time.Now().Add(execDelay), bin, ""
+		return o.execs + 1
+	})
+	if !ok {
 		return up, errShuttingDown
 	}
+	up.Execs = execs
 	return up, nil
+}
+
+// execNow brings a due re-execution forward to the next tick.
+func (o *owner) execNow() {
+	if !o.execAt.IsZero() {
+		o.execAt = time.Now()
+	}
 }
 
 // rollBack puts the running binary's workers back in the slots an upgrade
