@@ -96,7 +96,7 @@ func (s *Supervisor) purge(ctx context.Context) (operator.Purged, error) {
 		return operator.Purged{}, operator.WithStatus(http.StatusServiceUnavailable, errShuttingDown)
 	}
 	var sharedErr error
-	shared, err := cfg.SharedCache(s.log)
+	shared, err := cfg.Cache.OpenShared(cfg.RateLimit.RedisURL, s.log)
 	switch {
 	case err != nil:
 		sharedErr = err
