@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/amexd/amexd/internal/auth"
-	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/operator"
 )
 
@@ -380,11 +379,11 @@ func TestSocketBehindPermissions(t *testing.T) {
 		}
 		return &os.PathError{Op: "stat", Path: path, Err: syscall.ENOENT}
 	}
-	if got := chooseSocket(config.Default(), stat); got != systemdSocket {
+	if got := chooseSocket(daemonConfig{}, stat); got != systemdSocket {
 		t.Errorf("chooseSocket = %q, want %q", got, systemdSocket)
 	}
 	none := func(path string) error { return &os.PathError{Op: "stat", Path: path, Err: syscall.ENOENT} }
-	if got := chooseSocket(config.Default(), none); got == systemdSocket {
+	if got := chooseSocket(daemonConfig{}, none); got == systemdSocket {
 		t.Errorf("chooseSocket with nothing anywhere = %q, want the default path", got)
 	}
 }
