@@ -209,9 +209,6 @@ func (s *Supervisor) reloadSteps(ctx context.Context) (int, error) {
 		pr := prepared{old: o.cfg, oldGen: o.gen, slots: len(o.slots)}
 		o.gen++
 		o.cfg = cfg
-		if cfg.Supervisor.Canary > 0 && min(len(o.slots), cfg.WorkerCount()) > 1 {
-			o.trialGen = o.gen
-		}
 		o.notify.send("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
 		pr.cfg, pr.gen = cfg, o.gen
 		return pr
@@ -223,22 +220,21 @@ func (s *Supervisor) reloadSteps(ctx context.Context) (int, error) {
 		return 0, pr.err
 	}
 	defer s.readyAgain()
-	defer s.tell(func(o *owner) { o.trialGen = 0 })
 	want := pr.cfg.WorkerCount()
 	if want < pr.slots {
 		if err := s.scaleTo(ctx, want); err != nil {
 			return pr.gen, err
 		}
 	}
+	pl := plan{what: "reload", canary: pr.cfg.Supervisor.Canary, back: step{cfg: pr.old, gen: pr.oldGen, why: reasonRollback}}
 	for i := range min(pr.slots, want) {
-		if err := s.replaceSlot(ctx, i, pr.cfg, pr.gen, "", reasonReload); err != nil {
-			return pr.gen, fmt.Errorf("slot %d: %w", i, err)
+		pl.steps = append(pl.steps, step{slot: i, cfg: pr.cfg, gen: pr.gen, why: reasonReload})
+	}
+	if _, err := s.roll(ctx, pl); err != nil {
+		if _, failed := errors.AsType[*stepError](err); failed {
+			return pr.gen, err
 		}
-		if i == 0 && min(pr.slots, want) > 1 && pr.cfg.Supervisor.Canary > 0 {
-			if err := s.canary(ctx, "reload", pr.cfg.Supervisor.Canary, pr.old, pr.oldGen); err != nil {
-				return pr.oldGen, err
-			}
-		}
+		return pr.oldGen, err // the canary's verdict, or its end
 	}
 	if want > pr.slots {
 		if err := s.scaleTo(ctx, want); err != nil {
