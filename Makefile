@@ -8,13 +8,13 @@ COMMIT := $(shell git rev-parse HEAD 2>/dev/null)
 VERSION_LDFLAGS := -X github.com/amexd/amexd/internal/version.Version=$(VERSION) \
 	-X github.com/amexd/amexd/internal/version.Commit=$(COMMIT)
 
-.PHONY: run test deps vet staticcheck openapi-lint units bench bench-wrk build cluster-test \
+.PHONY: run test tidy deps vet staticcheck openapi-lint units bench bench-wrk build cluster-test \
 	package package-check package-test
 
 run:
 	$(GO) run ./cmd/amexd
 
-test: deps vet staticcheck units package-check
+test: deps tidy vet staticcheck units package-check
 	$(GO) test -race -count=1 -timeout 12m ./...
 
 # The tests on a real local cluster (internal/cluster): three hosts in
@@ -22,6 +22,10 @@ test: deps vet staticcheck units package-check
 # Needs root; `make test` runs them too.
 cluster-test: deps
 	$(GO) test -race -count=1 -timeout 5m -v ./internal/cluster/
+
+# go.mod and go.sum must be what `go mod tidy` makes them.
+tidy:
+	$(GO) mod tidy -diff
 
 # Installs the Debian packages the tests need (.ci/packages) when root.
 deps:

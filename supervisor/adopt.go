@@ -10,6 +10,8 @@ import (
 	"github.com/amexd/amexd/internal/control"
 	"github.com/amexd/amexd/internal/idempotency"
 	"github.com/amexd/amexd/internal/ratelimit"
+	"github.com/amexd/amexd/internal/reuseport"
+	"github.com/amexd/amexd/internal/slotmetrics"
 )
 
 // adopt takes over what the supervisor that re-executed into this binary
@@ -19,7 +21,7 @@ import (
 func (s *Supervisor) adopt(hs *handoverState, cfg config.Config) (*owner, error) {
 	s.started = hs.Started
 	for i, l := range hs.Listeners {
-		s.listeners = append(s.listeners, &listener{file: inherit(l.FD, fmt.Sprintf("listener %d", i)), addr: l.Addr})
+		s.listeners = append(s.listeners, &reuseport.Listener{File: inherit(l.FD, fmt.Sprintf("listener %d", i)), Addr: l.Addr})
 	}
 	if len(s.listeners) == 0 {
 		return nil, fmt.Errorf("hand-over without listeners")
@@ -58,13 +60,14 @@ func (s *Supervisor) adopt(hs *handoverState, cfg config.Config) (*owner, error)
 	if err != nil {
 		return nil, err
 	}
-	if s.ownOffset, err = parseMetrics(hs.Own); err != nil {
+	if s.ownOffset, err = slotmetrics.Parse(hs.Own); err != nil {
 		return nil, err
 	}
-	if err := s.agg.restore(hs.Series); err != nil {
+	if err := s.agg.Restore(hs.Series); err != nil {
 		return nil, err
 	}
 	o := s.newOwner(cfg, hs.Generation, len(s.listeners))
+	o.execs = hs.Execs
 	for i, st := range hs.Slots {
 		if i < len(o.slots) {
 			o.slots[i].restarts, o.slots[i].degraded = st.Restarts, st.Degraded

@@ -85,7 +85,6 @@ func (s *Supervisor) canary(ctx context.Context, what string, d time.Duration, o
 	if !ok {
 		return errShuttingDown
 	}
-	defer ask(s, func(o *owner) bool { o.trialGen = 0; return true })
 	s.log.Info("supervisor: canary watching slot 0", "pid", base.p.pid, "for", d.String())
 	t := time.NewTimer(d)
 	defer t.Stop()

@@ -25,7 +25,7 @@ func (s *Supervisor) fanOut(from *proc, targets []*proc, m control.Message) {
 	wg.Go(func() { s.invalidate(ctx, targets, m.Keys) })
 	if s.bridge != nil {
 		wg.Go(func() {
-			if err := s.bridge.invalidate(ctx, m.Keys); err != nil {
+			if err := s.bridge.Invalidate(ctx, m.Keys); err != nil {
 				s.log.Warn("supervisor: invalidation not confirmed by every machine", "err", err)
 			}
 		})
@@ -96,7 +96,7 @@ func (o *owner) breakerChanged(p *proc, c control.BreakerChange) {
 	if propagate {
 		o.forceBreaker(p, c.Name, c.To)
 		if o.bridge != nil {
-			go o.bridge.breaker(c.Name, c.To)
+			go o.bridge.Breaker(c.Name, c.To)
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/amexd/amexd/internal/control"
+	"github.com/amexd/amexd/internal/slotmetrics"
 )
 
 // handoverEnv names the descriptor of the hand-over state in the
@@ -29,18 +30,19 @@ const pauseTimeout = 10 * time.Second
 // handoverState is what a supervisor passes to the binary it re-executes:
 // descriptors by number (inherited across exec) and what it knew.
 type handoverState struct {
-	Started     time.Time         `json:"started"`
-	Generation  int               `json:"generation"`
-	Listeners   []handoverSocket  `json:"listeners"`
-	Table       int               `json:"table"`       // -1 without a shared table
-	Idempotency int               `json:"idempotency"` // -1 without an idempotency table
-	Simulator   int               `json:"simulator"`   // -1 without the embedded simulator
-	Operator    int               `json:"operator"`
-	Metrics     int               `json:"metrics"` // -1 without metrics_addr
-	Slots       []handoverSlot    `json:"slots"`
-	Workers     []handoverWorker  `json:"workers"`
-	Own         string            `json:"own"`    // the supervisor's own series, as offsets
-	Series      map[int]slotState `json:"series"` // the aggregator's, per slot
+	Started     time.Time                     `json:"started"`
+	Generation  int                           `json:"generation"`
+	Execs       int                           `json:"execs"` // counting the one under way
+	Listeners   []handoverSocket              `json:"listeners"`
+	Table       int                           `json:"table"`       // -1 without a shared table
+	Idempotency int                           `json:"idempotency"` // -1 without an idempotency table
+	Simulator   int                           `json:"simulator"`   // -1 without the embedded simulator
+	Operator    int                           `json:"operator"`
+	Metrics     int                           `json:"metrics"` // -1 without metrics_addr
+	Slots       []handoverSlot                `json:"slots"`
+	Workers     []handoverWorker              `json:"workers"`
+	Own         string                        `json:"own"`    // the supervisor's own series, as offsets
+	Series      map[int]slotmetrics.SlotState `json:"series"` // the aggregator's, per slot
 }
 
 type handoverSocket struct {
@@ -77,6 +79,7 @@ func (o *owner) handover() {
 	if err == nil {
 		err = o.exec(bin)
 	}
+	o.execErr = err.Error()
 	o.log.Error("supervisor: re-execution failed; the workers run the new binary, the supervisor the old one", "binary", bin, "err", err)
 	o.resume(held)
 }
@@ -138,8 +141,8 @@ func (o *owner) resume(held []chan struct{}) {
 // exec writes the state and every descriptor it names across execve; it
 // returns only on failure, with the descriptors closed on exec again.
 func (o *owner) exec(bin string) error {
-	st := handoverState{Started: o.started, Generation: o.gen, Table: -1, Idempotency: -1, Simulator: -1, Metrics: -1,
-		Series: o.agg.export()}
+	st := handoverState{Started: o.started, Generation: o.gen, Execs: o.execs + 1, Table: -1, Idempotency: -1, Simulator: -1, Metrics: -1,
+		Series: o.agg.Export()}
 	var fds []int
 	pass := func(c syscall.Conn) int {
 		fd, err := rawFD(c)
@@ -157,7 +160,7 @@ func (o *owner) exec(bin string) error {
 		return -1
 	}
 	for _, ln := range o.listeners {
-		st.Listeners = append(st.Listeners, handoverSocket{FD: pass(ln.file), Addr: ln.addr})
+		st.Listeners = append(st.Listeners, handoverSocket{FD: pass(ln.File), Addr: ln.Addr})
 	}
 	if o.tableFile != nil {
 		st.Table = pass(o.tableFile)
@@ -168,7 +171,7 @@ func (o *owner) exec(bin string) error {
 	if o.sim != nil {
 		st.Simulator = pass(o.sim.ln)
 	}
-	st.Operator = pass(o.op.ln)
+	st.Operator = pass(o.op.api.Listener())
 	if o.op.metricsLn != nil {
 		st.Metrics = pass(o.op.metricsLn)
 	}
@@ -183,8 +186,8 @@ func (o *owner) exec(bin string) error {
 	if err != nil {
 		return fmt.Errorf("gather own metrics: %w", err)
 	}
-	own = slices.DeleteFunc(addOffsets(own, o.ownOffset), func(f *dto.MetricFamily) bool { return outlivesExec(f.GetName()) })
-	if st.Own, err = encodeFamilies(own); err != nil {
+	own = slices.DeleteFunc(slotmetrics.AddOffsets(own, o.ownOffset), func(f *dto.MetricFamily) bool { return outlivesExec(f.GetName()) })
+	if st.Own, err = slotmetrics.EncodeFamilies(own); err != nil {
 		return err
 	}
 	if slices.Contains(fds, -1) {

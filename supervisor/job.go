@@ -105,13 +105,21 @@ func (s *Supervisor) replaceSlot(ctx context.Context, slot int, cfg config.Confi
 		}
 		return fail
 	}
-	old, _ := ask(s, func(o *owner) *proc {
-		if slot >= len(o.slots) {
-			return nil
+	// Whether the old worker still runs is the loop's to say: its state
+	// changes on the loop while this job runs.
+	type current struct {
+		p    *proc
+		live bool
+	}
+	cur, _ := ask(s, func(o *owner) current {
+		if slot >= len(o.slots) || o.slots[slot].cur == nil {
+			return current{}
 		}
-		return o.slots[slot].cur
+		p := o.slots[slot].cur
+		return current{p, p.state != stateExited}
 	})
-	if old != nil && old.state != stateExited {
+	old := cur.p
+	if cur.live {
 		// The last counts of the old worker carry over to its successor.
 		s.collectSlot(ctx, old)
 	}
@@ -201,9 +209,6 @@ func (s *Supervisor) reloadSteps(ctx context.Context) (int, error) {
 		pr := prepared{old: o.cfg, oldGen: o.gen, slots: len(o.slots)}
 		o.gen++
 		o.cfg = cfg
-		if cfg.Supervisor.Canary > 0 && min(len(o.slots), cfg.WorkerCount()) > 1 {
-			o.trialGen = o.gen
-		}
 		o.notify.send("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
 		pr.cfg, pr.gen = cfg, o.gen
 		return pr
@@ -215,22 +220,21 @@ func (s *Supervisor) reloadSteps(ctx context.Context) (int, error) {
 		return 0, pr.err
 	}
 	defer s.readyAgain()
-	defer s.tell(func(o *owner) { o.trialGen = 0 })
 	want := pr.cfg.WorkerCount()
 	if want < pr.slots {
 		if err := s.scaleTo(ctx, want); err != nil {
 			return pr.gen, err
 		}
 	}
+	pl := plan{what: "reload", canary: pr.cfg.Supervisor.Canary, back: step{cfg: pr.old, gen: pr.oldGen, why: reasonRollback}}
 	for i := range min(pr.slots, want) {
-		if err := s.replaceSlot(ctx, i, pr.cfg, pr.gen, "", reasonReload); err != nil {
-			return pr.gen, fmt.Errorf("slot %d: %w", i, err)
+		pl.steps = append(pl.steps, step{slot: i, cfg: pr.cfg, gen: pr.gen, why: reasonReload})
+	}
+	if _, err := s.roll(ctx, pl); err != nil {
+		if _, failed := errors.AsType[*stepError](err); failed {
+			return pr.gen, err
 		}
-		if i == 0 && min(pr.slots, want) > 1 && pr.cfg.Supervisor.Canary > 0 {
-			if err := s.canary(ctx, "reload", pr.cfg.Supervisor.Canary, pr.old, pr.oldGen); err != nil {
-				return pr.oldGen, err
-			}
-		}
+		return pr.oldGen, err // the canary's verdict, or its end
 	}
 	if want > pr.slots {
 		if err := s.scaleTo(ctx, want); err != nil {

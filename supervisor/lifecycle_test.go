@@ -136,7 +136,11 @@ func TestSupervisorStallKillsNoWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.waitFor("heartbeats after the stall", 10*time.Second, func() bool {
-		for _, w := range d.workers() {
+		ws := d.workers()
+		if len(ws) != 2 {
+			return false
+		}
+		for _, w := range ws {
 			if !w.LastHeartbeat.After(resumed) {
 				return false
 			}
@@ -146,7 +150,11 @@ func TestSupervisorStallKillsNoWorker(t *testing.T) {
 	if !strings.Contains(d.stderr.String(), "resumed after a stall") {
 		t.Error("the supervisor did not notice its own stall")
 	}
-	for _, w := range d.workers() {
+	after := d.workers()
+	if len(after) != 2 {
+		t.Errorf("%d workers after the stall, want 2", len(after))
+	}
+	for _, w := range after {
 		if !before[w.PID] || w.Restarts != 0 {
 			t.Errorf("slot %d: worker %d, %d restarts after the supervisor's stall; want the same worker", w.Slot, w.PID, w.Restarts)
 		}

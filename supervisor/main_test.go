@@ -78,17 +78,27 @@ func supervise(args []string) int {
 
 // dial sends GET /status on a unix socket and prints the answer; the
 // peer-credential test runs it under another uid.
+// dial asks GET /status on the operator socket at path with net/http, as
+// amexctl does, and prints the status line and the body as read.
 func dial(path string) int {
-	c, err := net.Dial("unix", path)
+	client := &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		}},
+	}
+	resp, err := client.Get("http://amexd/status")
 	if err != nil {
-		fmt.Println("dial:", err)
+		fmt.Println("get:", err)
 		return 1
 	}
-	defer c.Close()
-	fmt.Fprint(c, "GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	b, _ := io.ReadAll(c)
-	fmt.Print(string(b))
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		fmt.Println("read body:", err)
+		return 1
+	}
+	fmt.Printf("%s %s\n%s", resp.Proto, resp.Status, body)
 	return 0
 }
 

@@ -2,9 +2,11 @@ package supervisor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/amexd/amexd/internal/config"
@@ -38,12 +40,26 @@ func (s *Supervisor) operatorHandler() http.Handler {
 		}
 		return operator.Reloaded{Generation: gen, DurationMs: time.Since(began).Milliseconds()}, nil
 	})
-	operator.Handle(mux, operator.PostUpgrade, func(r *http.Request, _ operator.None) (operator.Upgraded, error) {
+	// The answer goes out before the re-execution, which closes its
+	// connection: the handler writes it, then lets the loop re-execute.
+	mux.HandleFunc(operator.PostUpgrade.String(), func(w http.ResponseWriter, r *http.Request) {
 		up, err := s.Upgrade(r.Context())
 		if err != nil {
-			return up, jobError(err)
+			operator.WriteError(w, jobError(err))
+			return
 		}
-		return up, nil
+		body, err := json.MarshalIndent(up, "", "  ")
+		if err != nil {
+			operator.WriteError(w, fmt.Errorf("encode upgrade answer: %w", err))
+			return
+		}
+		body = append(body, '\n')
+		// With its length known, the answer is complete once flushed.
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body)
+		_ = http.NewResponseController(w).Flush()
+		s.tell(func(o *owner) { o.execNow() })
 	})
 	operator.Handle(mux, operator.PostBreakersReset, func(r *http.Request, in operator.BreakerReset) (operator.BreakersReset, error) {
 		if q := r.URL.Query().Get("name"); q != "" {
@@ -80,7 +96,7 @@ func (s *Supervisor) purge(ctx context.Context) (operator.Purged, error) {
 		return operator.Purged{}, operator.WithStatus(http.StatusServiceUnavailable, errShuttingDown)
 	}
 	var sharedErr error
-	shared, err := cfg.SharedCache(s.log)
+	shared, err := cfg.Cache.OpenShared(cfg.RateLimit.RedisURL, s.log)
 	switch {
 	case err != nil:
 		sharedErr = err

@@ -35,9 +35,12 @@ type owner struct {
 	outageSince  time.Time
 
 	// execAt is when the supervisor re-executes itself with execBinary,
-	// the last step of an upgrade; zero when none is due.
+	// the last step of an upgrade; zero when none is due. execs counts the
+	// re-executions of this process so far, execErr is the last failure.
 	execAt     time.Time
 	execBinary string
+	execs      int
+	execErr    string
 
 	respawn      *time.Timer   // fires when the next slot's restart is due
 	every        time.Duration // tick interval
@@ -103,6 +106,9 @@ func (o *owner) signal(sig os.Signal) {
 	case syscall.SIGUSR2:
 		o.startJob("upgrade", func(ctx context.Context) error {
 			_, err := o.upgrade(ctx)
+			if err == nil {
+				o.tell(func(o *owner) { o.execNow() }) // no answer to wait for
+			}
 			return err
 		}, nil)
 	default:

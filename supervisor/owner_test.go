@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,10 +57,13 @@ func (f *fakeProcess) exit(err error) {
 // fakeStarts starts in-process workers; crash says which slots' workers
 // exit as soon as they start. It counts the starts per slot. Its workers
 // report ready with the figures in ready; when beats is set, their
-// heartbeats wait until it is closed.
+// heartbeats wait until it is closed. When script is set, it runs the
+// worker it is given (by slot and start count, from 1) itself when it
+// returns true.
 type fakeStarts struct {
-	ready control.Stats
-	beats chan struct{}
+	ready  control.Stats
+	beats  chan struct{}
+	script func(slot, start int, f *fakeProcess, conn net.Conn) bool
 
 	crash  func(slot int) bool
 	nextID atomic.Int64
@@ -74,6 +78,7 @@ func (fs *fakeStarts) start(spec workerSpec) (process, net.Conn, error) {
 	}
 	fs.mu.Lock()
 	fs.starts[spec.slot]++
+	nth := fs.starts[spec.slot]
 	fs.mu.Unlock()
 	conn, err := net.FileConn(child)
 	child.Close()
@@ -84,6 +89,9 @@ func (fs *fakeStarts) start(spec workerSpec) (process, net.Conn, error) {
 	f := &fakeProcess{pid: 1_000_000 + int(fs.nextID.Add(1)), done: make(chan struct{}), conn: conn}
 	if fs.crash(spec.slot) {
 		f.exit(errors.New("exit status 1"))
+		return f, parent, nil
+	}
+	if fs.script != nil && fs.script(spec.slot, nth, f, conn) {
 		return f, parent, nil
 	}
 	go func() {
@@ -143,8 +151,11 @@ func runInProcess(t *testing.T, ctx context.Context, workers int, fs *fakeStarts
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
+	// A reload reads the same settings again from the flags.
+	src := config.Source{Args: []string{"-listen", cfg.Listen, "-workers", strconv.Itoa(workers), "-control.socket", cfg.Control.Socket,
+		"-ratelimit.store", cfg.RateLimit.Store, "-upstream.url", cfg.Upstream.URL}}
 	result := make(chan error, 1)
-	go func() { result <- run(ctx, config.Source{}, cfg, log, fs.start) }()
+	go func() { result <- run(ctx, src, cfg, log, fs.start) }()
 	return operator.NewClient(cfg.Control.Socket), result
 }
 
@@ -241,4 +252,92 @@ func TestOutageLimitEndsSupervisor(t *testing.T) {
 	if fs.count(0) < 2 || fs.count(1) < 2 {
 		t.Errorf("starts per slot %d, %d: want crashed workers restarted before giving up", fs.count(0), fs.count(1))
 	}
+}
+
+// TestReplacedWorkerReadyDuringReplace: when a reload reaches slot 0, the
+// slot's worker is a restarted one still starting, and it gets ready while
+// the reload collects its last counts: the owner loop changes the state of
+// the worker the reload is replacing. A worker's state is the loop's
+// alone; the reload learns it through the loop.
+func TestReplacedWorkerReadyDuringReplace(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var first *fakeProcess
+	restarted := make(chan struct{})
+	quiet := slog.New(slog.DiscardHandler)
+	serve := func(f *fakeProcess, w *control.Worker) {
+		if w.Ready(control.Stats{}) != nil {
+			f.exit(errors.New("exit status 1"))
+			return
+		}
+		_ = w.Serve(ctx, quietHandler{f, nil}, 20*time.Millisecond)
+		f.exit(nil)
+	}
+	fs := &fakeStarts{crash: func(int) bool { return false }}
+	fs.script = func(slot, start int, f *fakeProcess, conn net.Conn) bool {
+		switch {
+		case slot != 0:
+			return false
+		case start == 1:
+			first = f
+			return false
+		case start == 2: // the reload's worker: slot 0's first one crashes meanwhile
+			_ = first.Kill()
+			go func() {
+				w := control.NewWorker(conn, quiet)
+				if _, err := w.ReadConfig(ctx); err != nil {
+					f.exit(err)
+					return
+				}
+				<-restarted // ready once the slot has restarted its crashed worker
+				serve(f, w)
+			}()
+			return true
+		case start == 3: // the restart: ready only once the reload asks for its counts
+			close(restarted)
+			go func() {
+				w := control.NewWorker(conn, quiet)
+				if _, err := w.ReadConfig(ctx); err != nil {
+					f.exit(err)
+					return
+				}
+				peek := control.NewCodec(conn)
+				for {
+					m, err := peek.Receive()
+					if err != nil {
+						f.exit(err)
+						return
+					}
+					if m.Type == control.TypeSnapshot {
+						break
+					}
+				}
+				serve(f, w)
+			}()
+			return true
+		}
+		return false
+	}
+	op, result := runInProcess(t, ctx, 1, fs, func(sc *config.Supervisor) { sc.Canary = 0 })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ws, err := operator.Call(ctx, op, operator.GetWorkers, operator.None{})
+		if err == nil && len(ws.Workers) == 1 && ws.Workers[0].State == stateReady {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ready worker; last answer %+v, %v", ws, err)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the operator socket for a condition
+	}
+	if _, err := operator.Call(ctx, op, operator.PostReload, operator.None{}); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if n := fs.count(0); n != 3 {
+		t.Errorf("slot 0 started %d workers, want 3 (first, reload's, restart)", n)
+	}
+	ws, err := operator.Call(ctx, op, operator.GetWorkers, operator.None{})
+	if err != nil || len(ws.Workers) != 1 || ws.Workers[0].Generation != 2 {
+		t.Errorf("after the reload: %+v, %v; want slot 0 on generation 2", ws, err)
+	}
+	stopRun(t, cancel, result)
 }

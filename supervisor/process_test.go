@@ -136,15 +136,35 @@ func (d *testDaemon) call(method, path string, v any) (int, string) {
 	return a.Code, string(a.Body)
 }
 
+// workers is GET /workers; an error fails the test.
 func (d *testDaemon) workers() []operator.WorkerInfo {
-	ws, _ := operator.Call(context.Background(), d.op, operator.GetWorkers, operator.None{})
-	return ws.Workers
+	d.t.Helper()
+	ws, err := d.tryWorkers()
+	if err != nil {
+		d.t.Fatalf("GET /workers: %v", err)
+	}
+	return ws
 }
 
+// tryWorkers is GET /workers for a poll, where an error means "not yet".
+func (d *testDaemon) tryWorkers() ([]operator.WorkerInfo, error) {
+	ws, err := operator.Call(context.Background(), d.op, operator.GetWorkers, operator.None{})
+	if err != nil {
+		return nil, fmt.Errorf("get workers: %w", err)
+	}
+	return ws.Workers, nil
+}
+
+// pids is the set of the workers' PIDs; no workers fails the test, since
+// every caller compares sets of running workers.
 func (d *testDaemon) pids() map[int]bool {
+	d.t.Helper()
 	out := map[int]bool{}
 	for _, w := range d.workers() {
 		out[w.PID] = true
+	}
+	if len(out) == 0 {
+		d.t.Fatal("GET /workers lists no worker")
 	}
 	return out
 }
@@ -167,8 +187,8 @@ func (d *testDaemon) waitFor(what string, within time.Duration, cond func() bool
 
 func (d *testDaemon) allReady(n int, not map[int]bool) func() bool {
 	return func() bool {
-		ws := d.workers()
-		if len(ws) != n {
+		ws, err := d.tryWorkers()
+		if err != nil || len(ws) != n {
 			return false
 		}
 		for _, w := range ws {
@@ -284,7 +304,11 @@ func TestRollingReloadUnderLoad(t *testing.T) {
 		if failed != 0 {
 			t.Errorf("%d of %d requests failed during the reload (last: %v)", failed, ok+failed, lastErr)
 		}
-		for pid := range d.pids() {
+		after := d.pids()
+		if len(after) != 3 {
+			t.Errorf("%d workers after the reload, want 3", len(after))
+		}
+		for pid := range after {
 			if before[pid] {
 				t.Errorf("worker %d survived the reload", pid)
 			}
@@ -483,8 +507,15 @@ func TestOperatorSocketRefusesOtherUID(t *testing.T) {
 		}
 		return string(out)
 	}
-	if out := run(65534); !strings.HasPrefix(out, "HTTP/1.1 403") {
+	out := run(65534)
+	if !strings.HasPrefix(out, "HTTP/1.1 403") {
 		t.Errorf("uid 65534 got %q, want a 403", out)
+	}
+	// The whole body, as long as its Content-Length says, is the JSON error.
+	_, body, _ := strings.Cut(out, "\n")
+	var answer struct{ Error string }
+	if err := json.Unmarshal([]byte(body), &answer); err != nil || !strings.Contains(answer.Error, "permission denied for uid 65534") {
+		t.Errorf("uid 65534 got body %q (%v), want {\"error\": \"... permission denied for uid 65534\"}", body, err)
 	}
 	if out := run(0); !strings.HasPrefix(out, "HTTP/1.1 200") {
 		t.Errorf("root got %q, want 200", out)

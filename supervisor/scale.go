@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/amexd/amexd/internal/reuseport"
 )
 
 // queueDrainWait bounds how long scaling down waits for a removed slot's
@@ -93,8 +95,8 @@ func (o *owner) addSlot() (*proc, error) {
 	p, err := o.spawn(i, o.cfg, o.gen, "")
 	if err != nil {
 		o.slots, o.listeners = o.slots[:i], o.listeners[:i]
-		if ln.systemd == nil {
-			ln.file.Close()
+		if ln.Systemd == nil {
+			ln.File.Close()
 		}
 		return nil, err
 	}
@@ -106,13 +108,13 @@ func (o *owner) addSlot() (*proc, error) {
 // listenerFor opens slot i's socket: under socket activation one of
 // systemd's, shared as at start (slot i takes socket i modulo their
 // number), else a new SO_REUSEPORT socket on the group's address.
-func (o *owner) listenerFor(i int) (*listener, error) {
+func (o *owner) listenerFor(i int) (*reuseport.Listener, error) {
 	first := o.listeners[0]
-	if first.systemd != nil {
-		f := first.systemd[i%len(first.systemd)]
-		return &listener{file: f, addr: socketName(f), systemd: first.systemd}, nil
+	if first.Systemd != nil {
+		f := first.Systemd[i%len(first.Systemd)]
+		return &reuseport.Listener{File: f, Addr: reuseport.SocketName(f), Systemd: first.Systemd}, nil
 	}
-	lns, err := openListeners(first.addr, 1)
+	lns, err := reuseport.Open(first.Addr, 1)
 	if err != nil {
 		return nil, fmt.Errorf("open a socket for slot %d: %w", i, err)
 	}
@@ -125,17 +127,17 @@ func (o *owner) listenerFor(i int) (*listener, error) {
 func (s *Supervisor) scaleDown(ctx context.Context, n int) error {
 	type plan struct {
 		procs   []*proc
-		queues  []*listener
+		queues  []*reuseport.Listener
 		steered bool
 		err     error
 	}
 	pl, ok := ask(s, func(o *owner) plan {
-		if sd := o.listeners[0].systemd; sd != nil && n < len(sd) {
+		if sd := o.listeners[0].Systemd; sd != nil && n < len(sd) {
 			return plan{err: fmt.Errorf("%w: systemd passed %d sockets; fewer than %d workers would leave one that nobody accepts on", errScale, len(sd), len(sd))}
 		}
 		var pl plan
-		if o.listeners[0].systemd == nil && !kernelMigrates() {
-			if err := steerTo(o.listeners[0].file, n); err != nil {
+		if o.listeners[0].Systemd == nil && !reuseport.KernelMigrates() {
+			if err := reuseport.SteerTo(o.listeners[0].File, n); err != nil {
 				o.log.Warn("supervisor: cannot steer connections away from the removed slots; those queued on their sockets when they close are reset", "err", err)
 			} else {
 				pl.steered = true
@@ -169,7 +171,7 @@ func (s *Supervisor) scaleDown(ctx context.Context, n int) error {
 			if sl.cur != nil {
 				pid = sl.cur.pid
 			}
-			o.agg.forget(sl.index, pid)
+			o.agg.Forget(sl.index, pid)
 			o.metrics.restarts.DeleteLabelValues(strconv.Itoa(sl.index))
 		}
 		o.slots = o.slots[:n]
@@ -186,13 +188,13 @@ func (s *Supervisor) scaleDown(ctx context.Context, n int) error {
 	}
 	_, ok = ask(s, func(o *owner) bool {
 		for i := len(o.listeners) - 1; i >= n; i-- {
-			if o.listeners[i].systemd == nil {
-				o.listeners[i].file.Close()
+			if o.listeners[i].Systemd == nil {
+				o.listeners[i].File.Close()
 			}
 		}
 		o.listeners = o.listeners[:n]
 		if pl.steered {
-			if err := unsteer(o.listeners[0].file); err != nil {
+			if err := reuseport.Unsteer(o.listeners[0].File); err != nil {
 				o.log.Warn("supervisor: reuseport program left in place", "err", err)
 			}
 		}
@@ -206,10 +208,10 @@ func (s *Supervisor) scaleDown(ctx context.Context, n int) error {
 
 // waitQueueEmpty waits until no connection waits on ln's accept queue, for
 // at most queueDrainWait.
-func waitQueueEmpty(ctx context.Context, ln *listener) {
+func waitQueueEmpty(ctx context.Context, ln *reuseport.Listener) {
 	deadline := time.Now().Add(queueDrainWait)
 	for {
-		depth, _, err := ln.queue()
+		depth, _, err := ln.Queue()
 		if err != nil || depth == 0 || time.Now().After(deadline) || ctx.Err() != nil {
 			return
 		}

@@ -24,12 +24,13 @@ func (o *owner) status() operator.Status {
 	st := operator.Status{
 		PID: os.Getpid(), Version: version(), StartedAt: o.started,
 		UptimeSeconds: time.Since(o.started).Seconds(), Generation: o.gen,
+		Execs: o.execs, ExecError: o.execErr,
 		Healthy: ok, Reason: reason, Config: o.cfg.Summary(), Workers: o.workers(),
 		RateLimit:   o.rateLimitStatus(),
 		Idempotency: o.idempotencyStatus(),
 	}
 	if len(o.listeners) > 0 {
-		st.Listen = o.listeners[0].addr
+		st.Listen = o.listeners[0].Addr
 	}
 	return st
 }
@@ -53,7 +54,7 @@ func (o *owner) workers() []operator.WorkerInfo {
 		if r := sl.last; r != nil {
 			wi.LastReplacement = &operator.Replacement{Reason: r.reason, PID: r.pid, At: r.at}
 		}
-		if depth, backlog, err := o.listeners[sl.index].queue(); err == nil {
+		if depth, backlog, err := o.listeners[sl.index].Queue(); err == nil {
 			wi.QueueDepth, wi.QueueBacklog = int64(depth), int64(backlog)
 		}
 		out = append(out, wi)

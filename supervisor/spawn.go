@@ -54,7 +54,7 @@ func (o *owner) spawn(slot int, cfg config.Config, gen int, binary string) (*pro
 	if err != nil {
 		return nil, fmt.Errorf("encode worker config: %w", err)
 	}
-	spec := workerSpec{slot: slot, binary: binary, listener: o.listeners[slot].file}
+	spec := workerSpec{slot: slot, binary: binary, listener: o.listeners[slot].File}
 	if cfg.RateLimit.UsesTable() {
 		spec.table = o.tableFile
 	}

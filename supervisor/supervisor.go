@@ -14,8 +14,11 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/amexd/amexd/internal/bridge"
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/ratelimit"
+	"github.com/amexd/amexd/internal/reuseport"
+	"github.com/amexd/amexd/internal/slotmetrics"
 )
 
 // Supervisor runs the worker processes of one daemon. Its fields are set
@@ -27,15 +30,15 @@ type Supervisor struct {
 	started time.Time
 	notify  notifier
 	metrics *supervisorMetrics
-	agg     *aggregator
+	agg     *slotmetrics.Aggregator
 	start   startFunc
 
-	listeners []*listener
+	listeners []*reuseport.Listener
 	table     *ratelimit.Table
 	tableFile *os.File
 	idem      idempotencyTable
 	sim       *simServer
-	bridge    *bridge // relays to other machines when Redis is the shared store
+	bridge    *bridge.Bridge // relays to other machines when Redis is the shared store
 	op        *opServer
 	// ownOffset holds what this process's own counters counted before it
 	// re-executed itself for an upgrade.
@@ -72,7 +75,7 @@ func run(ctx context.Context, src config.Source, cfg config.Config, log *slog.Lo
 		started: time.Now(),
 		notify:  notifier{log: log},
 		metrics: newSupervisorMetrics(),
-		agg:     newAggregator(),
+		agg:     slotmetrics.New(),
 		start:   start,
 		exits:   make(chan exit),
 		msgs:    make(chan procMsg, 256),
@@ -101,7 +104,7 @@ func (s *Supervisor) openOrAdopt(cfg config.Config) (*owner, error) {
 		return s.adopt(hs, cfg)
 	}
 	n := cfg.WorkerCount()
-	if s.listeners, err = openListeners(cfg.Listen, n); err != nil {
+	if s.listeners, err = reuseport.Open(cfg.Listen, n); err != nil {
 		return nil, err
 	}
 	if err := s.ensureTable(cfg); err != nil {
@@ -139,15 +142,15 @@ func (s *Supervisor) startServing(cfg config.Config, ln, mln net.Listener) error
 	var err error
 	if cfg.RateLimit.Store == "redis" {
 		forced := func(name, state string) { s.tell(func(o *owner) { o.forceBreaker(nil, name, state) }) }
-		if s.bridge, err = startBridge(cfg.RateLimit.RedisURL, s.log, s.invalidateLocal, forced); err != nil {
+		if s.bridge, err = bridge.Start(cfg.RateLimit.RedisURL, s.log, s.invalidateLocal, forced); err != nil {
 			return err
 		}
 	}
 	if s.op, err = startOperator(s, cfg, ln, mln); err != nil {
 		return err
 	}
-	s.log.Info("supervisor: started", "pid", os.Getpid(), "workers", len(s.listeners), "listen", s.listeners[0].addr,
-		"socket", s.op.path, "upstream", cfg.Upstream.URL)
+	s.log.Info("supervisor: started", "pid", os.Getpid(), "workers", len(s.listeners), "listen", s.listeners[0].Addr,
+		"socket", s.op.api.Path(), "upstream", cfg.Upstream.URL)
 	return nil
 }
 
@@ -174,13 +177,13 @@ func (s *Supervisor) closeResources() {
 		s.op.close()
 	}
 	if s.bridge != nil {
-		s.bridge.close()
+		s.bridge.Close()
 	}
 	if s.sim != nil {
 		s.sim.close()
 	}
 	for _, ln := range s.listeners {
-		ln.file.Close()
+		ln.File.Close()
 	}
 	if s.table != nil {
 		s.table.Close()

@@ -22,7 +22,10 @@ var ErrUpgradeRefused = errors.New("upgrade refused")
 const checkTimeout = 15 * time.Second
 
 // execDelay is how long the supervisor waits, after the workers run the
-// new binary, for the operator's answer to go out before it re-executes.
+// new binary, for the operator's answer to go out before it re-executes
+// (exec closes the connection it goes out on). The operator socket's
+// handler brings the re-execution forward once it has sent the answer;
+// the delay only serves when that never happens (the client went away).
 const execDelay = 2 * time.Second
 
 // checkPrefix starts the line `amexd check` prints when it would start.
@@ -122,17 +125,12 @@ func (s *Supervisor) upgradeSteps(ctx context.Context) (operator.Upgraded, error
 	type prepared struct {
 		cfg      config.Config
 		gen      int
-		slots    int
-		canary   bool
 		previous []config.Config
 	}
 	pr, ok := ask(s, func(o *owner) prepared {
 		o.gen++
 		o.notify.send("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
-		pr := prepared{cfg: o.cfg, gen: o.gen, slots: len(o.slots), canary: o.cfg.Supervisor.Canary > 0 && len(o.slots) > 1}
-		if pr.canary {
-			o.trialGen = o.gen
-		}
+		pr := prepared{cfg: o.cfg, gen: o.gen}
 		for _, sl := range o.slots {
 			pr.previous = append(pr.previous, sl.cfg)
 		}
@@ -141,32 +139,37 @@ func (s *Supervisor) upgradeSteps(ctx context.Context) (operator.Upgraded, error
 	if !ok {
 		return operator.Upgraded{}, errShuttingDown
 	}
-	defer s.tell(func(o *owner) { o.trialGen = 0 })
 	up := operator.Upgraded{PID: os.Getpid(), Binary: bin, FromVersion: version(), Version: v, Generation: pr.gen}
-	for i := range pr.slots {
-		err := s.replaceSlot(ctx, i, pr.cfg, pr.gen, bin, "upgrade")
-		if err == nil && i == 0 && pr.canary {
-			if err := s.canary(ctx, "upgrade", pr.cfg.Supervisor.Canary, pr.cfg, pr.gen-1); err != nil {
-				s.readyAgain()
-				return up, err
+	pl := plan{what: "upgrade", canary: pr.cfg.Supervisor.Canary, back: step{cfg: pr.cfg, gen: pr.gen - 1, why: reasonRollback}}
+	for i := range pr.previous {
+		pl.steps = append(pl.steps, step{slot: i, cfg: pr.cfg, gen: pr.gen, binary: bin, why: "upgrade"})
+	}
+	if done, err := s.roll(ctx, pl); err != nil {
+		if _, failed := errors.AsType[*stepError](err); failed {
+			if ctx.Err() == nil {
+				s.rollBack(ctx, pr.previous[:done])
 			}
-		}
-		if err == nil {
-			continue
-		}
-		if ctx.Err() == nil {
-			s.rollBack(ctx, pr.previous[:i])
+			err = fmt.Errorf("new worker for %w; rolled back to %s", err, version())
 		}
 		s.readyAgain()
-		return up, fmt.Errorf("new worker for slot %d: %w; rolled back to %s", i, err, version())
+		return up, err
 	}
-	if _, ok := ask(s, func(o *owner) bool {
-		o.execAt, o.execBinary = time.Now().Add(execDelay), bin
-		return true
-	}); !ok {
+	execs, ok := ask(s, func(o *owner) int {
+		o.execAt, o.execBinary, o.execErr = time.Now().Add(execDelay), bin, ""
+		return o.execs + 1
+	})
+	if !ok {
 		return up, errShuttingDown
 	}
+	up.Execs = execs
 	return up, nil
+}
+
+// execNow brings a due re-execution forward to the next tick.
+func (o *owner) execNow() {
+	if !o.execAt.IsZero() {
+		o.execAt = time.Now()
+	}
 }
 
 // rollBack puts the running binary's workers back in the slots an upgrade
@@ -176,11 +179,11 @@ func (s *Supervisor) rollBack(ctx context.Context, previous []config.Config) {
 	if !ok {
 		return
 	}
+	pl := plan{what: "rollback", tolerant: true}
 	for i, cfg := range previous {
-		if err := s.replaceSlot(ctx, i, cfg, gen, "", "rollback"); err != nil {
-			s.log.Error("supervisor: rollback of a slot failed", "slot", i, "err", err)
-		}
+		pl.steps = append(pl.steps, step{slot: i, cfg: cfg, gen: gen, why: "rollback"})
 	}
+	_, _ = s.roll(ctx, pl)
 }
 
 // readyAgain ends the RELOADING=1 an upgrade began, unless shutting down.

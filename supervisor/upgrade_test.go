@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"net"
 	"net/http"
@@ -20,12 +21,17 @@ import (
 	"github.com/amexd/amexd/internal/operator"
 )
 
+// versionVar is the variable the -ldflags of a release build set to the
+// version /status reports.
+const versionVar = "github.com/amexd/amexd/internal/version.Version"
+
 // versions builds amexd as v1 and v2 (the same code, told apart by the
-// version -ldflags set) and amexctl, once per test run.
+// version -ldflags set), v2 again as another file (v2b, stripped) and
+// amexctl, once per test run.
 var versions = struct {
-	once        sync.Once
-	v1, v2, ctl string
-	err         error
+	once             sync.Once
+	v1, v2, v2b, ctl string
+	err              error
 }{}
 
 func upgradeBinaries(t *testing.T) (v1, v2, ctl string) {
@@ -43,8 +49,10 @@ func upgradeBinaries(t *testing.T) (v1, v2, ctl string) {
 			}
 		}
 		versions.v1, versions.v2, versions.ctl = filepath.Join(dir, "amexd-v1"), filepath.Join(dir, "amexd-v2"), filepath.Join(dir, "amexctl")
-		build(versions.v1, "../cmd/amexd", "-ldflags", "-X github.com/amexd/amexd/internal/version.Version=v1")
-		build(versions.v2, "../cmd/amexd", "-ldflags", "-X github.com/amexd/amexd/internal/version.Version=v2")
+		versions.v2b = filepath.Join(dir, "amexd-v2b")
+		build(versions.v1, "../cmd/amexd", "-ldflags", "-X "+versionVar+"=v1")
+		build(versions.v2, "../cmd/amexd", "-ldflags", "-X "+versionVar+"=v2")
+		build(versions.v2b, "../cmd/amexd", "-ldflags", "-s -X "+versionVar+"=v2")
 		build(versions.ctl, "../cmd/amexctl")
 	})
 	if versions.err != nil {
@@ -178,6 +186,61 @@ func exeOf(t *testing.T, pid int) string {
 	return exe
 }
 
+// runsImage reports whether process pid runs the same executable image as
+// the file bin, by content, wherever either lies now.
+func runsImage(t *testing.T, pid int, bin string) bool {
+	t.Helper()
+	sum := func(path string) [sha256.Size]byte {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sha256.Sum256(b)
+	}
+	return sum("/proc/"+strconv.Itoa(pid)+"/exe") == sum(bin)
+}
+
+// sameVersionBinary is v2 built again as another file, reporting the same
+// version (built by upgradeBinaries).
+func sameVersionBinary(t *testing.T) string {
+	t.Helper()
+	upgradeBinaries(t)
+	return versions.v2b
+}
+
+// TestUpgradeAnswersOnceTheNewImageRuns: amexctl upgrade exits 0 only when
+// the supervisor runs the new file too, even when old and new report the
+// same version, so that only the re-execution tells them apart.
+func TestUpgradeAnswersOnceTheNewImageRuns(t *testing.T) {
+	_, v2, ctl := upgradeBinaries(t)
+	v2b := sameVersionBinary(t)
+	k, path := installed(t, v2)
+	d := startDaemon(t, k, 2, nil)
+	for i, bin := range []string{v2b, v2} {
+		install(t, bin, path)
+		code, out := d.amexctl(ctl, "upgrade")
+		if code != 0 {
+			t.Fatalf("amexctl upgrade %d = %d: %s", i+1, code, out)
+		}
+		st := d.status()
+		if !strings.HasPrefix(st.Version, "v2") || st.Execs != i+1 || st.ExecError != "" {
+			t.Errorf("right after upgrade %d: version %q, execs %d, exec error %q; want v2, %d, none", i+1, st.Version, st.Execs, st.ExecError, i+1)
+		}
+		pids := []int{d.cmd.Process.Pid}
+		for _, w := range st.Workers {
+			pids = append(pids, w.PID)
+		}
+		if len(pids) != 3 {
+			t.Errorf("right after upgrade %d: %d workers, want 2", i+1, len(pids)-1)
+		}
+		for _, pid := range pids {
+			if exe := exeOf(t, pid); exe != path || !runsImage(t, pid, bin) {
+				t.Errorf("right after upgrade %d: process %d runs %q, want the file just installed at %s", i+1, pid, exe, path)
+			}
+		}
+	}
+}
+
 // TestUpgradeUnderLoad: amexctl upgrade with v2 installed over v1, under
 // GETs and POSTs on keep-alive and new connections, fails no request;
 // afterwards every process runs v2 from the installed path, the supervisor
@@ -279,7 +342,11 @@ func TestUpgradeRefused(t *testing.T) {
 	if !strings.HasPrefix(st.Version, "v1") || !st.Healthy {
 		t.Errorf("after refused upgrades: version %q, healthy %v; want v1 serving", st.Version, st.Healthy)
 	}
-	for pid := range d.pids() {
+	after := d.pids()
+	if len(after) != 2 {
+		t.Errorf("%d workers after refused upgrades, want 2", len(after))
+	}
+	for pid := range after {
 		if !before[pid] {
 			t.Errorf("a refused upgrade replaced a worker (new pid %d)", pid)
 		}
@@ -304,9 +371,15 @@ func TestUpgradeRollsBack(t *testing.T) {
 	if !strings.HasPrefix(st.Version, "v1") || !st.Healthy {
 		t.Errorf("after the rollback: version %q, healthy %v; want v1 serving", st.Version, st.Healthy)
 	}
+	if len(st.Workers) != 2 {
+		t.Errorf("%d workers after the rollback, want 2", len(st.Workers))
+	}
+	// The failing binary is a script, so a worker from it would run a shell;
+	// the image tells which binary a worker runs, its path does not (v1's is
+	// deleted, replaced by the script).
 	for _, w := range st.Workers {
-		if exe := exeOf(t, w.PID); exe == path {
-			t.Errorf("slot %d runs the failing binary %s", w.Slot, exe)
+		if !runsImage(t, w.PID, v1) {
+			t.Errorf("slot %d (pid %d) runs %s, not the v1 image", w.Slot, w.PID, exeOf(t, w.PID))
 		}
 	}
 	if resp, err := http.Get("http://" + d.addr + "/healthz"); err != nil || resp.StatusCode != http.StatusOK {

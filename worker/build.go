@@ -64,7 +64,7 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 	}
 	w := &Worker{}
 	cacheOpts := []cache.Option{cache.WithStaleOn(servableFromStale)}
-	shared, err := cfg.SharedCache(o.Log)
+	shared, err := cfg.Cache.OpenShared(cfg.RateLimit.RedisURL, o.Log)
 	if err != nil {
 		return nil, fmt.Errorf("build shared cache tier: %w", err)
 	}

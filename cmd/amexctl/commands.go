@@ -193,7 +193,9 @@ func runReload(ctx context.Context, inv *invocation, args []string) int {
 }
 
 // runUpgrade asks for the upgrade and then waits until the supervisor runs
-// the new binary too, so that exit 0 means every process does.
+// the new binary too: the same process reports the answer's count of
+// re-executions and version, so that exit 0 means every process does. A
+// failed re-execution exits 1 with its reason.
 func runUpgrade(ctx context.Context, inv *invocation, args []string) int {
 	if !noArgs(inv, "upgrade", args) {
 		return exitUsage
@@ -206,8 +208,13 @@ func runUpgrade(ctx context.Context, inv *invocation, args []string) int {
 	defer tick.Stop()
 	for {
 		st, err := operator.Call(ctx, inv.client, operator.GetStatus, operator.None{})
-		if err == nil && st.PID == up.PID && st.Version == up.Version && st.Healthy {
-			break
+		switch {
+		case err != nil || st.PID != up.PID:
+		case st.Execs < up.Execs && st.ExecError != "":
+			fmt.Fprintf(inv.stderr, "amexctl: upgrade: the workers run %s, but the supervisor could not re-execute: %s\n", up.Version, st.ExecError)
+			return exitFailed
+		case st.Execs >= up.Execs && st.Version == up.Version && st.Healthy:
+			return upgraded(inv, up)
 		}
 		select {
 		case <-ctx.Done():
@@ -217,6 +224,10 @@ func runUpgrade(ctx context.Context, inv *invocation, args []string) int {
 		case <-tick.C:
 		}
 	}
+}
+
+// upgraded reports an upgrade the new image has taken over.
+func upgraded(inv *invocation, up operator.Upgraded) int {
 	if inv.opts.json {
 		return exitOK
 	}

@@ -20,8 +20,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/amexd/amexd/internal/config"
+	"github.com/amexd/amexd/internal/auth"
 	"github.com/amexd/amexd/internal/operator"
+	"github.com/amexd/amexd/internal/settings"
 )
 
 // Exit statuses.
@@ -184,17 +185,27 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// daemonConfig is the part of amexd's configuration amexctl needs: where
+// the operator socket is (control.socket) and how tokens are checked
+// (auth), under the daemon's keys.
+type daemonConfig struct {
+	Control struct {
+		Socket string `yaml:"socket"`
+	} `yaml:"control"`
+	Auth auth.Config `yaml:"auth"`
+}
+
 // loadConfig reads amexd's configuration the way amexd does (file from
 // -config or AMEXD_CONFIG, then AMEXD_* variables), so that control.socket
-// and auth resolve to the same values the daemon sees.
-func loadConfig(file string, env []string) (config.Config, error) {
-	var args []string
-	if file != "" {
-		args = []string{"-config", file}
+// and auth resolve to the same values the daemon sees. The other sections
+// are the daemon's to check.
+func loadConfig(file string, env []string) (daemonConfig, error) {
+	cfg := daemonConfig{Auth: auth.DefaultConfig()}
+	if _, err := settings.Read(&cfg, file, env, false); err != nil {
+		return daemonConfig{}, fmt.Errorf("read amexd configuration: %w", err)
 	}
-	cfg, _, err := config.Load(args, env, io.Discard)
-	if err != nil {
-		return config.Config{}, fmt.Errorf("read amexd configuration: %w", err)
+	if err := cfg.Auth.Validate(); err != nil {
+		return daemonConfig{}, fmt.Errorf("read amexd configuration: %w", err)
 	}
 	return cfg, nil
 }
@@ -202,16 +213,16 @@ func loadConfig(file string, env []string) (config.Config, error) {
 // defaultSocket is the daemon's default socket path; when no path is
 // configured and nothing exists there, the systemd unit's socket is used if
 // it is there, since a shell lacks the service's RUNTIME_DIRECTORY.
-func defaultSocket(cfg config.Config) string {
+func defaultSocket(cfg daemonConfig) string {
 	return chooseSocket(cfg, func(path string) error { _, err := os.Stat(path); return err })
 }
 
 // chooseSocket is defaultSocket with stat as its seam. A path that cannot
 // be looked at (EACCES on /run/amexd for a user outside control.group) is
 // there as far as amexctl knows: connecting to it then says why.
-func chooseSocket(cfg config.Config, stat func(string) error) string {
+func chooseSocket(cfg daemonConfig, stat func(string) error) string {
 	present := func(path string) bool { return !errors.Is(stat(path), fs.ErrNotExist) }
-	path := operator.SocketPath(cfg)
+	path := operator.SocketPath(cfg.Control.Socket)
 	if cfg.Control.Socket != "" || present(path) {
 		return path
 	}
@@ -224,7 +235,7 @@ func chooseSocket(cfg config.Config, stat func(string) error) string {
 // invocation is what a command runs with.
 type invocation struct {
 	opts   options
-	cfg    config.Config
+	cfg    daemonConfig
 	socket string
 	wait   time.Duration
 	client *operator.Client

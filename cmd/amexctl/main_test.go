@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/amexd/amexd/internal/auth"
-	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/operator"
 )
 
@@ -249,7 +248,7 @@ func TestUnreachable(t *testing.T) {
 
 	forbidden := filepath.Join(dir, "403.sock")
 	serveUnix(t, forbidden, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		http.Error(w, `{"error":"operator socket: permission denied for uid"}`, http.StatusForbidden)
+		operator.Refuse(w, 65534) // the daemon's own answer to a refused peer
 	}))
 
 	silent := filepath.Join(dir, "silent.sock")
@@ -380,11 +379,11 @@ func TestSocketBehindPermissions(t *testing.T) {
 		}
 		return &os.PathError{Op: "stat", Path: path, Err: syscall.ENOENT}
 	}
-	if got := chooseSocket(config.Default(), stat); got != systemdSocket {
+	if got := chooseSocket(daemonConfig{}, stat); got != systemdSocket {
 		t.Errorf("chooseSocket = %q, want %q", got, systemdSocket)
 	}
 	none := func(path string) error { return &os.PathError{Op: "stat", Path: path, Err: syscall.ENOENT} }
-	if got := chooseSocket(config.Default(), none); got == systemdSocket {
+	if got := chooseSocket(daemonConfig{}, none); got == systemdSocket {
 		t.Errorf("chooseSocket with nothing anywhere = %q, want the default path", got)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/amexd/amexd/internal/redisconn"
 )
 
 // The Redis key spaces of the shared tier, apart from those of the other
@@ -71,7 +73,7 @@ return 0`)
 // the cache fetches from the upstream as if there were no shared tier, and
 // leaves Redis alone for a second before trying it again.
 type Shared struct {
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	timeout time.Duration
 	wait    time.Duration
 	log     *slog.Logger
@@ -89,20 +91,32 @@ type Shared struct {
 // of the same key before asking the upstream itself, and is also how long
 // a fill's lock lives. An unreachable Redis is not an error here.
 func NewShared(url string, timeout, wait time.Duration, log *slog.Logger) (*Shared, error) {
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("cache: shared tier: %w", err)
-	}
 	if timeout <= 0 || wait <= 0 {
 		return nil, fmt.Errorf("cache: shared tier: timeout %s and wait %s must be positive", timeout, wait)
+	}
+	// One attempt per call: the caller's fallback is the upstream, not a retry.
+	rdb, err := redisconn.New(redisconn.Config{URL: url, NoRetry: true})
+	if err != nil {
+		return nil, fmt.Errorf("cache: shared tier: %w", err)
 	}
 	if log == nil {
 		log = slog.Default()
 	}
-	opts.ContextTimeoutEnabled = true
-	// One attempt per call: the caller's fallback is the upstream, not a retry.
-	opts.MaxRetries = -1
-	return &Shared{rdb: redis.NewClient(opts), timeout: timeout, wait: wait, log: log}, nil
+	return &Shared{rdb: rdb, timeout: timeout, wait: wait, log: log}, nil
+}
+
+// OpenShared returns the shared tier c configures (shared: redis), on
+// c.RedisURL or else fallbackURL (ratelimit.redis_url), or nil when there
+// is none; the caller closes it.
+func (c Config) OpenShared(fallbackURL string, log *slog.Logger) (*Shared, error) {
+	if c.Shared != SharedRedis {
+		return nil, nil
+	}
+	url := c.RedisURL
+	if url == "" {
+		url = fallbackURL
+	}
+	return NewShared(url, c.RedisTimeout, c.SharedWait, log)
 }
 
 // Close closes the connections to Redis.

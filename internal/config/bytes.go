@@ -64,5 +64,15 @@ func (b *Bytes) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// Set reads a size as ParseBytes does, for the environment and flags.
+func (b *Bytes) Set(s string) error {
+	v, err := ParseBytes(s)
+	if err != nil {
+		return err
+	}
+	*b = v
+	return nil
+}
+
 // MarshalYAML writes b as String does.
 func (b Bytes) MarshalYAML() (any, error) { return b.String(), nil }

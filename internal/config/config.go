@@ -11,7 +11,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"runtime"
 	"slices"
@@ -210,19 +209,6 @@ func (c Config) WorkerCount() int {
 		return c.Workers
 	}
 	return runtime.NumCPU()
-}
-
-// SharedCache returns the shared cache tier's client (cache.shared: redis),
-// or nil when there is none; the caller closes it.
-func (c Config) SharedCache(log *slog.Logger) (*cache.Shared, error) {
-	if c.Cache.Shared != cache.SharedRedis {
-		return nil, nil
-	}
-	url := c.Cache.RedisURL
-	if url == "" {
-		url = c.RateLimit.RedisURL
-	}
-	return cache.NewShared(url, c.Cache.RedisTimeout, c.Cache.SharedWait, log)
 }
 
 // Validate reports every invalid field, each error naming the field's key

@@ -177,8 +177,8 @@ func TestHelpPrintsEveryKeyOnceWithItsDoc(t *testing.T) {
 		t.Fatalf("the usage is printed %d times, want once:\n%s", n, help)
 	}
 	for _, f := range keys() {
-		if n := len(regexp.MustCompile(`(?m)^  -`+regexp.QuoteMeta(f.key)+`( |$)`).FindAllString(help, -1)); n != 1 {
-			t.Errorf("-%s is listed %d times, want once", f.key, n)
+		if n := len(regexp.MustCompile(`(?m)^  -`+regexp.QuoteMeta(f.Key)+`( |$)`).FindAllString(help, -1)); n != 1 {
+			t.Errorf("-%s is listed %d times, want once", f.Key, n)
 		}
 	}
 	// The meaning and the default come from configs/amexd.yaml.
@@ -202,9 +202,9 @@ func TestEveryKeyIsDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range keys() {
-		d, ok := docs[f.key]
+		d, ok := docs[f.Key]
 		if !ok || d.meaning == "" {
-			t.Errorf("%s has no comment in configs/amexd.yaml (its own or its section's)", f.key)
+			t.Errorf("%s has no comment in configs/amexd.yaml (its own or its section's)", f.Key)
 		}
 	}
 }
@@ -217,7 +217,7 @@ func TestReadmeKeysExist(t *testing.T) {
 	}
 	known := map[string]bool{}
 	for _, f := range keys() {
-		known[f.key] = true
+		known[f.Key] = true
 	}
 	row := regexp.MustCompile("(?m)^\\| `([a-z_.]+)`")
 	rows := row.FindAllStringSubmatch(string(readme), -1)

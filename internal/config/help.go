@@ -98,25 +98,25 @@ func printUsage(out io.Writer, fields []field) {
 	}
 	defaults := reflect.ValueOf(Default())
 	for _, f := range fields {
-		d, ok := docs[f.key]
+		d, ok := docs[f.Key]
 		if !ok {
-			d.value = defaultText(defaults.FieldByIndex(f.index))
+			d.value = defaultText(defaults.FieldByIndex(f.Index))
 		}
-		name := "  -" + f.key
-		if f.typ.Kind() != reflect.Bool {
-			name += " " + placeholder(f.typ)
+		name := "  -" + f.Key
+		if f.Type.Kind() != reflect.Bool {
+			name += " " + placeholder(f.Type)
 		}
 		fmt.Fprintf(out, "%s\n    \t", name)
 		if d.meaning != "" {
 			fmt.Fprint(out, d.meaning, " ")
 		}
-		fmt.Fprintf(out, "(default %s; env %s)\n", d.value, f.env())
+		fmt.Fprintf(out, "(default %s; env %s)\n", d.value, f.Env())
 	}
 }
 
 func placeholder(t reflect.Type) string {
 	switch {
-	case t == durationType:
+	case t == reflect.TypeOf(time.Duration(0)):
 		return "duration"
 	case t == bytesType:
 		return "size"

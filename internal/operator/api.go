@@ -98,6 +98,10 @@ type Status struct {
 	StartedAt     time.Time `json:"started_at"`
 	UptimeSeconds float64   `json:"uptime_seconds"`
 	Generation    int       `json:"generation"`
+	// Execs counts the re-executions of this supervisor process (each
+	// upgrade's last step); ExecError is why the last one failed, if it did.
+	Execs     int    `json:"execs"`
+	ExecError string `json:"exec_error,omitempty"`
 	// Listen is the address the slots' sockets are bound to (with the real
 	// port when the configuration asked for port 0).
 	Listen  string `json:"listen"`
@@ -157,13 +161,15 @@ type Reloaded struct {
 
 // Upgraded is the answer of POST /upgrade: every worker runs the new binary
 // (Binary, its version Version) and the supervisor, process PID, is about
-// to re-execute itself with it; GET /status reports Version once it has.
+// to re-execute itself with it; GET /status reports Execs and Version once
+// the new image has taken over, or ExecError if the re-execution failed.
 type Upgraded struct {
 	PID         int    `json:"pid"`
 	Binary      string `json:"binary"`
 	FromVersion string `json:"from_version"`
 	Version     string `json:"version"`
 	Generation  int    `json:"generation"`
+	Execs       int    `json:"execs"`
 	DurationMs  int64  `json:"duration_ms"`
 }
 

@@ -5,17 +5,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-
-	"github.com/amexd/amexd/internal/config"
 )
 
-// SocketPath is the operator socket's path for cfg: cfg.Control.Socket when
-// set, else amexd.sock in $RUNTIME_DIRECTORY (the first one when systemd
+// SocketPath is the operator socket's path: configured (control.socket)
+// when set, else amexd.sock in $RUNTIME_DIRECTORY (the first one when systemd
 // lists several), else $XDG_RUNTIME_DIR/amexd/amexd.sock, else
 // /tmp/amexd-<uid>/amexd.sock.
-func SocketPath(cfg config.Config) string {
-	if cfg.Control.Socket != "" {
-		return cfg.Control.Socket
+func SocketPath(configured string) string {
+	if configured != "" {
+		return configured
 	}
 	if dir, _, _ := strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":"); dir != "" {
 		return filepath.Join(dir, "amexd.sock")

@@ -3,8 +3,6 @@ package operator
 import (
 	"strings"
 	"testing"
-
-	"github.com/amexd/amexd/internal/config"
 )
 
 func TestSocketPath(t *testing.T) {
@@ -19,9 +17,7 @@ func TestSocketPath(t *testing.T) {
 	for _, c := range cases {
 		t.Setenv("RUNTIME_DIRECTORY", c.runtime)
 		t.Setenv("XDG_RUNTIME_DIR", c.xdg)
-		cfg := config.Default()
-		cfg.Control.Socket = c.socket
-		if got := SocketPath(cfg); !strings.Contains(got, c.want) {
+		if got := SocketPath(c.socket); !strings.Contains(got, c.want) {
 			t.Errorf("SocketPath(%+v) = %q, want it to contain %q", c, got, c.want)
 		}
 	}

@@ -1,4 +1,6 @@
-package supervisor
+// Package bridge relays cache invalidations and breaker changes between
+// the supervisors of several machines over a Redis channel they share.
+package bridge
 
 import (
 	"context"
@@ -14,11 +16,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// bridgeChannel is the Redis channel supervisors on different machines
-// share. bridgeTimeout bounds how long a write waits for the other
+// Channel is the Redis channel supervisors on different machines share.
+// bridgeTimeout bounds how long a write waits for the other
 // machines to confirm its invalidation.
 const (
-	bridgeChannel = "amexd:cluster"
+	Channel       = "amexd:cluster"
 	bridgeTimeout = 500 * time.Millisecond
 )
 
@@ -35,10 +37,10 @@ type bridgeMessage struct {
 	State  string   `json:"state,omitempty"`
 }
 
-// bridge relays cache invalidations and breaker changes between this
+// Bridge relays cache invalidations and breaker changes between this
 // supervisor and those on other machines sharing the Redis server, so that
 // read-your-writes and breaker propagation hold across machines.
-type bridge struct {
+type Bridge struct {
 	rdb    *redis.Client
 	sub    *redis.PubSub
 	origin string
@@ -55,17 +57,18 @@ type bridge struct {
 	lastFailure atomic.Int64
 }
 
-// startBridge subscribes to the cluster channel. Redis may be down at
+// Start subscribes to the cluster channel; invalidate and force apply what
+// other machines send to this machine's workers. Redis may be down at
 // start; go-redis keeps reconnecting, and writes meanwhile are only
 // invalidated on this machine.
-func startBridge(redisURL string, log *slog.Logger, invalidate func(context.Context, []string), force func(name, state string)) (*bridge, error) {
+func Start(redisURL string, log *slog.Logger, invalidate func(context.Context, []string), force func(name, state string)) (*Bridge, error) {
 	opts, err := redis.ParseURL(redisURL)
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit.redis_url: %w", err)
 	}
 	var id [8]byte
 	_, _ = rand.Read(id[:])
-	b := &bridge{
+	b := &Bridge{
 		rdb:             redis.NewClient(opts),
 		origin:          hex.EncodeToString(id[:]),
 		log:             log,
@@ -74,19 +77,20 @@ func startBridge(redisURL string, log *slog.Logger, invalidate func(context.Cont
 		waiting:         map[uint64]chan struct{}{},
 		done:            make(chan struct{}),
 	}
-	b.sub = b.rdb.Subscribe(context.Background(), bridgeChannel)
+	b.sub = b.rdb.Subscribe(context.Background(), Channel)
 	go b.receive()
-	log.Info("supervisor: cluster bridge on Redis", "channel", bridgeChannel, "origin", b.origin)
+	log.Info("supervisor: cluster bridge on Redis", "channel", Channel, "origin", b.origin)
 	return b, nil
 }
 
-func (b *bridge) close() {
+// Close unsubscribes and closes the Redis client.
+func (b *Bridge) Close() {
 	_ = b.sub.Close()
 	<-b.done
 	_ = b.rdb.Close()
 }
 
-func (b *bridge) receive() {
+func (b *Bridge) receive() {
 	defer close(b.done)
 	for msg := range b.sub.Channel() {
 		var m bridgeMessage
@@ -117,10 +121,10 @@ func (b *bridge) receive() {
 }
 
 // publish sends m and returns how many other supervisors received it.
-func (b *bridge) publish(ctx context.Context, m bridgeMessage) int {
+func (b *Bridge) publish(ctx context.Context, m bridgeMessage) int {
 	m.Origin = b.origin
 	payload, _ := json.Marshal(m)
-	n, err := b.rdb.Publish(ctx, bridgeChannel, payload).Result()
+	n, err := b.rdb.Publish(ctx, Channel, payload).Result()
 	if err != nil {
 		b.failed(err)
 		return 0
@@ -129,7 +133,7 @@ func (b *bridge) publish(ctx context.Context, m bridgeMessage) int {
 }
 
 // failed logs a Redis failure at most once every ten seconds.
-func (b *bridge) failed(err error) {
+func (b *Bridge) failed(err error) {
 	now := time.Now().UnixNano()
 	last := b.lastFailure.Load()
 	if now-last > int64(10*time.Second) && b.lastFailure.CompareAndSwap(last, now) {
@@ -137,9 +141,9 @@ func (b *bridge) failed(err error) {
 	}
 }
 
-// invalidate publishes keys and waits until every other supervisor that
+// Invalidate publishes keys and waits until every other supervisor that
 // received them confirms its workers dropped them, or until ctx ends.
-func (b *bridge) invalidate(ctx context.Context, keys []string) error {
+func (b *Bridge) Invalidate(ctx context.Context, keys []string) error {
 	id := b.nextID.Add(1)
 	acks := make(chan struct{}, 64)
 	b.mu.Lock()
@@ -162,8 +166,8 @@ func (b *bridge) invalidate(ctx context.Context, keys []string) error {
 	return nil
 }
 
-// breaker tells the other machines a breaker changed state.
-func (b *bridge) breaker(name, state string) {
+// Breaker tells the other machines a breaker changed state.
+func (b *Bridge) Breaker(name, state string) {
 	ctx, cancel := context.WithTimeout(context.Background(), bridgeTimeout)
 	defer cancel()
 	b.publish(ctx, bridgeMessage{Type: "breaker", Name: name, State: state})

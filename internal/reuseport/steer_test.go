@@ -1,4 +1,4 @@
-package supervisor
+package reuseport
 
 import (
 	"net"
@@ -8,21 +8,21 @@ import (
 // Steered to the first two sockets, a group of three leaves the third one's
 // queue empty however many connections arrive; unsteered, it gets its share.
 func TestSteerLeavesTheLastSocketAlone(t *testing.T) {
-	lns, err := openListeners("127.0.0.1:0", 3)
+	lns, err := Open("127.0.0.1:0", 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
 		for _, l := range lns {
-			l.file.Close()
+			l.File.Close()
 		}
 	}()
-	if err := steerTo(lns[0].file, 2); err != nil {
+	if err := SteerTo(lns[0].File, 2); err != nil {
 		t.Fatal(err)
 	}
 	dial := func(n int) {
 		for range n {
-			c, err := net.Dial("tcp", lns[0].addr)
+			c, err := net.Dial("tcp", lns[0].Addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -31,7 +31,7 @@ func TestSteerLeavesTheLastSocketAlone(t *testing.T) {
 	}
 	dial(60)
 	depth := func(i int) uint32 {
-		d, _, err := lns[i].queue()
+		d, _, err := lns[i].Queue()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,7 +43,7 @@ func TestSteerLeavesTheLastSocketAlone(t *testing.T) {
 	if d := depth(0) + depth(1); d != 60 {
 		t.Errorf("the other sockets queued %d connections, want 60", d)
 	}
-	if err := unsteer(lns[0].file); err != nil {
+	if err := Unsteer(lns[0].File); err != nil {
 		t.Fatal(err)
 	}
 	dial(60)

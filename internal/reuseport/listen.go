@@ -1,4 +1,8 @@
-package supervisor
+// Package reuseport opens the listening sockets amexd's workers share:
+// one SO_REUSEPORT socket per worker slot (or systemd's sockets under
+// socket activation), and steers a group's new connections away from the
+// sockets about to close.
+package reuseport
 
 import (
 	"context"
@@ -12,24 +16,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// listener is one slot's listening socket, held open by the supervisor for
+// Listener is one slot's listening socket, held open by the supervisor for
 // its whole life so that a replacement worker inherits the same queue.
-type listener struct {
-	file *os.File
-	addr string
-	// systemd is every socket systemd passed, under socket activation.
-	systemd []*os.File
+type Listener struct {
+	File *os.File
+	// Addr is the address the socket is bound to, port resolved.
+	Addr string
+	// Systemd is every socket systemd passed, under socket activation.
+	Systemd []*os.File
 }
 
-// openListeners returns n listening sockets: systemd's when it passed some
+// Open returns n listening sockets: systemd's when it passed some
 // (slot i gets socket i modulo their number), else n SO_REUSEPORT sockets
 // bound to addr. With port 0 the first socket's port is reused by the rest.
-func openListeners(addr string, n int) ([]*listener, error) {
+func Open(addr string, n int) ([]*Listener, error) {
 	if files := activation.Files(true); len(files) > 0 {
-		out := make([]*listener, n)
+		out := make([]*Listener, n)
 		for i := range n {
 			f := files[i%len(files)]
-			out[i] = &listener{file: f, addr: socketName(f), systemd: files}
+			out[i] = &Listener{File: f, Addr: SocketName(f), Systemd: files}
 		}
 		return out, nil
 	}
@@ -46,12 +51,12 @@ func openListeners(addr string, n int) ([]*listener, error) {
 		return serr
 	}}
 	lc.SetMultipathTCP(false)
-	out := make([]*listener, 0, n)
+	out := make([]*Listener, 0, n)
 	for i := range n {
 		ln, err := lc.Listen(context.Background(), "tcp", addr)
 		if err != nil {
 			for _, l := range out {
-				l.file.Close()
+				l.File.Close()
 			}
 			return nil, fmt.Errorf("listen on %s for slot %d: %w", addr, i, err)
 		}
@@ -64,7 +69,7 @@ func openListeners(addr string, n int) ([]*listener, error) {
 		if err != nil {
 			return nil, fmt.Errorf("listener file for slot %d: %w", i, err)
 		}
-		out = append(out, &listener{file: f, addr: addr})
+		out = append(out, &Listener{File: f, Addr: addr})
 	}
 	return out, nil
 }
@@ -77,11 +82,11 @@ func openListeners(addr string, n int) ([]*listener, error) {
 func socketFile(ln *net.TCPListener) (*os.File, error) {
 	rc, err := ln.SyscallConn()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("listener descriptor: %w", err)
 	}
 	dup, derr := -1, error(nil)
 	if err := rc.Control(func(fd uintptr) { dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("listener descriptor: %w", err)
 	}
 	if derr != nil {
 		return nil, fmt.Errorf("dup listener: %w", derr)
@@ -89,7 +94,9 @@ func socketFile(ln *net.TCPListener) (*os.File, error) {
 	return os.NewFile(uintptr(dup), "listener"), nil
 }
 
-func socketName(f *os.File) string {
+// SocketName is the address f's socket is bound to, or f's name when it
+// has none that is IPv4 or IPv6.
+func SocketName(f *os.File) string {
 	var name string
 	if rc, err := f.SyscallConn(); err == nil {
 		_ = rc.Control(func(fd uintptr) {
@@ -109,20 +116,20 @@ func socketName(f *os.File) string {
 	return name
 }
 
-// queue reports a listening socket's accept queue: connections waiting to
+// Queue reports a listening socket's accept queue: connections waiting to
 // be accepted, and the queue's limit (the listen backlog). For a socket in
 // LISTEN state Linux reports these in tcpi_unacked and tcpi_sacked.
-func (l *listener) queue() (depth, backlog uint32, err error) {
-	rc, err := l.file.SyscallConn()
+func (l *Listener) Queue() (depth, backlog uint32, err error) {
+	rc, err := l.File.SyscallConn()
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, fmt.Errorf("accept queue: %w", err)
 	}
 	var info *unix.TCPInfo
 	var gerr error
 	if err := rc.Control(func(fd uintptr) {
 		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
 	}); err != nil {
-		return 0, 0, err
+		return 0, 0, fmt.Errorf("accept queue: %w", err)
 	}
 	if gerr != nil {
 		return 0, 0, fmt.Errorf("TCP_INFO: %w", gerr)

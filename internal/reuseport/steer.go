@@ -1,4 +1,4 @@
-package supervisor
+package reuseport
 
 import (
 	"fmt"
@@ -9,24 +9,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// migrateReqPath is the sysctl that makes Linux (5.14 and later) move the
+// MigrateReqPath is the sysctl that makes Linux (5.14 and later) move the
 // connections queued on a closing SO_REUSEPORT socket to another socket
 // of its group instead of resetting them.
-const migrateReqPath = "/proc/sys/net/ipv4/tcp_migrate_req"
+const MigrateReqPath = "/proc/sys/net/ipv4/tcp_migrate_req"
 
-// kernelMigrates reports whether net.ipv4.tcp_migrate_req is on.
-func kernelMigrates() bool {
-	b, err := os.ReadFile(migrateReqPath)
+// KernelMigrates reports whether net.ipv4.tcp_migrate_req is on.
+func KernelMigrates() bool {
+	b, err := os.ReadFile(MigrateReqPath)
 	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
 
-// steerTo makes the kernel hand every new connection of f's SO_REUSEPORT
+// SteerTo makes the kernel hand every new connection of f's SO_REUSEPORT
 // group to one of the group's first n sockets, at random: a socket past
 // them receives none, so it can be emptied and closed without resetting a
 // connection. The sockets are in the order they started listening, and a
 // closed one is replaced by the last, so closing the highest slots first
 // keeps slot i at index i.
-func steerTo(f *os.File, n int) error {
+func SteerTo(f *os.File, n int) error {
 	prog, err := bpf.Assemble([]bpf.Instruction{
 		bpf.LoadExtension{Num: bpf.ExtRand},
 		bpf.ALUOpConstant{Op: bpf.ALUOpMod, Val: uint32(n)},
@@ -45,8 +45,8 @@ func steerTo(f *os.File, n int) error {
 	})
 }
 
-// unsteer returns f's group to the kernel's hashing over all its sockets.
-func unsteer(f *os.File) error {
+// Unsteer returns f's group to the kernel's hashing over all its sockets.
+func Unsteer(f *os.File) error {
 	return onSocket(f, "stop steering connections", func(fd int) error {
 		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF, 0)
 	})
