@@ -33,7 +33,12 @@ COPY --from=build /out/amexd /out/amexctl /usr/local/bin/
 # The operator socket defaults to /tmp/amexd-65532/amexd.sock for the
 # nonroot user; amexctl, run by `docker exec` as the same user, finds it.
 USER nonroot:nonroot
+# The production configuration is written for a VM: its access log goes to
+# the service's LogsDirectory and its operator socket to the service's
+# group, neither of which an image has. Here access lines go to stderr and
+# the socket stays the nonroot user's.
 ENV AMEXD_LOG_ACCESS_FILE=""
+ENV AMEXD_CONTROL_GROUP=""
 EXPOSE 3000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s \
   CMD ["/usr/local/bin/amexctl", "health"]
