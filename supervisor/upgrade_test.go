@@ -250,7 +250,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	k, path := installed(t, v1)
 	// The upstream runs outside the supervisor: the embedded simulator lives
 	// in the supervisor's process, so calls in flight to it when the
-	// supervisor re-executes fail (see the README), which is not the
+	// supervisor re-executes fail (see docs/service.md), which is not the
 	// upgrade of a real deployment.
 	simCfg := eventapi.DefaultSimConfig()
 	simCfg.AddFail, simCfg.ListErrorRate = 0, 0

@@ -27,7 +27,7 @@ var (
 // for c repeated N times and a request may carry (Header: value).
 func readBadInputs(t *testing.T) []badInput {
 	t.Helper()
-	f, err := os.Open("../README.md")
+	f, err := os.Open("../docs/api.md")
 	if err != nil {
 		t.Fatal(err)
 	}

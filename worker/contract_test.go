@@ -418,7 +418,7 @@ func TestContractUnderFailure(t *testing.T) {
 	})
 }
 
-// TestContractBadInputs sends the README's bad inputs: each answer must be
+// TestContractBadInputs sends the bad inputs of docs/api.md: each answer must be
 // one the document declares, in the shape it declares.
 func TestContractBadInputs(t *testing.T) {
 	e := newEnv(t, testConfig())

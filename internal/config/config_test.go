@@ -211,7 +211,7 @@ func TestEveryKeyIsDocumented(t *testing.T) {
 
 // TestReadmeKeysExist keeps the README's key table to keys that exist.
 func TestReadmeKeysExist(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}

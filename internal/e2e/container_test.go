@@ -59,7 +59,7 @@ func dockerfileEnv(t *testing.T) []string {
 	return env
 }
 
-// The README's container example without a container engine: the shipped
+// The container example of docs/service.md without a container engine: the shipped
 // production.yaml and a JWT secret, both mode 0644 as mounted, the image's
 // environment, uid and gid 65532, no /var/log/amexd. It must start and
 // answer POST /events with a token; without the image's environment it is
