@@ -60,7 +60,7 @@ head -3 /tmp/alice.out
 
 sec "edit the conffile: an upstream outside amexd, a rate limit above the load"
 # The embedded simulator lives in the supervisor, whose re-exec cuts the calls
-# in flight to it (README, "Upgrading the binary"); a real upstream does not.
+# in flight to it (docs/service.md, "Upgrading the binary"); a real upstream does not.
 systemd-run -q --unit=eventapi /root/pkg/eventapi -listen 127.0.0.1:4000 -add-fail 0 -list-error-rate 0 -event-delay 5ms
 printf 'upstream:\n  url: http://127.0.0.1:4000   # edited by package-test\n' >>$conf
 sed -i -E 's|^  rate: 100-M|  rate: 1000000-M|' $conf
