@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/simulator"
 )
 
 // lockedBuffer is a bytes.Buffer safe for the access log's flusher.
@@ -29,7 +29,7 @@ func TestAccessLogLineCarriesTheAnswer(t *testing.T) {
 	cfg := testConfig()
 	cfg.Log.Access = true
 	cfg.Log.Format = "json"
-	sim, err := eventapi.NewSimulator(cfg.Simulator)
+	sim, err := simulator.NewSimulator(cfg.Simulator)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,11 +11,12 @@ import (
 
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/simulator"
 )
 
 // env is a worker application in front of a simulator, both on loopback.
 type env struct {
-	sim  *eventapi.Simulator
+	sim  *simulator.Simulator
 	app  *Worker
 	srv  *httptest.Server
 	cfg  config.Config
@@ -46,7 +47,7 @@ func newEnv(t testing.TB, cfg config.Config) *env {
 // newEnvWith is newEnv with the worker's options, such as its logger.
 func newEnvWith(t testing.TB, cfg config.Config, o Options) *env {
 	t.Helper()
-	sim, err := eventapi.NewSimulator(cfg.Simulator)
+	sim, err := simulator.NewSimulator(cfg.Simulator)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,8 +17,8 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
-	"github.com/amexd/amexd/internal/eventapi"
 	"github.com/amexd/amexd/internal/idempotency"
+	"github.com/amexd/amexd/internal/simulator"
 )
 
 // contract checks exchanges with a worker against the OpenAPI document and
@@ -353,11 +353,11 @@ func TestContractUnderFailure(t *testing.T) {
 		e := newEnv(t, cfg)
 		ct := loadContract(t, nil)
 		// Fill the cache before the upstream lists start failing.
-		if err := e.sim.Update(func(c *eventapi.SimConfig) { c.ListErrorRate = 0 }); err != nil {
+		if err := e.sim.Update(func(c *simulator.SimConfig) { c.ListErrorRate = 0 }); err != nil {
 			t.Fatal(err)
 		}
 		ct.run(t, e, []contractCase{{"users while healthy", "GET", "/users", "", nil, true, 200}})
-		if err := e.sim.Update(func(c *eventapi.SimConfig) { c.ListErrorRate = 1 }); err != nil {
+		if err := e.sim.Update(func(c *simulator.SimConfig) { c.ListErrorRate = 1 }); err != nil {
 			t.Fatal(err)
 		}
 		failing := contractCase{"create while addEvent fails", "POST", "/events", `{"name":"x","userId":1}`, anyBearer, true, 503}

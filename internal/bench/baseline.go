@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/simulator"
 )
 
 // Baseline is a minimal net/http server on 127.0.0.1 that answers every
@@ -91,9 +92,9 @@ func Fetch(ctx context.Context, client *http.Client, url string) ([]byte, http.H
 // at start, as JSON: the bytes the baseline serves when no target is up to
 // provide amexd's own.
 func SimulatedEvents() ([]byte, http.Header, error) {
-	cfg := eventapi.DefaultSimConfig()
+	cfg := simulator.DefaultSimConfig()
 	cfg.ListErrorRate = 0
-	sim, err := eventapi.NewSimulator(cfg)
+	sim, err := simulator.NewSimulator(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("simulated events: %w", err)
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/amexd/amexd/internal/eventapi"
 	"github.com/amexd/amexd/internal/operator"
+	"github.com/amexd/amexd/internal/simulator"
 )
 
 // Fault names one fault the chaos runner injects under load.
@@ -69,8 +70,8 @@ const (
 // ChaosSimConfig returns the simulator knobs a chaos run starts from:
 // getEventById answers after 20 ms, addEvent never fails and no list call
 // is dropped, so that the injected fault is the only one in play.
-func ChaosSimConfig() eventapi.SimConfig {
-	cfg := eventapi.DefaultSimConfig()
+func ChaosSimConfig() simulator.SimConfig {
+	cfg := simulator.DefaultSimConfig()
 	cfg.EventDelay = 20 * time.Millisecond
 	cfg.AddFail = 0
 	cfg.ListErrorRate = 0
@@ -396,10 +397,10 @@ func inject(ctx context.Context, fault Fault, cfg ChaosConfig, op *operator.Clie
 			rep.Timeline.Mark("cache purged")
 			return nil
 		}
-		return hold(ctx, cfg, up.Sim, rep.Timeline, "upstream slow", injections, func(c *eventapi.SimConfig) { c.EventDelay = cfg.SlowDelay }, purge)
+		return hold(ctx, cfg, up.Sim, rep.Timeline, "upstream slow", injections, func(c *simulator.SimConfig) { c.EventDelay = cfg.SlowDelay }, purge)
 	default: // FaultAddEventCycle, the list being checked by RunFault
-		return hold(ctx, cfg, up.Sim, rep.Timeline, "addEvent failure cycle", injections, func(c *eventapi.SimConfig) {
-			orig := eventapi.DefaultSimConfig()
+		return hold(ctx, cfg, up.Sim, rep.Timeline, "addEvent failure cycle", injections, func(c *simulator.SimConfig) {
+			orig := simulator.DefaultSimConfig()
 			c.AddOK, c.AddFail = orig.AddOK, orig.AddFail
 		}, nil)
 	}
@@ -426,8 +427,8 @@ func repeat(ctx context.Context, cfg ChaosConfig, injections *atomic.Int64, once
 // hold changes the simulator's knobs with edit for cfg.Duration, then puts
 // them back as they were, marking both moments on tl as what and its end.
 // then, when set, runs once the knobs are changed.
-func hold(ctx context.Context, cfg ChaosConfig, sim *eventapi.Simulator, tl *Timeline, what string,
-	injections *atomic.Int64, edit func(*eventapi.SimConfig), then func() error) (time.Time, error) {
+func hold(ctx context.Context, cfg ChaosConfig, sim *simulator.Simulator, tl *Timeline, what string,
+	injections *atomic.Int64, edit func(*simulator.SimConfig), then func() error) (time.Time, error) {
 	saved := sim.Config()
 	tl.Mark(what)
 	if err := sim.Update(edit); err != nil {
@@ -435,12 +436,12 @@ func hold(ctx context.Context, cfg ChaosConfig, sim *eventapi.Simulator, tl *Tim
 	}
 	if then != nil {
 		if err := then(); err != nil {
-			return time.Time{}, errors.Join(fmt.Errorf("inject: %w", err), sim.Update(func(c *eventapi.SimConfig) { *c = saved }))
+			return time.Time{}, errors.Join(fmt.Errorf("inject: %w", err), sim.Update(func(c *simulator.SimConfig) { *c = saved }))
 		}
 	}
 	injections.Add(1)
 	held := sleepCtx(ctx, cfg.Duration)
-	if err := sim.Update(func(c *eventapi.SimConfig) { *c = saved }); err != nil {
+	if err := sim.Update(func(c *simulator.SimConfig) { *c = saved }); err != nil {
 		return time.Time{}, errors.Join(held, fmt.Errorf("restore: %w", err))
 	}
 	tl.Mark(what + " over")
@@ -713,7 +714,7 @@ func (t *tracker) createdIDs() []string {
 // as itself and in its user's list, and looks it up in sim. A read
 // answered 503 or 504 is repeated until timeout: the check is about data,
 // and a breaker still half-open after the fault is not a data loss.
-func checkData(ctx context.Context, base string, sim *eventapi.Simulator, ids []string, reps int, timeout time.Duration) DataCheck {
+func checkData(ctx context.Context, base string, sim *simulator.Simulator, ids []string, reps int, timeout time.Duration) DataCheck {
 	dc := DataCheck{Created: len(ids)}
 	byUser := make(map[int][]string)
 	for _, id := range ids {
@@ -808,7 +809,7 @@ func fetchAny(ctx context.Context, client *http.Client, url string) (int, string
 
 // upstreamEvent looks id up in the simulator through its handler, so the
 // check does not depend on the upstream's listener.
-func upstreamEvent(sim *eventapi.Simulator, id string) (eventapi.Event, bool) {
+func upstreamEvent(sim *simulator.Simulator, id string) (eventapi.Event, bool) {
 	rec := httptest.NewRecorder()
 	sim.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, eventapi.PathEventByID+url.PathEscape(id), nil))
 	var ev eventapi.Event

@@ -16,6 +16,7 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/simulator"
 )
 
 func TestUpstreamRestartsOnTheSamePort(t *testing.T) {
@@ -147,7 +148,7 @@ func TestTrackerRecovery(t *testing.T) {
 // one missing from its user's list and one the upstream never got are each
 // reported; a 503 is retried.
 func TestCheckData(t *testing.T) {
-	sim, err := eventapi.NewSimulator(ChaosSimConfig())
+	sim, err := simulator.NewSimulator(ChaosSimConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/simulator"
 )
 
 // Upstream is an Event API simulator served on a fixed 127.0.0.1 port
@@ -16,7 +16,7 @@ import (
 // that goes away and comes back. Its state lives in Sim and survives a stop.
 type Upstream struct {
 	// Sim is the simulator behind the server; change its knobs with Update.
-	Sim  *eventapi.Simulator
+	Sim  *simulator.Simulator
 	addr string
 
 	mu     sync.Mutex
@@ -25,8 +25,8 @@ type Upstream struct {
 }
 
 // StartUpstream starts a simulator with cfg on a free 127.0.0.1 port.
-func StartUpstream(cfg eventapi.SimConfig) (*Upstream, error) {
-	sim, err := eventapi.NewSimulator(cfg)
+func StartUpstream(cfg simulator.SimConfig) (*Upstream, error) {
+	sim, err := simulator.NewSimulator(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start upstream: %w", err)
 	}

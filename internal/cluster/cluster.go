@@ -32,7 +32,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/simulator"
 )
 
 // ErrUnavailable reports a machine that cannot run a cluster: not root, or a
@@ -53,7 +53,7 @@ type Options struct {
 	// Args are extra amexd flags for every host; they come last.
 	Args []string
 	// Simulator configures the one upstream the hosts share.
-	Simulator eventapi.SimConfig
+	Simulator simulator.SimConfig
 	// Log receives progress lines; nil discards them.
 	Log *slog.Logger
 }
@@ -71,7 +71,7 @@ type Cluster struct {
 	// RedisAddr is the Redis host:port the hosts share.
 	RedisAddr string
 	// Upstream is the simulator the hosts call; UpstreamURL its URL.
-	Upstream    *eventapi.Simulator
+	Upstream    *simulator.Simulator
 	UpstreamURL string
 	Hosts       []*Host
 
@@ -339,7 +339,7 @@ func (c *Cluster) makeHosts(context.Context) error {
 }
 
 func (c *Cluster) startSimulator(context.Context) error {
-	sim, err := eventapi.NewSimulator(c.opts.Simulator)
+	sim, err := simulator.NewSimulator(c.opts.Simulator)
 	if err != nil {
 		return err
 	}

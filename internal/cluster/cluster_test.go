@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/simulator"
 )
 
 // binary is the amexd built once for the run. It is built without the race
@@ -48,8 +49,8 @@ func TestMain(m *testing.M) {
 // simConfig is the simulator of these tests: no random list failures (they
 // would make counts of answers depend on luck), addEvent always succeeding,
 // getEventById slow enough that concurrent misses overlap.
-func simConfig() eventapi.SimConfig {
-	cfg := eventapi.DefaultSimConfig()
+func simConfig() simulator.SimConfig {
+	cfg := simulator.DefaultSimConfig()
 	cfg.ListErrorRate = 0
 	cfg.AddFail = 0
 	cfg.EventDelay = 200 * time.Millisecond
@@ -64,7 +65,7 @@ var baseArgs = []string{"-workers", "2", "-ratelimit.redis_timeout", "2s", "-cac
 // start builds a cluster of n hosts, each with args, and tears it down when
 // the test ends, showing the hosts' logs if it failed. Where the machine
 // cannot run one the test skips, except in CI (CI=true), where it fails.
-func start(t *testing.T, n int, sim eventapi.SimConfig, args ...string) *Cluster {
+func start(t *testing.T, n int, sim simulator.SimConfig, args ...string) *Cluster {
 	t.Helper()
 	if err := Check(); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -214,10 +215,10 @@ func hostURLs(c *Cluster) []string {
 }
 
 // simStats reads the simulator's counters over HTTP, as an operator would.
-func simStats(t *testing.T, c *Cluster) eventapi.Stats {
+func simStats(t *testing.T, c *Cluster) simulator.Stats {
 	t.Helper()
-	_, body := get(t, client(), c.UpstreamURL+eventapi.PathStats)
-	var st eventapi.Stats
+	_, body := get(t, client(), c.UpstreamURL+simulator.PathStats)
+	var st simulator.Stats
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
 		t.Fatalf("simulator stats %q: %v", body, err)
 	}

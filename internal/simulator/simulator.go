@@ -1,4 +1,8 @@
-package eventapi
+// Package simulator is an in-memory Event API (internal/eventapi) that
+// reproduces the original mock's records, latency and failure modes, with
+// every knob configurable: cmd/eventapi serves it alone and the supervisor
+// embeds it when no upstream URL is set.
+package simulator
 
 import (
 	"bytes"
@@ -13,10 +17,13 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/amexd/amexd/internal/eventapi"
 )
 
 // Paths the simulator serves besides the Event API's own.
 const (
+	PathStats       = "/stats"
 	PathStatsReset  = "/stats/reset"
 	PathAdminConfig = "/admin/config"
 )
@@ -71,7 +78,7 @@ type Simulator struct {
 	// data guards users and events; readers only take it for reading.
 	data     sync.RWMutex
 	userKeys []string // in key order, as the original lists them
-	users    map[string]*User
+	users    map[string]*eventapi.User
 	events   []storedEvent  // in creation order
 	byKey    map[string]int // event key -> index in events
 
@@ -93,11 +100,11 @@ func NewSimulator(cfg SimConfig) (*Simulator, error) {
 	s := &Simulator{
 		cfg:   cfg,
 		rng:   newRand(cfg.Seed),
-		users: make(map[string]*User),
+		users: make(map[string]*eventapi.User),
 		byKey: make(map[string]int),
 	}
 	for _, u := range seedUsers {
-		var rec User
+		var rec eventapi.User
 		if err := json.Unmarshal([]byte(u.record), &rec); err != nil {
 			return nil, fmt.Errorf("eventapi: seed user %s: %w", u.key, err)
 		}
@@ -186,11 +193,11 @@ func (s *Simulator) routes() *http.ServeMux {
 		method, path string
 		handler      http.HandlerFunc
 	}{
-		{http.MethodGet, PathUsers, s.getUsers},
-		{http.MethodGet, PathUserByID + "{id}", s.getUserByID},
-		{http.MethodGet, PathEvents, s.getEvents},
-		{http.MethodGet, PathEventByID + "{id}", s.getEventByID},
-		{http.MethodPost, PathAddEvent, s.addEvent},
+		{http.MethodGet, eventapi.PathUsers, s.getUsers},
+		{http.MethodGet, eventapi.PathUserByID + "{id}", s.getUserByID},
+		{http.MethodGet, eventapi.PathEvents, s.getEvents},
+		{http.MethodGet, eventapi.PathEventByID + "{id}", s.getEventByID},
+		{http.MethodPost, eventapi.PathAddEvent, s.addEvent},
 		{http.MethodGet, PathStats, s.getStats},
 		{http.MethodPost, PathStatsReset, s.resetStats},
 		{http.MethodGet, PathAdminConfig, s.getConfig},
@@ -224,7 +231,7 @@ func (s *Simulator) getUsers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.data.RLock()
-	list := make([]*User, len(s.userKeys))
+	list := make([]*eventapi.User, len(s.userKeys))
 	for i, k := range s.userKeys {
 		list[i] = s.users[k]
 	}
@@ -305,7 +312,7 @@ func (s *Simulator) addEvent(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusServiceUnavailable, "request cancelled while waiting: %v", context.Cause(r.Context()))
 			return
 		}
-		writeJSON(w, http.StatusServiceUnavailable, Outcome{
+		writeJSON(w, http.StatusServiceUnavailable, eventapi.Outcome{
 			Error:   "Service temporarily unavailable",
 			Message: "Event API is experiencing high load",
 		})
@@ -330,11 +337,11 @@ func (s *Simulator) addEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "invalid event body: %v", err)
 		return
 	}
-	key, ok := KeyOf(body["id"])
+	key, ok := eventapi.KeyOf(body["id"])
 	if !ok {
 		key = "undefined" // as the original's store names a missing id
 	}
-	userKey, ok := KeyOf(body["userId"])
+	userKey, ok := eventapi.KeyOf(body["userId"])
 	if !ok {
 		userKey = "undefined"
 	}
@@ -359,7 +366,7 @@ func (s *Simulator) addEvent(w http.ResponseWriter, r *http.Request) {
 	default:
 		s.counter.created.Add(1)
 	}
-	writeJSON(w, http.StatusOK, Outcome{Success: true})
+	writeJSON(w, http.StatusOK, eventapi.Outcome{Success: true})
 }
 
 // store puts record under key, replacing an event stored there, and
@@ -476,7 +483,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func writeBody(w http.ResponseWriter, status int, body []byte, err error) {
 	if err != nil {
 		status = http.StatusInternalServerError
-		body, _ = json.Marshal(Error{Error: "encode response: " + err.Error()})
+		body, _ = json.Marshal(eventapi.Error{Error: "encode response: " + err.Error()})
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -491,5 +498,5 @@ func writeEmpty(w http.ResponseWriter) {
 }
 
 func writeError(w http.ResponseWriter, status int, format string, args ...any) {
-	writeJSON(w, status, Error{Error: fmt.Sprintf(format, args...)})
+	writeJSON(w, status, eventapi.Error{Error: fmt.Sprintf(format, args...)})
 }

@@ -1,4 +1,4 @@
-package eventapi
+package simulator
 
 import (
 	"strings"

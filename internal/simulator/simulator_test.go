@@ -1,4 +1,4 @@
-package eventapi
+package simulator
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/amexd/amexd/internal/eventapi"
 )
 
 // quietConfig is a configuration without delays or faults, seeded, so each
@@ -50,22 +52,22 @@ func decode[T any](t testing.TB, body []byte) T {
 	return v
 }
 
-func users(t testing.TB, s *Simulator) []User {
+func users(t testing.TB, s *Simulator) []eventapi.User {
 	t.Helper()
-	rec := do(t, s, http.MethodGet, PathUsers, "")
+	rec := do(t, s, http.MethodGet, eventapi.PathUsers, "")
 	if rec.Code != http.StatusOK {
 		t.Fatalf("getUsers: status %d", rec.Code)
 	}
-	return decode[[]User](t, rec.Body.Bytes())
+	return decode[[]eventapi.User](t, rec.Body.Bytes())
 }
 
-func events(t testing.TB, s *Simulator) []Event {
+func events(t testing.TB, s *Simulator) []eventapi.Event {
 	t.Helper()
-	rec := do(t, s, http.MethodGet, PathEvents, "")
+	rec := do(t, s, http.MethodGet, eventapi.PathEvents, "")
 	if rec.Code != http.StatusOK {
 		t.Fatalf("getEvents: status %d", rec.Code)
 	}
-	return decode[[]Event](t, rec.Body.Bytes())
+	return decode[[]eventapi.Event](t, rec.Body.Bytes())
 }
 
 // The original mock's answers, byte for byte as JSON.stringify writes them.
@@ -82,8 +84,8 @@ const (
 func TestSeedDataIsTheOriginals(t *testing.T) {
 	s := newSim(t, nil)
 	for _, tc := range []struct{ path, want string }{
-		{PathUsers, seedUsersJSON},
-		{PathEvents, seedEventsJSON},
+		{eventapi.PathUsers, seedUsersJSON},
+		{eventapi.PathEvents, seedEventsJSON},
 		{"/getUserById/3", `{"userName":"user3","id":2,"email":"hello3@gmail.com","events":["event-4"]}`},
 		{"/getEventById/event-2", `{"id":1,"name":"Event 2","userId":2,"details":"This is the first event"}`},
 	} {
@@ -145,7 +147,7 @@ func TestRoutes(t *testing.T) {
 				t.Errorf("body %q, want empty %v", rec.Body, tt.empty)
 			}
 			if tt.want >= 400 {
-				if e := decode[Error](t, rec.Body.Bytes()); e.Error == "" {
+				if e := decode[eventapi.Error](t, rec.Body.Bytes()); e.Error == "" {
 					t.Errorf("empty error message")
 				}
 			}
@@ -163,14 +165,14 @@ func TestAddEventStoresTheBodyUnderItsID(t *testing.T) {
 	if got := do(t, s, "GET", "/getEventById/1733071234567", "").Body.String(); got != body {
 		t.Errorf("getEventById = %s, want the body as sent", got)
 	}
-	u := decode[User](t, do(t, s, "GET", "/getUserById/2", "").Body.Bytes())
+	u := decode[eventapi.User](t, do(t, s, "GET", "/getUserById/2", "").Body.Bytes())
 	if last := string(u.Events[len(u.Events)-1]); last != "1733071234567" {
 		t.Errorf("user 2 events %s do not end with the number sent", u.Events)
 	}
 	// The same id again replaces the record and lists the id once more, as
 	// the original does: it is not idempotent.
 	do(t, s, "POST", "/addEvent", `{"id":1733071234567,"name":"Again","userId":2}`)
-	u = decode[User](t, do(t, s, "GET", "/getUserById/2", "").Body.Bytes())
+	u = decode[eventapi.User](t, do(t, s, "GET", "/getUserById/2", "").Body.Bytes())
 	if n := len(u.Events); n != 3 {
 		t.Errorf("user 2 has %d events (%s), want 3", n, u.Events)
 	}
@@ -311,7 +313,7 @@ func TestConcurrentAddEvent(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			body := fmt.Sprintf(`{"id":%d,"name":"event %d","userId":%d}`, 1000+i, i, i%3+1)
-			resp, err := http.Post(srv.URL+PathAddEvent, "application/json", strings.NewReader(body))
+			resp, err := http.Post(srv.URL+eventapi.PathAddEvent, "application/json", strings.NewReader(body))
 			if err != nil {
 				errs <- err
 				return
@@ -323,7 +325,7 @@ func TestConcurrentAddEvent(t *testing.T) {
 				return
 			}
 			// Readers run alongside the writers so -race sees both.
-			if r, err := http.Get(srv.URL + PathUsers); err == nil {
+			if r, err := http.Get(srv.URL + eventapi.PathUsers); err == nil {
 				io.Copy(io.Discard, r.Body)
 				r.Body.Close()
 			} else {
@@ -368,7 +370,7 @@ func noKeepAlive() *http.Client {
 
 func TestListErrorRate(t *testing.T) {
 	for _, rate := range []float64{0, 1} {
-		for _, path := range []string{PathUsers, PathEvents} {
+		for _, path := range []string{eventapi.PathUsers, eventapi.PathEvents} {
 			t.Run(fmt.Sprintf("%v%s", rate, path), func(t *testing.T) {
 				s := newSim(t, func(c *SimConfig) { c.ListErrorRate = rate })
 				srv := httptest.NewServer(s)
@@ -391,7 +393,7 @@ func TestDropsReproducibleWithSeed(t *testing.T) {
 	sequence := func(s *Simulator, url string) []int {
 		var got []int
 		for range 40 {
-			got = append(got, fetch(t, noKeepAlive(), url+PathUsers))
+			got = append(got, fetch(t, noKeepAlive(), url+eventapi.PathUsers))
 		}
 		return got
 	}
@@ -426,7 +428,7 @@ func TestPreload(t *testing.T) {
 	if len(evs) != len(seedEvents)+150 || s.Stats().Events != len(evs) {
 		t.Errorf("%d events, stats %+v", len(evs), s.Stats())
 	}
-	last, _ := KeyOf(us[1].Events[len(us[1].Events)-1])
+	last, _ := eventapi.KeyOf(us[1].Events[len(us[1].Events)-1])
 	if rec := do(t, s, "GET", "/getEventById/"+last, ""); rec.Code != 200 || rec.Body.Len() == 0 {
 		t.Errorf("preloaded %s: status %d %q", last, rec.Code, rec.Body)
 	}
@@ -511,7 +513,7 @@ func TestAdminConfig(t *testing.T) {
 	}
 	for _, b := range bad {
 		rec := do(t, s, "POST", PathAdminConfig, b.body)
-		if rec.Code != http.StatusBadRequest || !strings.Contains(decode[Error](t, rec.Body.Bytes()).Error, b.wantErr) {
+		if rec.Code != http.StatusBadRequest || !strings.Contains(decode[eventapi.Error](t, rec.Body.Bytes()).Error, b.wantErr) {
 			t.Errorf("POST %s: status %d body %s, want 400 with %q", b.body, rec.Code, rec.Body, b.wantErr)
 		}
 	}
@@ -577,7 +579,7 @@ func BenchmarkGetUsers(b *testing.B) {
 	defer srv.Close()
 	client := srv.Client()
 	for b.Loop() {
-		resp, err := client.Get(srv.URL + PathUsers)
+		resp, err := client.Get(srv.URL + eventapi.PathUsers)
 		if err != nil {
 			b.Fatal(err)
 		}
