@@ -8,9 +8,9 @@ import (
 	"os"
 	"strconv"
 
-	"github.com/amexd/amexd/internal/bench"
-	"github.com/amexd/amexd/internal/cluster"
 	"github.com/amexd/amexd/internal/simulator"
+	"github.com/amexd/amexd/internal/testkit/bench"
+	"github.com/amexd/amexd/internal/testkit/cluster"
 )
 
 // cluster builds a local cluster (--hosts hosts in their own network

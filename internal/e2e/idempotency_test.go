@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/amexd/amexd/internal/redistest"
 	"github.com/amexd/amexd/internal/simulator"
+	"github.com/amexd/amexd/internal/testkit/redistest"
 )
 
 // keyedAnswer is one answer to a POST that carried an Idempotency-Key.

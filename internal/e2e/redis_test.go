@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/amexd/amexd/internal/eventapi"
-	"github.com/amexd/amexd/internal/redistest"
 	"github.com/amexd/amexd/internal/simulator"
+	"github.com/amexd/amexd/internal/testkit/redistest"
 )
 
 // sharedUpstream is one simulator both instances call, as two machines

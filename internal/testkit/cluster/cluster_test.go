@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "amexd")
-	build := exec.Command("go", "build", "-o", binary, "../../cmd/amexd")
+	build := exec.Command("go", "build", "-o", binary, "../../../cmd/amexd")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build amexd:", err)

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/amexd/amexd/internal/bench"
+	"github.com/amexd/amexd/internal/testkit/bench"
 )
 
 //go:embed page.html

@@ -11,8 +11,8 @@ import (
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
-	"github.com/amexd/amexd/internal/bench"
-	"github.com/amexd/amexd/internal/benchpage/pagecheck"
+	"github.com/amexd/amexd/internal/testkit/bench"
+	"github.com/amexd/amexd/internal/testkit/benchpage/pagecheck"
 )
 
 // browser returns chromium's path; without it the test skips, except in CI.

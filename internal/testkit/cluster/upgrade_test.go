@@ -35,8 +35,8 @@ func buildCommand(t *testing.T, pkg, version string) string {
 func TestRollingUpgrade(t *testing.T) {
 	c := start(t, 3, simConfig(), noLimit...)
 	const version = "cluster-upgrade-v2"
-	next := buildCommand(t, "../../cmd/amexd", version)
-	amexctl := buildCommand(t, "../../cmd/amexctl", "")
+	next := buildCommand(t, "../../../cmd/amexd", version)
+	amexctl := buildCommand(t, "../../../cmd/amexctl", "")
 	pids := map[int]int{}
 	for _, h := range c.Hosts {
 		pids[h.Index] = h.PID()
