@@ -2,7 +2,6 @@ package worker
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -60,7 +59,7 @@ func TestAccessLogEscapesClientText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnvWith(t, cfg, Options{Log: log})
+	e := newEnvWith(t, cfg, log)
 	const path = "/users/%1b%5d0;PWNED%07%1b%5b2J%0Aforged%5Cx1b"
 	if a := e.do(t, "GET", path, ""); a.status != http.StatusBadRequest {
 		t.Fatalf("GET %s = %d, want 400", path, a.status)
@@ -101,12 +100,12 @@ func TestClientDisconnectIs499(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := Build(context.Background(), cfg, Options{Log: log})
+	e, err := build(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(w.Close)
-	srv := httptest.NewServer(w.App.Handler())
+	t.Cleanup(e.close)
+	srv := httptest.NewServer(e.app.Handler())
 	t.Cleanup(srv.Close)
 
 	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
@@ -139,7 +138,11 @@ func TestClientDisconnectIs499(t *testing.T) {
 	if err != nil || !strings.HasPrefix(status, "HTTP/1.1 499") {
 		t.Errorf("status line %q (%v), want 499", status, err)
 	}
-	metrics := string(w.Metrics())
+	exposition, err := e.series.Exposition()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := string(exposition)
 	if !strings.Contains(metrics, `code="499"`) || regexp.MustCompile(`amexd_http_requests_total\{code="5`).MatchString(metrics) {
 		t.Errorf("metrics should count the disconnect as 499 and no 5xx:\n%s", grep(metrics, "amexd_http_requests_total"))
 	}

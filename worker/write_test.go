@@ -111,17 +111,17 @@ func TestHalfOpenAdmitsOneProbe(t *testing.T) {
 	e := newEnv(t, cfg)
 	// breaker.failures failed calls open it; far more is a breaker that
 	// never opens, which must fail here rather than hang the test.
-	for posts := 0; e.app.Upstream.Breaker("addEvent").Status().State != "open"; posts++ {
+	for posts := 0; e.up.Breaker("addEvent").Status().State != "open"; posts++ {
 		if posts == 20*cfg.Breaker.Failures {
 			t.Fatalf("addEvent's breaker still %s after %d failed POSTs (breaker.failures %d)",
-				e.app.Upstream.Breaker("addEvent").Status().State, posts, cfg.Breaker.Failures)
+				e.up.Breaker("addEvent").Status().State, posts, cfg.Breaker.Failures)
 		}
 		if a := e.do(t, "POST", "/events", `{"name":"trip","userId":1}`); a.status != http.StatusServiceUnavailable {
 			t.Fatalf("POST while addEvent fails: %d", a.status)
 		}
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for e.app.Upstream.Breaker("addEvent").Status().State != "half-open" {
+	for e.up.Breaker("addEvent").Status().State != "half-open" {
 		if time.Now().After(deadline) {
 			t.Fatal("breaker did not half-open")
 		}
@@ -166,7 +166,7 @@ func TestStaleWhileBreakerOpen(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, st, _ := e.app.cache.Peek("users"); st != "HIT" {
+		if _, st, _ := e.cache.Peek("users"); st != "HIT" {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -174,7 +174,7 @@ func TestStaleWhileBreakerOpen(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond) // polling a condition, bounded by the deadline
 	}
-	for e.app.Upstream.Breaker("getUsers").Status().State != "open" {
+	for e.up.Breaker("getUsers").Status().State != "open" {
 		if time.Now().After(deadline) {
 			t.Fatal("getUsers breaker did not open")
 		}

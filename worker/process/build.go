@@ -1,4 +1,4 @@
-package worker
+package process
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	"github.com/amexd/amexd/internal/metrics"
 	"github.com/amexd/amexd/internal/ratelimit"
 	"github.com/amexd/amexd/internal/upstream"
+	"github.com/amexd/amexd/worker"
 )
 
 // Options are what a worker gets from its surroundings rather than from the
@@ -42,7 +43,7 @@ type Options struct {
 // Worker is a built worker: the application and the parts the control
 // channel acts on.
 type Worker struct {
-	App      *App
+	App      *worker.App
 	Catalog  *catalog.Catalog
 	Upstream *upstream.Client
 	series   *metrics.Worker
@@ -63,7 +64,7 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 		o.Log = slog.Default()
 	}
 	w := &Worker{}
-	cacheOpts := []cache.Option{cache.WithStaleOn(servableFromStale)}
+	cacheOpts := []cache.Option{cache.WithStaleOn(catalog.ServesStale)}
 	shared, err := cfg.Cache.OpenShared(cfg.RateLimit.RedisURL, o.Log)
 	if err != nil {
 		return nil, fmt.Errorf("build shared cache tier: %w", err)
@@ -83,7 +84,7 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 	w.series = metrics.NewWorker(func() metrics.CacheStats { return metrics.CacheStats(w.cacheStats()) })
 	w.series.WatchProcess(func() metrics.ProcessStats {
 		s := seriesOf(w.processFigures())
-		s.Count, s.Sum = w.App.latency.Totals()
+		s.Count, s.Sum = w.App.LatencyTotals()
 		return s
 	})
 	onChange := func(name, from, to string, forced bool) {
@@ -130,7 +131,7 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 			return nil, fmt.Errorf("build access log: %w", err)
 		}
 	}
-	deps := Deps{
+	deps := worker.Deps{
 		Catalog:     w.Catalog,
 		Limiter:     store,
 		Idempotency: w.idem,
@@ -145,7 +146,7 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 	if o.Control != nil {
 		deps.Cluster = o.Control.Cluster
 	}
-	w.App, err = New(cfg, deps)
+	w.App, err = worker.New(cfg, deps)
 	if err != nil {
 		w.Close()
 		return nil, err
@@ -169,13 +170,6 @@ func idempotencyStore(cfg config.Config, shared *os.File) (idempotency.Store, er
 	}
 	_ = f.Close() // the table keeps a descriptor of its own
 	return t, nil
-}
-
-// servableFromStale says which fetch failures a stale entry may answer:
-// upstream faults, not answers such as "no such user".
-func servableFromStale(err error) bool {
-	var unavailable *upstream.UnavailableError
-	return errors.As(err, &unavailable) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // openAccessLog starts the access log on log.access_file, o.AccessOut or
@@ -232,66 +226,4 @@ func (w *Worker) Close() {
 	if w.idem != nil {
 		_ = w.idem.Close()
 	}
-}
-
-// Invalidate drops keys a sibling's write made stale.
-func (w *Worker) Invalidate(keys []string) { w.Catalog.Forget(keys) }
-
-// Share keeps the events a sibling fetched.
-func (w *Worker) Share(entries []control.SharedEntry) {
-	for _, e := range entries {
-		w.Catalog.Keep(e.Key, e.Body)
-	}
-}
-
-// ForceBreaker sets a breaker's state on the supervisor's order.
-func (w *Worker) ForceBreaker(name, state string) {
-	if b := w.Upstream.Breaker(name); b != nil {
-		_ = b.ForceState(state)
-	}
-}
-
-// cacheStats is the cache's counters in the shape the supervisor and the
-// metrics both read.
-func (w *Worker) cacheStats() control.CacheStats {
-	s := w.cache.Stats()
-	return control.CacheStats{Hits: s.Hits, Misses: s.Misses, Stale: s.Stale, Evictions: s.Evictions, Entries: uint64(s.Entries)}
-}
-
-// Purge empties the cache.
-func (w *Worker) Purge() { w.Catalog.Purge() }
-
-// Stats reports the worker's counters for heartbeats.
-func (w *Worker) Stats() control.Stats {
-	return control.Stats{
-		Requests:          w.App.Requests(),
-		Errors:            w.App.ServerErrors(),
-		Cache:             w.cacheStats(),
-		Breakers:          BreakerStats(w.Upstream.Breakers()),
-		LimiterRejections: w.App.Rejections(),
-		Inflight:          w.App.Inflight(),
-		Process:           w.processFigures(),
-		AccessLogDropped:  w.accessDropped(),
-	}
-}
-
-// accessDropped is how many access lines failed writes dropped; 0
-// without an access log.
-func (w *Worker) accessDropped() uint64 {
-	if w.access == nil {
-		return 0
-	}
-	return w.access.Dropped()
-}
-
-// Probe answers a request through the worker's HTTP handlers.
-func (w *Worker) Probe() { w.App.Probe() }
-
-// Metrics renders the worker's series for the supervisor.
-func (w *Worker) Metrics() []byte {
-	b, err := w.series.Exposition()
-	if err != nil {
-		return nil
-	}
-	return b
 }

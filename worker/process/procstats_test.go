@@ -1,52 +1,11 @@
-package worker
+package process
 
 import (
 	"bytes"
 	"log/slog"
 	"runtime/debug"
 	"testing"
-	"time"
-
-	"github.com/labstack/echo/v4"
 )
-
-func TestProbeGoesThroughTheChainUncounted(t *testing.T) {
-	cfg := testConfig()
-	cfg.Log.Access = true
-	var logs bytes.Buffer
-	e := newEnv(t, cfg)
-	e.app.App.log = slog.New(slog.NewJSONHandler(&logs, nil))
-
-	entered, release := make(chan struct{}), make(chan struct{})
-	e.app.App.echo.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			if c.Request().RemoteAddr == probeAddr {
-				close(entered)
-				<-release
-			}
-			return next(c)
-		}
-	})
-	probed := make(chan struct{})
-	go func() {
-		e.app.Probe()
-		close(probed)
-	}()
-	<-entered // the probe reached the application's middleware
-	select {
-	case <-probed:
-		t.Fatal("Probe returned while the request path was stuck")
-	default:
-	}
-	close(release)
-	<-probed
-	if n := e.app.App.Requests(); n != 0 {
-		t.Errorf("the probe counted as %d requests", n)
-	}
-	if logs.Len() != 0 {
-		t.Errorf("the probe was logged: %s", logs.String())
-	}
-}
 
 func TestStatsCarryProcessFigures(t *testing.T) {
 	e := newEnv(t, testConfig())
@@ -54,7 +13,8 @@ func TestStatsCarryProcessFigures(t *testing.T) {
 		e.do(t, "GET", "/users", "")
 	}
 	e.do(t, "GET", "/nope", "") // a 404 is not a server error
-	e.app.App.observe(time.Now(), time.Millisecond, 503)
+	e.app.App.Drain()
+	e.do(t, "GET", "/readyz", "") // a 503: the one server error
 
 	st := e.app.Stats()
 	p := st.Process
