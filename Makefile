@@ -17,11 +17,11 @@ run:
 test: deps tidy vet staticcheck units package-check
 	$(GO) test -race -count=1 -timeout 12m ./...
 
-# The tests on a real local cluster (internal/cluster): three hosts in
+# The tests on a real local cluster (internal/testkit/cluster): three hosts in
 # their own network namespaces behind HAProxy, one Redis, one simulator.
 # Needs root; `make test` runs them too.
 cluster-test: deps
-	$(GO) test -race -count=1 -timeout 5m -v ./internal/cluster/
+	$(GO) test -race -count=1 -timeout 5m -v ./internal/testkit/cluster/
 
 # go.mod and go.sum must be what `go mod tidy` makes them.
 tidy:

@@ -11,10 +11,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/amexd/amexd/internal/config"
-	"github.com/amexd/amexd/internal/eventapi"
 	"github.com/amexd/amexd/internal/idempotency"
 	"github.com/amexd/amexd/internal/operator"
 	"github.com/amexd/amexd/internal/ratelimit"
+	"github.com/amexd/amexd/internal/simulator"
 )
 
 // ensureTable creates the shared rate-limit table the first time a
@@ -157,8 +157,8 @@ type simServer struct {
 
 // startSimulator serves the simulator on ln, or on a fresh loopback port
 // when ln is nil.
-func startSimulator(cfg eventapi.SimConfig, ln net.Listener) (*simServer, error) {
-	sim, err := eventapi.NewSimulator(cfg)
+func startSimulator(cfg simulator.SimConfig, ln net.Listener) (*simServer, error) {
+	sim, err := simulator.NewSimulator(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("embedded simulator: %w", err)
 	}

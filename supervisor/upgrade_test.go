@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/amexd/amexd/internal/eventapi"
 	"github.com/amexd/amexd/internal/operator"
+	"github.com/amexd/amexd/internal/simulator"
 )
 
 // versionVar is the variable the -ldflags of a release build set to the
@@ -252,9 +252,9 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	// in the supervisor's process, so calls in flight to it when the
 	// supervisor re-executes fail (see docs/service.md), which is not the
 	// upgrade of a real deployment.
-	simCfg := eventapi.DefaultSimConfig()
+	simCfg := simulator.DefaultSimConfig()
 	simCfg.AddFail, simCfg.ListErrorRate = 0, 0
-	sim, err := eventapi.NewSimulator(simCfg)
+	sim, err := simulator.NewSimulator(simCfg)
 	if err != nil {
 		t.Fatal(err)
 	}

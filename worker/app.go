@@ -1,11 +1,11 @@
 // Package worker is amexd's HTTP layer: the Echo application every worker
-// process serves (routes, middleware, handlers) and the worker process's
-// main loop under the supervisor. Business logic lives in internal/catalog.
+// process serves (routes, middleware, handlers, errors, the OpenAPI
+// document). The process around it is worker/process; business logic lives
+// in internal/catalog.
 package worker
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -65,7 +65,7 @@ type App struct {
 	requests   atomic.Uint64
 	rejections atomic.Uint64
 	inflight   atomic.Int64
-	// latency and serverErrors are the per-worker figures (figures.go).
+	// latency and serverErrors are the per-worker figures (requeststats.go).
 	latency      metrics.LatencyWindow
 	serverErrors atomic.Uint64
 }
@@ -228,18 +228,4 @@ func buildLimits(cfg config.Config, store limiter.Store) ([]rateLimit, error) {
 		})
 	}
 	return limits, nil
-}
-
-// Server returns an http.Server for h with cfg's limits.
-func Server(cfg config.Config, h http.Handler, log *slog.Logger) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12},
-		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
-		ReadTimeout:       cfg.HTTP.ReadTimeout,
-		WriteTimeout:      cfg.HTTP.WriteTimeout,
-		IdleTimeout:       cfg.HTTP.IdleTimeout,
-		MaxHeaderBytes:    cfg.HTTP.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
 }

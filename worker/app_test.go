@@ -3,23 +3,37 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/amexd/amexd/internal/cache"
+	"github.com/amexd/amexd/internal/catalog"
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/idempotency"
+	"github.com/amexd/amexd/internal/logging"
+	"github.com/amexd/amexd/internal/metrics"
+	"github.com/amexd/amexd/internal/ratelimit"
+	"github.com/amexd/amexd/internal/simulator"
+	"github.com/amexd/amexd/internal/upstream"
 )
 
-// env is a worker application in front of a simulator, both on loopback.
+// env is a worker application in front of a simulator, both on loopback,
+// with the dependencies the tests reach into.
 type env struct {
-	sim  *eventapi.Simulator
-	app  *Worker
-	srv  *httptest.Server
-	cfg  config.Config
-	http *http.Client
+	sim    *simulator.Simulator
+	app    *App
+	up     *upstream.Client
+	cache  *cache.Cache
+	idem   idempotency.Store
+	series *metrics.Worker
+	srv    *httptest.Server
+	cfg    config.Config
+	http   *http.Client
 }
 
 // testConfig is the default configuration made deterministic and quick:
@@ -40,13 +54,13 @@ func testConfig() config.Config {
 
 func newEnv(t testing.TB, cfg config.Config) *env {
 	t.Helper()
-	return newEnvWith(t, cfg, Options{Slot: 0, PID: 1})
+	return newEnvWith(t, cfg, nil)
 }
 
-// newEnvWith is newEnv with the worker's options, such as its logger.
-func newEnvWith(t testing.TB, cfg config.Config, o Options) *env {
+// newEnvWith is newEnv with the application's logger.
+func newEnvWith(t testing.TB, cfg config.Config, log *slog.Logger) *env {
 	t.Helper()
-	sim, err := eventapi.NewSimulator(cfg.Simulator)
+	sim, err := simulator.NewSimulator(cfg.Simulator)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,14 +70,84 @@ func newEnvWith(t testing.TB, cfg config.Config, o Options) *env {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	w, err := Build(context.Background(), cfg, o)
+	e, err := build(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(w.Close)
-	srv := httptest.NewServer(w.App.Handler())
-	t.Cleanup(srv.Close)
-	return &env{sim: sim, app: w, srv: srv, cfg: cfg, http: srv.Client()}
+	t.Cleanup(e.close)
+	e.sim = sim
+	e.srv = httptest.NewServer(e.app.Handler())
+	t.Cleanup(e.srv.Close)
+	e.http = e.srv.Client()
+	return e
+}
+
+// build assembles the application for cfg on the dependencies a worker
+// process gives it (worker/process.Build), in their simplest form: a
+// memory rate-limit store unless cfg names another, a table of its own
+// for Idempotency-Keys, access lines through log, no control channel.
+func build(cfg config.Config, log *slog.Logger) (*env, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	e := &env{cfg: cfg}
+	c, err := cache.New(cfg.Cache, cache.WithStaleOn(catalog.ServesStale))
+	if err != nil {
+		return nil, err
+	}
+	e.cache = c
+	e.series = metrics.NewWorker(func() metrics.CacheStats { return metrics.CacheStats{} })
+	e.up, err = upstream.New(cfg.Upstream, cfg.Breaker, upstream.WithLogger(log), upstream.WithObserver(e.series))
+	if err != nil {
+		e.close()
+		return nil, err
+	}
+	store, err := ratelimit.NewStore(context.Background(), cfg.RateLimit, nil, ratelimit.WithLogger(log))
+	if err != nil {
+		e.close()
+		return nil, err
+	}
+	idem, f, err := idempotency.NewTable(cfg.Idempotency)
+	if err != nil {
+		e.close()
+		return nil, err
+	}
+	_ = f.Close() // the table keeps a descriptor of its own
+	e.idem = idem
+	var access *logging.AccessLog
+	if cfg.Log.Access {
+		access = logging.SlogAccessLog(log)
+	}
+	e.app, err = New(cfg, Deps{
+		Catalog:     catalog.New(c, e.up, cfg.Fanout, catalog.WithLogger(log)),
+		Limiter:     store,
+		Idempotency: idem,
+		Metrics:     e.series,
+		Breakers:    e.up.Breakers,
+		Ready:       e.up.Reachable,
+		Log:         log,
+		Access:      access,
+		Slot:        0,
+		PID:         1,
+	})
+	if err != nil {
+		e.close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// close releases what build made.
+func (e *env) close() {
+	if e.up != nil {
+		e.up.Close()
+	}
+	if e.cache != nil {
+		_ = e.cache.Close()
+	}
+	if e.idem != nil {
+		_ = e.idem.Close()
+	}
 }
 
 type answer struct {

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"bytes"
-	"context"
 	"log/slog"
 	"net/http"
 	"os"
@@ -142,11 +141,11 @@ func TestAuthOffWarnsOnce(t *testing.T) {
 		cfg.Auth.Enabled = enabled
 		cfg.Upstream.URL = "http://127.0.0.1:1"
 		var logs bytes.Buffer
-		w, err := Build(context.Background(), cfg, Options{Log: slog.New(slog.NewTextHandler(&logs, nil))})
+		e, err := build(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		w.Close()
+		e.close()
 		want := 0
 		if !enabled {
 			want = 1
@@ -161,7 +160,7 @@ func TestAuthKeyErrorFailsBuild(t *testing.T) {
 	cfg := authConfig(t)
 	cfg.Auth.HS256SecretFile = filepath.Join(t.TempDir(), "missing")
 	cfg.Upstream.URL = "http://127.0.0.1:1"
-	_, err := Build(context.Background(), cfg, Options{Log: slog.New(slog.DiscardHandler)})
+	_, err := build(cfg, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "auth.hs256_secret_file") {
 		t.Errorf("Build with a missing secret file: %v, want an error naming auth.hs256_secret_file", err)
 	}

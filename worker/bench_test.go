@@ -31,7 +31,7 @@ func BenchmarkUserEventsFanout(b *testing.B) {
 				cfg.Simulator.PreloadUser = 1
 				cfg.Simulator.PreloadEvents = k
 				e := newEnv(b, cfg)
-				e.app.App.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+				e.app.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 				b.StartTimer()
 				first += timeGet(b, e, "/events/user/1")
 				b.StopTimer()
@@ -63,7 +63,7 @@ func BenchmarkCachedGet(b *testing.B) {
 	cfg := testConfig()
 	cfg.RateLimit.Rate = "1000000000-H"
 	e := newEnv(b, cfg)
-	h := e.app.App.Handler()
+	h := e.app.Handler()
 	warm := e.do(b, "GET", "/events", "")
 	if warm.status != 200 {
 		b.Fatal(warm.status)

@@ -17,8 +17,8 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
-	"github.com/amexd/amexd/internal/eventapi"
 	"github.com/amexd/amexd/internal/idempotency"
+	"github.com/amexd/amexd/internal/simulator"
 )
 
 // contract checks exchanges with a worker against the OpenAPI document and
@@ -292,18 +292,18 @@ func TestContract(t *testing.T) {
 	for _, path := range []string{"/events", "/addEvent"} {
 		body := `{"name":"In flight","userId":1}`
 		fp := idempotency.FingerprintOf([]byte("POST"), []byte(path), []byte(body))
-		if _, err := e.app.idem.Begin(context.Background(), "test\x00held"+path, fp, "event-99"); err != nil {
+		if _, err := e.idem.Begin(context.Background(), "test\x00held"+path, fp, "event-99"); err != nil {
 			t.Fatal(err)
 		}
 		ct.run(t, e, []contractCase{{"create while the key is in flight " + path, "POST", path, body, withBearer("Idempotency-Key", "held"+path), true, 409}})
 	}
 
-	e.app.App.Drain()
+	e.app.Drain()
 	ct.run(t, e, []contractCase{{"readyz while draining", "GET", "/readyz", "", nil, true, 503}})
 
 	// Every route the worker serves is in the document, and every
 	// operation of the document was exercised.
-	for _, r := range e.app.App.echo.Routes() {
+	for _, r := range e.app.echo.Routes() {
 		if r.Path == "/*" {
 			continue
 		}
@@ -353,15 +353,15 @@ func TestContractUnderFailure(t *testing.T) {
 		e := newEnv(t, cfg)
 		ct := loadContract(t, nil)
 		// Fill the cache before the upstream lists start failing.
-		if err := e.sim.Update(func(c *eventapi.SimConfig) { c.ListErrorRate = 0 }); err != nil {
+		if err := e.sim.Update(func(c *simulator.SimConfig) { c.ListErrorRate = 0 }); err != nil {
 			t.Fatal(err)
 		}
 		ct.run(t, e, []contractCase{{"users while healthy", "GET", "/users", "", nil, true, 200}})
-		if err := e.sim.Update(func(c *eventapi.SimConfig) { c.ListErrorRate = 1 }); err != nil {
+		if err := e.sim.Update(func(c *simulator.SimConfig) { c.ListErrorRate = 1 }); err != nil {
 			t.Fatal(err)
 		}
 		failing := contractCase{"create while addEvent fails", "POST", "/events", `{"name":"x","userId":1}`, anyBearer, true, 503}
-		for attempt := 0; e.app.Upstream.Breaker("addEvent").Status().State != "open"; attempt++ {
+		for attempt := 0; e.up.Breaker("addEvent").Status().State != "open"; attempt++ {
 			if attempt == 20 {
 				t.Fatal("the addEvent breaker did not open")
 			}

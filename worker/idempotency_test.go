@@ -65,7 +65,7 @@ func TestIdempotencyKeyInFlight(t *testing.T) {
 	body := `{"name":"Slow","userId":1}`
 	for _, path := range []string{"/events", "/addEvent"} {
 		fp := idempotency.FingerprintOf([]byte("POST"), []byte(path), []byte(body))
-		claim, err := e.app.idem.Begin(context.Background(), "\x00busy", fp, "event-77")
+		claim, err := e.idem.Begin(context.Background(), "\x00busy", fp, "event-77")
 		if err != nil || claim.Outcome != idempotency.Started {
 			t.Fatalf("claim: %+v %v", claim, err)
 		}
@@ -74,7 +74,7 @@ func TestIdempotencyKeyInFlight(t *testing.T) {
 			t.Errorf("POST %s while in flight = %d %s, want 409 idempotency_key_in_use with Retry-After", path, a.status, a.body)
 		}
 		// The first attempt failed upstream: the retry runs, under its ID.
-		if err := e.app.idem.Abandon(context.Background(), "\x00busy", claim, true); err != nil {
+		if err := e.idem.Abandon(context.Background(), "\x00busy", claim, true); err != nil {
 			t.Fatal(err)
 		}
 		a = e.do(t, "POST", path, body, "Idempotency-Key", "busy")

@@ -51,7 +51,7 @@ func TestIPv6ClientsByPrefix(t *testing.T) {
 		req := httptest.NewRequest(http.MethodGet, "/events/circuit-status", nil)
 		req.RemoteAddr = "[" + addr + "]:40000"
 		rec := httptest.NewRecorder()
-		e.app.App.Handler().ServeHTTP(rec, req)
+		e.app.Handler().ServeHTTP(rec, req)
 		return rec.Code
 	}
 	for i, addr := range []string{"2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"} {

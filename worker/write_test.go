@@ -11,6 +11,7 @@ import (
 
 	"github.com/amexd/amexd/internal/eventapi"
 	"github.com/amexd/amexd/internal/ratelimit"
+	"github.com/amexd/amexd/internal/simulator"
 )
 
 func TestCreateEventInvalidatesReads(t *testing.T) {
@@ -110,17 +111,17 @@ func TestHalfOpenAdmitsOneProbe(t *testing.T) {
 	e := newEnv(t, cfg)
 	// breaker.failures failed calls open it; far more is a breaker that
 	// never opens, which must fail here rather than hang the test.
-	for posts := 0; e.app.Upstream.Breaker("addEvent").Status().State != "open"; posts++ {
+	for posts := 0; e.up.Breaker("addEvent").Status().State != "open"; posts++ {
 		if posts == 20*cfg.Breaker.Failures {
 			t.Fatalf("addEvent's breaker still %s after %d failed POSTs (breaker.failures %d)",
-				e.app.Upstream.Breaker("addEvent").Status().State, posts, cfg.Breaker.Failures)
+				e.up.Breaker("addEvent").Status().State, posts, cfg.Breaker.Failures)
 		}
 		if a := e.do(t, "POST", "/events", `{"name":"trip","userId":1}`); a.status != http.StatusServiceUnavailable {
 			t.Fatalf("POST while addEvent fails: %d", a.status)
 		}
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for e.app.Upstream.Breaker("addEvent").Status().State != "half-open" {
+	for e.up.Breaker("addEvent").Status().State != "half-open" {
 		if time.Now().After(deadline) {
 			t.Fatal("breaker did not half-open")
 		}
@@ -130,7 +131,7 @@ func TestHalfOpenAdmitsOneProbe(t *testing.T) {
 	// half-open again for a POST that a loaded machine had not sent yet. A
 	// probe that stays in flight until every POST has been answered keeps
 	// the half-open state for all 50, however slow the machine is.
-	if err := e.sim.Update(func(c *eventapi.SimConfig) { c.AddFailDelay = 5 * time.Second }); err != nil {
+	if err := e.sim.Update(func(c *simulator.SimConfig) { c.AddFailDelay = 5 * time.Second }); err != nil {
 		t.Fatal(err)
 	}
 	before := e.sim.Stats().Calls.AddEvent
@@ -160,12 +161,12 @@ func TestStaleWhileBreakerOpen(t *testing.T) {
 	if first.status != 200 {
 		t.Fatal(first.status)
 	}
-	if err := e.sim.Update(func(c *eventapi.SimConfig) { c.ListErrorRate = 1 }); err != nil {
+	if err := e.sim.Update(func(c *simulator.SimConfig) { c.ListErrorRate = 1 }); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, st, _ := e.app.cache.Peek("users"); st != "HIT" {
+		if _, st, _ := e.cache.Peek("users"); st != "HIT" {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -173,7 +174,7 @@ func TestStaleWhileBreakerOpen(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond) // polling a condition, bounded by the deadline
 	}
-	for e.app.Upstream.Breaker("getUsers").Status().State != "open" {
+	for e.up.Breaker("getUsers").Status().State != "open" {
 		if time.Now().After(deadline) {
 			t.Fatal("getUsers breaker did not open")
 		}

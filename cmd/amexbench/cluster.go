@@ -8,9 +8,9 @@ import (
 	"os"
 	"strconv"
 
-	"github.com/amexd/amexd/internal/bench"
-	"github.com/amexd/amexd/internal/cluster"
-	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/simulator"
+	"github.com/amexd/amexd/internal/testkit/bench"
+	"github.com/amexd/amexd/internal/testkit/cluster"
 )
 
 // cluster builds a local cluster (--hosts hosts in their own network
@@ -36,7 +36,7 @@ func (r *runner) cluster(ctx context.Context) (reps []bench.Report, err error) {
 		Hosts:     r.opts.hosts,
 		Dir:       r.tmp,
 		Args:      args,
-		Simulator: eventapi.DefaultSimConfig(),
+		Simulator: simulator.DefaultSimConfig(),
 		Log:       slog.New(slog.NewTextHandler(r.log, nil)),
 	})
 	if err != nil {

@@ -24,8 +24,8 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/amexd/amexd/internal/bench"
-	"github.com/amexd/amexd/internal/benchpage"
+	"github.com/amexd/amexd/internal/testkit/bench"
+	"github.com/amexd/amexd/internal/testkit/benchpage"
 )
 
 func main() {

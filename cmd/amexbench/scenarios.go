@@ -16,7 +16,7 @@ import (
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
-	"github.com/amexd/amexd/internal/bench"
+	"github.com/amexd/amexd/internal/testkit/bench"
 )
 
 // fanoutSizes are the preloaded event counts the fanout scenario measures.

@@ -14,7 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/amexd/amexd/internal/bench"
+	"github.com/amexd/amexd/internal/testkit/bench"
 )
 
 // The wrk scenario's fixed shape: the measurement, so that runs on

@@ -20,12 +20,12 @@ import (
 	"github.com/amexd/amexd/internal/logging"
 	"github.com/amexd/amexd/internal/version"
 	"github.com/amexd/amexd/supervisor"
-	"github.com/amexd/amexd/worker"
+	"github.com/amexd/amexd/worker/process"
 )
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "worker" {
-		os.Exit(worker.Main(os.Args[2:]))
+		os.Exit(process.Main(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && (os.Args[1] == "version" || os.Args[1] == "-version" || os.Args[1] == "--version") {
 		fmt.Println("amexd", version.Long())

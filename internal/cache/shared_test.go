@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/amexd/amexd/internal/redistest"
+	"github.com/amexd/amexd/internal/testkit/redistest"
 )
 
 // privateRedis starts a redis-server of this test's own, on a Unix socket
-// in a directory of its own (internal/redistest), and returns its URL.
+// in a directory of its own (internal/testkit/redistest), and returns its URL.
 func privateRedis(t *testing.T) string { return redistest.Start(t).URL }
 
 // machine is one cache with its own shared-tier client, as one machine of a

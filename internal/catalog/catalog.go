@@ -87,6 +87,14 @@ func New(c *cache.Cache, up Upstream, fanout int, opts ...Option) *Catalog {
 	return cat
 }
 
+// ServesStale says which fetch failures a stale entry may answer, as the
+// cache's WithStaleOn predicate: upstream faults, not answers such as "no
+// such user".
+func ServesStale(err error) bool {
+	var unavailable *upstream.UnavailableError
+	return errors.As(err, &unavailable) || errors.Is(err, context.DeadlineExceeded)
+}
+
 // Result is a cached answer: its JSON bytes, validator and cache status.
 type Result struct {
 	cache.Entry

@@ -19,9 +19,9 @@ import (
 
 	"github.com/amexd/amexd/internal/auth"
 	"github.com/amexd/amexd/internal/cache"
-	"github.com/amexd/amexd/internal/eventapi"
 	"github.com/amexd/amexd/internal/idempotency"
 	"github.com/amexd/amexd/internal/ratelimit"
+	"github.com/amexd/amexd/internal/simulator"
 	"github.com/amexd/amexd/internal/upstream"
 )
 
@@ -52,8 +52,8 @@ type Config struct {
 	// Idempotency keeps the answers of writes sent with an Idempotency-Key,
 	// in the shared table on one machine or, with ratelimit.store redis, in
 	// Redis across machines.
-	Idempotency idempotency.Config `yaml:"idempotency"`
-	Simulator   eventapi.SimConfig `yaml:"simulator"`
+	Idempotency idempotency.Config  `yaml:"idempotency"`
+	Simulator   simulator.SimConfig `yaml:"simulator"`
 }
 
 // Log selects the log handler and level.
@@ -198,7 +198,7 @@ func Default() Config {
 		Cache:       cache.DefaultConfig(),
 		RateLimit:   ratelimit.DefaultConfig(),
 		Idempotency: idempotency.DefaultConfig(),
-		Simulator:   eventapi.DefaultSimConfig(),
+		Simulator:   simulator.DefaultSimConfig(),
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/amexd/amexd/internal/eventapi"
 	"github.com/amexd/amexd/internal/operator"
+	"github.com/amexd/amexd/internal/simulator"
 )
 
 // TestReadYourWritesAcrossWorkers: POST then GET on fresh connections,
@@ -47,8 +48,8 @@ func TestReadYourWritesAcrossWorkers(t *testing.T) {
 }
 
 // failingUpstream is a simulator whose addEvent always fails.
-func failingUpstream(t *testing.T) (*eventapi.Simulator, string) {
-	return upstreamWith(t, func(c *eventapi.SimConfig) { c.AddOK, c.AddFailDelay = 0, 0 })
+func failingUpstream(t *testing.T) (*simulator.Simulator, string) {
+	return upstreamWith(t, func(c *simulator.SimConfig) { c.AddOK, c.AddFailDelay = 0, 0 })
 }
 
 // TestBreakerPropagation: while addEvent fails, three workers with
@@ -89,11 +90,11 @@ func TestBreakerPropagation(t *testing.T) {
 // fetched is offered to the others, and a user's events fetched once are
 // not fetched again by another worker.
 func TestEventsSharedAcrossWorkers(t *testing.T) {
-	cfg := eventapi.DefaultSimConfig()
+	cfg := simulator.DefaultSimConfig()
 	cfg.ListErrorRate = 0
 	cfg.EventDelay = 50 * time.Millisecond
 	cfg.PreloadUser, cfg.PreloadEvents = 2, 51 // and the 1 the seed gives user 2
-	sim, err := eventapi.NewSimulator(cfg)
+	sim, err := simulator.NewSimulator(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/amexd/amexd/internal/bench"
-	"github.com/amexd/amexd/internal/benchpage"
-	"github.com/amexd/amexd/internal/benchpage/pagecheck"
+	"github.com/amexd/amexd/internal/testkit/bench"
+	"github.com/amexd/amexd/internal/testkit/benchpage"
+	"github.com/amexd/amexd/internal/testkit/benchpage/pagecheck"
 )
 
 // faultWorkers is the worker count of the fault suite's daemons: one per

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/amexd/amexd/internal/eventapi"
 	"github.com/amexd/amexd/internal/operator"
+	"github.com/amexd/amexd/internal/simulator"
 )
 
 // fleetWorker is the part of a /workers entry these tests read.
@@ -84,12 +84,12 @@ func allReady(n int) func([]fleetWorker) bool {
 
 // upstreamWith starts an Event API simulator that never drops list calls,
 // edited by edit, and returns it with its URL.
-func upstreamWith(t *testing.T, edit func(*eventapi.SimConfig)) (*eventapi.Simulator, string) {
+func upstreamWith(t *testing.T, edit func(*simulator.SimConfig)) (*simulator.Simulator, string) {
 	t.Helper()
-	cfg := eventapi.DefaultSimConfig()
+	cfg := simulator.DefaultSimConfig()
 	cfg.ListErrorRate = 0
 	edit(&cfg)
-	sim, err := eventapi.NewSimulator(cfg)
+	sim, err := simulator.NewSimulator(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,9 +98,10 @@ func upstreamWith(t *testing.T, edit func(*eventapi.SimConfig)) (*eventapi.Simul
 	return sim, srv.URL
 }
 
-// simulator starts an Event API simulator with a user 2 who has 50 events.
-func simulator(t *testing.T) (*eventapi.Simulator, string) {
-	return upstreamWith(t, func(c *eventapi.SimConfig) {
+// preloadedSimulator starts an Event API simulator with a user 2 who has
+// 50 events.
+func preloadedSimulator(t *testing.T) (*simulator.Simulator, string) {
+	return upstreamWith(t, func(c *simulator.SimConfig) {
 		c.PreloadUser, c.PreloadEvents = 2, 49 // and the 1 the seed gives user 2
 	})
 }
@@ -113,7 +114,7 @@ func eventCalls(t *testing.T, up string) int64 {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
-	var st eventapi.Stats
+	var st simulator.Stats
 	if err := json.NewDecoder(res.Body).Decode(&st); err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func allHits(t *testing.T, d *daemon, path string, n int) {
 // predecessor's or a sibling's entries: 200 reads on new connections are
 // all HITs and the upstream sees no getEventById call.
 func TestWarmStart(t *testing.T) {
-	_, up := simulator(t)
+	_, up := preloadedSimulator(t)
 	d := start(t, "-workers", "2", "-upstream.url", up, "-supervisor.heartbeat_interval", "100ms",
 		"-cache.user_events.fresh", "10m", "-cache.user.fresh", "10m")
 	c := fresh()
@@ -366,8 +367,8 @@ func TestHungWorkerExplainsItself(t *testing.T) {
 // opening) against the old workers' none, and puts the old configuration
 // back.
 func TestCanaryRollsBackABadReload(t *testing.T) {
-	sim, up := simulator(t)
-	if err := sim.Update(func(c *eventapi.SimConfig) { c.AddFail = 0 }); err != nil {
+	sim, up := preloadedSimulator(t)
+	if err := sim.Update(func(c *simulator.SimConfig) { c.AddFail = 0 }); err != nil {
 		t.Fatal(err)
 	}
 	cfgFile := filepath.Join(t.TempDir(), "amexd.yaml")

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/amexd/amexd/internal/bench"
 	"github.com/amexd/amexd/internal/operator"
+	"github.com/amexd/amexd/internal/testkit/bench"
 )
 
 // binary and amexctl are the amexd and amexctl built once for the whole

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/amexd/amexd/internal/eventapi"
-	"github.com/amexd/amexd/internal/redistest"
+	"github.com/amexd/amexd/internal/simulator"
+	"github.com/amexd/amexd/internal/testkit/redistest"
 )
 
 // keyedAnswer is one answer to a POST that carried an Idempotency-Key.
@@ -104,10 +104,10 @@ func checkOneWrite(t *testing.T, up string, answers []keyedAnswer, pids map[stri
 }
 
 // upstreamStats reads the simulator's /stats, as an operator would.
-func upstreamStats(t *testing.T, up string) eventapi.AddEventCounts {
+func upstreamStats(t *testing.T, up string) simulator.AddEventCounts {
 	t.Helper()
-	status, body := get(t, fresh(), up+eventapi.PathStats)
-	var st eventapi.Stats
+	status, body := get(t, fresh(), up+simulator.PathStats)
+	var st simulator.Stats
 	if err := json.Unmarshal([]byte(body), &st); status != http.StatusOK || err != nil {
 		t.Fatalf("GET %s/stats: %d %s", up, status, body)
 	}

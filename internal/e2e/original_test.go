@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/simulator"
 )
 
 // originalAnswer is what a client of the original service reads from an
@@ -109,9 +110,9 @@ func TestOriginalAPIConformance(t *testing.T) {
 // userId as the string it got, reads "success", then reads the user's
 // events back one by one as the original did.
 func TestOriginalClientAgainstSimulator(t *testing.T) {
-	cfg := eventapi.DefaultSimConfig()
+	cfg := simulator.DefaultSimConfig()
 	cfg.AddFail, cfg.ListErrorRate, cfg.EventDelay = 0, 0, time.Millisecond
-	sim, err := eventapi.NewSimulator(cfg)
+	sim, err := simulator.NewSimulator(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,18 +14,19 @@ import (
 	"time"
 
 	"github.com/amexd/amexd/internal/eventapi"
-	"github.com/amexd/amexd/internal/redistest"
+	"github.com/amexd/amexd/internal/simulator"
+	"github.com/amexd/amexd/internal/testkit/redistest"
 )
 
 // sharedUpstream is one simulator both instances call, as two machines
 // would call the one Event API.
 func sharedUpstream(t *testing.T) string {
 	t.Helper()
-	cfg := eventapi.DefaultSimConfig()
+	cfg := simulator.DefaultSimConfig()
 	cfg.ListErrorRate = 0
 	cfg.EventDelay = 10 * time.Millisecond
 	cfg.AddFail = 0
-	sim, err := eventapi.NewSimulator(cfg)
+	sim, err := simulator.NewSimulator(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +205,7 @@ func TestRedisPausedLimitsLocally(t *testing.T) {
 // with Redis stopped it says the tier was not purged and fails.
 func TestCachePurgeReachesTheSharedTier(t *testing.T) {
 	rds := redistest.Start(t)
-	_, up := upstreamWith(t, func(c *eventapi.SimConfig) { c.EventDelay = 10 * time.Millisecond })
+	_, up := upstreamWith(t, func(c *simulator.SimConfig) { c.EventDelay = 10 * time.Millisecond })
 	d := start(t, "-workers", "2", "-upstream.url", up, "-cache.shared", "redis",
 		"-cache.redis_url", rds.URL, "-cache.redis_timeout", "2s")
 	c := fresh()

@@ -1,6 +1,5 @@
-// Package eventapi describes the upstream Event API that amexd fronts (its
-// paths and wire types) and provides a simulator of it that reproduces the
-// original mock's records, latency and failure modes.
+// Package eventapi describes the upstream Event API that amexd fronts: its
+// paths and wire types. Its simulator is internal/simulator.
 package eventapi
 
 import (
@@ -16,7 +15,6 @@ const (
 	PathEvents    = "/getEvents"
 	PathEventByID = "/getEventById/"
 	PathAddEvent  = "/addEvent"
-	PathStats     = "/stats"
 )
 
 // User is a user record as the Event API stores it. A user is found by its

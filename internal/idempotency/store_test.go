@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/amexd/amexd/internal/redistest"
+	"github.com/amexd/amexd/internal/testkit/redistest"
 )
 
 // clock is a settable time for the stores' now.

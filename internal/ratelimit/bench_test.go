@@ -9,7 +9,7 @@ import (
 
 	"github.com/ulule/limiter/v3"
 
-	"github.com/amexd/amexd/internal/redistest"
+	"github.com/amexd/amexd/internal/testkit/redistest"
 )
 
 // BenchmarkIncrement measures one Increment per operation from parallel

@@ -18,7 +18,7 @@ import (
 	"github.com/ulule/limiter/v3"
 	"github.com/ulule/limiter/v3/drivers/store/tests"
 
-	"github.com/amexd/amexd/internal/redistest"
+	"github.com/amexd/amexd/internal/testkit/redistest"
 )
 
 // newTestRedisStore builds a store on the Redis at url (each test starts its
