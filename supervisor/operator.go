@@ -96,13 +96,12 @@ func (s *Supervisor) purge(ctx context.Context) (operator.Purged, error) {
 		return operator.Purged{}, operator.WithStatus(http.StatusServiceUnavailable, errShuttingDown)
 	}
 	var sharedErr error
-	shared, err := cfg.Cache.OpenShared(cfg.RateLimit.RedisURL, s.log)
+	shared, err := cfg.Cache.OpenShared(&s.redis, cfg.CacheRedis(), s.log)
 	switch {
 	case err != nil:
 		sharedErr = err
 	case shared != nil:
 		sharedErr = shared.Purge(ctx, time.Now())
-		_ = shared.Close()
 	}
 	out, err := ownerAnswer(s, func(o *owner) operator.Purged { return operator.Purged{Workers: o.purge()} })
 	if err != nil {

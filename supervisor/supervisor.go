@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/amexd/amexd/internal/bridge"
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/ratelimit"
+	"github.com/amexd/amexd/internal/redisconn"
 	"github.com/amexd/amexd/internal/reuseport"
 	"github.com/amexd/amexd/internal/slotmetrics"
 )
@@ -39,6 +41,7 @@ type Supervisor struct {
 	idem      idempotencyTable
 	sim       *simServer
 	bridge    *bridge.Bridge // relays to other machines when Redis is the shared store
+	redis     redisconn.Clients
 	op        *opServer
 	// ownOffset holds what this process's own counters counted before it
 	// re-executed itself for an upgrade.
@@ -140,9 +143,17 @@ func (s *Supervisor) newOwner(cfg config.Config, gen, slots int) *owner {
 // and mln when inherited).
 func (s *Supervisor) startServing(cfg config.Config, ln, mln net.Listener) error {
 	var err error
+	for _, w := range cfg.Warnings() {
+		s.log.Warn("supervisor: configuration: " + w)
+	}
 	if cfg.RateLimit.Store == "redis" {
 		forced := func(name, state string) { s.tell(func(o *owner) { o.forceBreaker(nil, name, state) }) }
-		if s.bridge, err = bridge.Start(cfg.RateLimit.RedisURL, s.log, s.invalidateLocal, forced); err != nil {
+		resync := func() { s.tell(func(o *owner) { o.purge() }) }
+		rdb, err := s.redis.Get(cfg.Redis)
+		if err != nil {
+			return fmt.Errorf("cluster bridge: %w", err)
+		}
+		if s.bridge, err = bridge.Start(rdb, s.log, s.invalidateLocal, forced, resync); err != nil {
 			return err
 		}
 	}
@@ -179,6 +190,7 @@ func (s *Supervisor) closeResources() {
 	if s.bridge != nil {
 		s.bridge.Close()
 	}
+	_ = s.redis.Close()
 	if s.sim != nil {
 		s.sim.close()
 	}

@@ -1,5 +1,14 @@
 // Package bridge relays cache invalidations and breaker changes between
 // the supervisors of several machines over a Redis channel they share.
+//
+// Redis Pub/Sub delivers only to those subscribed at the time: what was
+// published while this machine's subscription was down (Redis failing
+// over, say) never arrives. So each time the subscription comes back after
+// a break, the bridge calls its resync function, which drops this machine's
+// cached entries that a missed invalidation could have concerned: a
+// generation bump rather than a short fresh window, since only dropping
+// keeps read-your-writes across machines; the price is one cold miss per
+// key after a failover.
 package bridge
 
 import (
@@ -7,6 +16,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -41,13 +51,17 @@ type bridgeMessage struct {
 // supervisor and those on other machines sharing the Redis server, so that
 // read-your-writes and breaker propagation hold across machines.
 type Bridge struct {
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	sub    *redis.PubSub
 	origin string
 	log    *slog.Logger
 	// applyInvalidate and applyBreaker act on this machine's workers.
 	applyInvalidate func(ctx context.Context, keys []string)
 	applyBreaker    func(name, state string)
+	resync          func()
+	// subscribed counts the subscription's confirmations: the first, then
+	// one after each reconnection.
+	subscribed atomic.Uint64
 
 	nextID  atomic.Uint64
 	mu      sync.Mutex
@@ -57,23 +71,32 @@ type Bridge struct {
 	lastFailure atomic.Int64
 }
 
-// Start subscribes to the cluster channel; invalidate and force apply what
-// other machines send to this machine's workers. Redis may be down at
-// start; go-redis keeps reconnecting, and writes meanwhile are only
-// invalidated on this machine.
-func Start(redisURL string, log *slog.Logger, invalidate func(context.Context, []string), force func(name, state string)) (*Bridge, error) {
-	opts, err := redis.ParseURL(redisURL)
-	if err != nil {
-		return nil, fmt.Errorf("ratelimit.redis_url: %w", err)
+// Health checks of the subscription: a ping every healthEvery, failed
+// after healthTimeout, find a connection that died without a reset.
+const (
+	healthEvery   = time.Second
+	healthTimeout = time.Second
+)
+
+// Start subscribes on rdb, which it does not close, to the cluster channel;
+// invalidate and force apply what other machines send to this machine's
+// workers, and resync is called each time the subscription comes back
+// after a break (see the package comment). Redis may be down at start;
+// go-redis keeps reconnecting, and writes meanwhile are only invalidated
+// on this machine.
+func Start(rdb redis.UniversalClient, log *slog.Logger, invalidate func(context.Context, []string), force func(name, state string), resync func()) (*Bridge, error) {
+	if rdb == nil {
+		return nil, errors.New("bridge: no Redis client")
 	}
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	b := &Bridge{
-		rdb:             redis.NewClient(opts),
+		rdb:             rdb,
 		origin:          hex.EncodeToString(id[:]),
 		log:             log,
 		applyInvalidate: invalidate,
 		applyBreaker:    force,
+		resync:          resync,
 		waiting:         map[uint64]chan struct{}{},
 		done:            make(chan struct{}),
 	}
@@ -83,40 +106,56 @@ func Start(redisURL string, log *slog.Logger, invalidate func(context.Context, [
 	return b, nil
 }
 
-// Close unsubscribes and closes the Redis client.
+// Subscribed counts the subscription's confirmations by Redis: 1 once
+// subscribed, one more after each reconnection.
+func (b *Bridge) Subscribed() uint64 { return b.subscribed.Load() }
+
+// Close unsubscribes.
 func (b *Bridge) Close() {
 	_ = b.sub.Close()
 	<-b.done
-	_ = b.rdb.Close()
 }
 
 func (b *Bridge) receive() {
 	defer close(b.done)
-	for msg := range b.sub.Channel() {
-		var m bridgeMessage
-		if err := json.Unmarshal([]byte(msg.Payload), &m); err != nil || m.Origin == b.origin {
-			continue
-		}
-		switch m.Type {
-		case "invalidate":
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), bridgeTimeout)
-				defer cancel()
-				b.applyInvalidate(ctx, m.Keys)
-				b.publish(ctx, bridgeMessage{Type: "ack", To: m.Origin, ID: m.ID})
-			}()
-		case "ack":
-			if m.To != b.origin {
-				continue
+	ch := b.sub.ChannelWithSubscriptions(redis.WithChannelHealthCheckInterval(healthEvery), redis.WithChannelPingTimeout(healthTimeout))
+	for item := range ch {
+		switch v := item.(type) {
+		case *redis.Subscription:
+			if v.Kind == "subscribe" && b.subscribed.Add(1) > 1 {
+				b.log.Info("supervisor: cluster bridge subscribed again; dropping what a missed invalidation may concern")
+				b.resync()
 			}
-			b.mu.Lock()
-			if ch := b.waiting[m.ID]; ch != nil {
-				ch <- struct{}{}
-			}
-			b.mu.Unlock()
-		case "breaker":
-			b.applyBreaker(m.Name, m.State)
+		case *redis.Message:
+			b.handle(v)
 		}
+	}
+}
+
+func (b *Bridge) handle(msg *redis.Message) {
+	var m bridgeMessage
+	if err := json.Unmarshal([]byte(msg.Payload), &m); err != nil || m.Origin == b.origin {
+		return
+	}
+	switch m.Type {
+	case "invalidate":
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), bridgeTimeout)
+			defer cancel()
+			b.applyInvalidate(ctx, m.Keys)
+			b.publish(ctx, bridgeMessage{Type: "ack", To: m.Origin, ID: m.ID})
+		}()
+	case "ack":
+		if m.To != b.origin {
+			return
+		}
+		b.mu.Lock()
+		if ch := b.waiting[m.ID]; ch != nil {
+			ch <- struct{}{}
+		}
+		b.mu.Unlock()
+	case "breaker":
+		b.applyBreaker(m.Name, m.State)
 	}
 }
 

@@ -66,7 +66,8 @@ type Config struct {
 	// Shared is the second level below every worker's cache: "none", or
 	// "redis" for one Redis common to the machines (see [Shared]).
 	Shared string `yaml:"shared"`
-	// RedisURL is the shared tier's Redis; empty means ratelimit.redis_url.
+	// RedisURL, when set, is a Redis node of the shared tier's own (a URL);
+	// empty means the redis section's, whose client the tier then shares.
 	RedisURL string `yaml:"redis_url"`
 	// RedisTimeout bounds each call to the shared tier's Redis.
 	RedisTimeout time.Duration `yaml:"redis_timeout"`

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -16,19 +17,24 @@ import (
 	"github.com/amexd/amexd/internal/redisconn"
 )
 
-// The Redis key spaces of the shared tier, apart from those of the other
+// The Redis keys of the shared tier, apart from those of the other
 // features that use the same Redis (rate limits, the cluster channel). A
-// cached answer lives under sharedValue+key, the generation that guards its
-// fills under sharedGen+key, and the lock of its fill under sharedLock+key.
-// sharedPurged holds when the tier was last purged (unix nanoseconds): an
-// answer stored before then is not served, and a fill that began before it
-// does not store.
+// cached answer lives under sharedKey(key, "value"), the generation that
+// guards its fills under sharedKey(key, "gen"), and the lock of its fill
+// under sharedKey(key, "lock"): the cache key is their hash tag, so that in
+// a Redis Cluster the three share a slot (a script may touch them together)
+// while different keys spread over the slots. sharedPurged holds when the
+// tier was last purged (unix nanoseconds); every answer is stored with the
+// purge stamp its fill read first, and one stored under an older stamp is
+// not served, so that neither an answer stored before a purge nor a fill
+// that began before it comes back. v2: the value carries that stamp.
 const (
-	sharedValue  = "amexd:cache:v1:value:"
-	sharedGen    = "amexd:cache:v1:gen:"
-	sharedLock   = "amexd:cache:v1:lock:"
-	sharedPurged = "amexd:cache:v1:purged"
+	sharedPrefix = "amexd:cache:v2:{"
+	sharedPurged = "amexd:cache:v2:purged"
 )
+
+// sharedKey is the Redis key of part ("value", "gen", "lock") of key.
+func sharedKey(key, part string) string { return sharedPrefix + key + "}:" + part }
 
 // Timings of the shared tier: how long a generation outlives its last
 // invalidation (far longer than any fill), how often a miss that waits for
@@ -41,15 +47,22 @@ const (
 	sharedLogEvery  = 10 * time.Second
 )
 
-// storeIfGen stores a fill only if the key's generation and the tier's
-// purge stamp are still those read before the fill asked the upstream: an
-// invalidation or a purge in between means the answer may predate it.
+// storeIfGen stores a fill only if the key's generation is still the one
+// read before the fill asked the upstream: an invalidation in between means
+// the answer may predate it. KEYS share a slot.
 var storeIfGen = redis.NewScript(`
 local gen = redis.call('GET', KEYS[2]) or ''
-local purged = redis.call('GET', KEYS[3]) or ''
-if gen ~= ARGV[1] or purged ~= ARGV[2] then return 0 end
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+if gen ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1`)
+
+// invalidateKey deletes an answer and moves its generation on, at once.
+// KEYS (value, gen) share a slot.
+const invalidateKey = `
+redis.call('DEL', KEYS[1])
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1`
 
 // purgeAt moves the tier's purge stamp to ARGV[1], never back: machines'
 // clocks differ a little, and a purge must not revive what an earlier one
@@ -86,18 +99,17 @@ type Shared struct {
 	waiting atomic.Int64
 }
 
-// NewShared returns the shared tier on the Redis at url. timeout bounds each
-// Redis call; wait bounds how long a miss waits for another machine's fill
-// of the same key before asking the upstream itself, and is also how long
-// a fill's lock lives. An unreachable Redis is not an error here.
-func NewShared(url string, timeout, wait time.Duration, log *slog.Logger) (*Shared, error) {
+// NewShared returns the shared tier on rdb, which it does not close.
+// timeout bounds each Redis call; wait bounds how long a miss waits for
+// another machine's fill of the same key before asking the upstream itself,
+// and is also how long a fill's lock lives. An unreachable Redis is not an
+// error here.
+func NewShared(rdb redis.UniversalClient, timeout, wait time.Duration, log *slog.Logger) (*Shared, error) {
+	if rdb == nil {
+		return nil, errors.New("cache: shared tier: no Redis client")
+	}
 	if timeout <= 0 || wait <= 0 {
 		return nil, fmt.Errorf("cache: shared tier: timeout %s and wait %s must be positive", timeout, wait)
-	}
-	// One attempt per call: the caller's fallback is the upstream, not a retry.
-	rdb, err := redisconn.New(redisconn.Config{URL: url, NoRetry: true})
-	if err != nil {
-		return nil, fmt.Errorf("cache: shared tier: %w", err)
 	}
 	if log == nil {
 		log = slog.Default()
@@ -105,22 +117,19 @@ func NewShared(url string, timeout, wait time.Duration, log *slog.Logger) (*Shar
 	return &Shared{rdb: rdb, timeout: timeout, wait: wait, log: log}, nil
 }
 
-// OpenShared returns the shared tier c configures (shared: redis), on
-// c.RedisURL or else fallbackURL (ratelimit.redis_url), or nil when there
-// is none; the caller closes it.
-func (c Config) OpenShared(fallbackURL string, log *slog.Logger) (*Shared, error) {
+// OpenShared returns the shared tier c configures (shared: redis) on a
+// client from clients for rdb (see config.Config.CacheRedis), or nil when
+// there is none.
+func (c Config) OpenShared(clients *redisconn.Clients, rdb redisconn.Config, log *slog.Logger) (*Shared, error) {
 	if c.Shared != SharedRedis {
 		return nil, nil
 	}
-	url := c.RedisURL
-	if url == "" {
-		url = fallbackURL
+	client, err := clients.Get(rdb)
+	if err != nil {
+		return nil, fmt.Errorf("cache: shared tier: %w", err)
 	}
-	return NewShared(url, c.RedisTimeout, c.SharedWait, log)
+	return NewShared(client, c.RedisTimeout, c.SharedWait, log)
 }
-
-// Close closes the connections to Redis.
-func (s *Shared) Close() error { return s.rdb.Close() }
 
 // Errors counts the Redis calls that failed or timed out.
 func (s *Shared) Errors() uint64 { return s.errors.Load() }
@@ -219,35 +228,43 @@ func (s *Shared) load(ctx context.Context, key string, now func() int64, fetch f
 }
 
 // fillGuard is what a fill read before it asked the upstream: the key's
-// generation and the tier's purge stamp. Its answer is stored only if
-// both are unchanged.
+// generation and the tier's purge stamp. Its answer is stored only if the
+// generation is unchanged, and served only while the stamp is current.
 type fillGuard struct{ gen, purged string }
 
 // lookup reads key's answer, whatever its windows say (enc is nil when
-// there is none or it was stored before the tier's last purge), and its
-// fill guard, in one round trip.
+// there is none or it was stored under an older purge stamp), and its fill
+// guard, in one round trip to each slot's node.
 func (s *Shared) lookup(ctx context.Context, key string) (f filled, guard fillGuard, err error) {
-	var vals []any
+	var vals *redis.SliceCmd
+	var purged *redis.StringCmd
 	err = s.call(ctx, func(ctx context.Context) error {
-		var err error
-		vals, err = s.rdb.MGet(ctx, sharedValue+key, sharedGen+key, sharedPurged).Result()
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			vals = p.MGet(ctx, sharedKey(key, "value"), sharedKey(key, "gen"))
+			purged = p.Get(ctx, sharedPurged)
+			return nil
+		})
+		if errors.Is(err, redis.Nil) {
+			err = nil
+		}
 		return err
 	})
 	if err != nil {
 		return filled{}, fillGuard{}, err
 	}
-	guard.gen, _ = vals[1].(string)
-	guard.purged, _ = vals[2].(string)
-	raw, ok := vals[0].(string)
+	guard.gen, _ = vals.Val()[1].(string)
+	guard.purged = purged.Val()
+	raw, ok := vals.Val()[0].(string)
 	if !ok {
 		return filled{}, guard, nil
 	}
-	enc := []byte(raw)
-	rec, err := decode(enc)
-	if err != nil {
+	stamp, body, ok := strings.Cut(raw, "\n")
+	if !ok || stamp != guard.purged {
 		return filled{}, guard, nil
 	}
-	if purged, _ := strconv.ParseInt(guard.purged, 10, 64); rec.entry.Stored.UnixNano() <= purged {
+	enc := []byte(body)
+	rec, err := decode(enc)
+	if err != nil {
 		return filled{}, guard, nil
 	}
 	return filled{rec: rec, enc: enc}, guard, nil
@@ -261,7 +278,7 @@ func (s *Shared) lock(ctx context.Context, key string) (token string, ok bool, e
 	token = hex.EncodeToString(b[:])
 	err = s.call(ctx, func(ctx context.Context) error {
 		var err error
-		ok, err = s.rdb.SetNX(ctx, sharedLock+key, token, s.wait).Result()
+		ok, err = s.rdb.SetNX(ctx, sharedKey(key, "lock"), token, s.wait).Result()
 		return err
 	})
 	return token, ok, err
@@ -269,7 +286,7 @@ func (s *Shared) lock(ctx context.Context, key string) (token string, ok bool, e
 
 func (s *Shared) unlock(ctx context.Context, key, token string) {
 	err := s.call(ctx, func(ctx context.Context) error {
-		return unlockIfOwner.Run(ctx, s.rdb, []string{sharedLock + key}, token).Err()
+		return unlockIfOwner.Run(ctx, s.rdb, []string{sharedKey(key, "lock")}, token).Err()
 	})
 	if err != nil {
 		// The lock expires on its own; until then others wait or fall back.
@@ -278,15 +295,16 @@ func (s *Shared) unlock(ctx context.Context, key, token string) {
 }
 
 // store writes a fill to Redis for as long as its stale window lasts,
-// unless key was invalidated or the tier purged since guard was read.
+// under the purge stamp guard read, unless key was invalidated since.
 func (s *Shared) store(ctx context.Context, key string, guard fillGuard, f filled, now int64) {
 	ttl := time.Duration(f.rec.staleUntil - now)
 	if ttl < time.Millisecond {
 		return
 	}
 	err := s.call(ctx, func(ctx context.Context) error {
-		return storeIfGen.Run(ctx, s.rdb, []string{sharedValue + key, sharedGen + key, sharedPurged},
-			guard.gen, guard.purged, f.enc, strconv.FormatInt(ttl.Milliseconds(), 10)).Err()
+		value := append([]byte(guard.purged+"\n"), f.enc...)
+		return storeIfGen.Run(ctx, s.rdb, []string{sharedKey(key, "value"), sharedKey(key, "gen")},
+			guard.gen, value, strconv.FormatInt(ttl.Milliseconds(), 10)).Err()
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
 		s.failed("store", err)
@@ -294,17 +312,17 @@ func (s *Shared) store(ctx context.Context, key string, guard fillGuard, f fille
 }
 
 // invalidate deletes keys' answers and moves their generations on, so that
-// no fill that began before it can store an older answer afterwards.
+// no fill that began before it can store an older answer afterwards. Each
+// key is one script, atomic on its slot; the scripts go in one pipeline.
 func (s *Shared) invalidate(ctx context.Context, keys []string) error {
 	if len(keys) == 0 {
 		return nil
 	}
+	ttl := sharedGenTTL.Milliseconds()
 	err := s.call(ctx, func(ctx context.Context) error {
-		_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, key := range keys {
-				p.Del(ctx, sharedValue+key)
-				p.Incr(ctx, sharedGen+key)
-				p.PExpire(ctx, sharedGen+key, sharedGenTTL)
+				p.Eval(ctx, invalidateKey, []string{sharedKey(key, "value"), sharedKey(key, "gen")}, ttl)
 			}
 			return nil
 		})

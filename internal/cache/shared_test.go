@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amexd/amexd/internal/redisconn"
 	"github.com/amexd/amexd/internal/testkit/redistest"
 )
 
@@ -21,13 +22,25 @@ func privateRedis(t *testing.T) string { return redistest.Start(t).URL }
 // cluster would have.
 func machine(t *testing.T, url string, wait time.Duration) (*Cache, *fakeClock, *Shared) {
 	t.Helper()
-	s, err := NewShared(url, 2*time.Second, wait, nil)
+	s := newShared(t, url, 2*time.Second, wait)
+	c, clock := newCache(t, nil, WithShared(s))
+	return c, clock, s
+}
+
+// newShared is a shared tier on a client of its own for the Redis at url,
+// closed when the test ends.
+func newShared(t *testing.T, url string, timeout, wait time.Duration) *Shared {
+	t.Helper()
+	rdb, err := redisconn.New(redisconn.Config{URL: url})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = s.Close() })
-	c, clock := newCache(t, nil, WithShared(s))
-	return c, clock, s
+	t.Cleanup(func() { _ = rdb.Close() })
+	s, err := NewShared(rdb, timeout, wait, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // counting returns a fetch answering body and the number of its calls.
@@ -223,11 +236,7 @@ func TestSharedTierPurge(t *testing.T) {
 }
 
 func TestSharedTierPurgeFailsWhenRedisIsDown(t *testing.T) {
-	s, err := NewShared(unanswering(t), 50*time.Millisecond, time.Second, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newShared(t, unanswering(t), 50*time.Millisecond, time.Second)
 	if err := s.Purge(context.Background(), time.Now()); err == nil || !strings.Contains(err.Error(), "purge the shared tier") {
 		t.Errorf("Purge with Redis hanging = %v, want an error naming the purge", err)
 	}
@@ -288,11 +297,7 @@ func TestSharedTierRedisDownOrHanging(t *testing.T) {
 	}
 	for name, url := range map[string]func(*testing.T) string{"down": closed, "hanging": unanswering} {
 		t.Run(name, func(t *testing.T) {
-			s, err := NewShared(url(t), 50*time.Millisecond, time.Second, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			s := newShared(t, url(t), 50*time.Millisecond, time.Second)
 			c, _ := newCache(t, nil, WithShared(s))
 			fetch, calls := counting(`"x"`)
 			for i, key := range []string{"user:6", "user:7"} {
@@ -304,7 +309,7 @@ func TestSharedTierRedisDownOrHanging(t *testing.T) {
 			if calls.Load() != 2 || s.Errors() == 0 {
 				t.Errorf("%d fetches and %d Redis errors, want 2 fetches and the errors counted", calls.Load(), s.Errors())
 			}
-			err = c.Invalidate(context.Background(), "user:6")
+			err := c.Invalidate(context.Background(), "user:6")
 			if err == nil || !strings.Contains(err.Error(), "shared tier") {
 				t.Errorf("Invalidate with Redis %s: %v, want the shared tier's error", name, err)
 			}
@@ -335,10 +340,18 @@ func TestSharedConfigValidate(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Shared = SharedRedis
 	if err := cfg.Validate(); err != nil {
-		t.Errorf("redis with the default URL (ratelimit.redis_url): %v", err)
+		t.Errorf("redis with the default URL (the redis section's): %v", err)
 	}
-	if _, err := NewShared("redis://127.0.0.1:1/0", 0, time.Second, nil); err == nil {
+	rdb, err := redisconn.New(redisconn.Config{URL: "redis://127.0.0.1:1/0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	if _, err := NewShared(rdb, 0, time.Second, nil); err == nil {
 		t.Error("NewShared accepted a zero timeout")
+	}
+	if _, err := NewShared(nil, time.Second, time.Second, nil); err == nil {
+		t.Error("NewShared accepted no client")
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/amexd/amexd/internal/cache"
 	"github.com/amexd/amexd/internal/idempotency"
 	"github.com/amexd/amexd/internal/ratelimit"
+	"github.com/amexd/amexd/internal/redisconn"
 	"github.com/amexd/amexd/internal/simulator"
 	"github.com/amexd/amexd/internal/upstream"
 )
@@ -54,6 +55,11 @@ type Config struct {
 	// Redis across machines.
 	Idempotency idempotency.Config  `yaml:"idempotency"`
 	Simulator   simulator.SimConfig `yaml:"simulator"`
+	// Redis is the one Redis setup (a node, a Sentinel master or a Redis
+	// Cluster) that every shared tier uses: ratelimit.store redis, the
+	// Idempotency-Keys that go with it, cache.shared redis and the bridge
+	// between machines.
+	Redis redisconn.Config `yaml:"redis"`
 }
 
 // Log selects the log handler and level.
@@ -199,7 +205,43 @@ func Default() Config {
 		RateLimit:   ratelimit.DefaultConfig(),
 		Idempotency: idempotency.DefaultConfig(),
 		Simulator:   simulator.DefaultSimConfig(),
+		Redis:       redisconn.DefaultConfig(),
 	}
+}
+
+// adoptLegacyRedis takes ratelimit.redis_url, the Redis URL of earlier
+// releases, as redis.url when the redis section names no server.
+func (c *Config) adoptLegacyRedis() {
+	r := &c.Redis
+	if c.RateLimit.RedisURL != "" && r.URL == "" && r.Mode() == "url" {
+		r.URL = c.RateLimit.RedisURL
+	}
+}
+
+// Warnings lists what the configuration still accepts but should not say:
+// deprecated keys, each with its replacement.
+func (c Config) Warnings() []string {
+	if c.RateLimit.RedisURL != "" {
+		return []string{"ratelimit.redis_url is deprecated and will be removed in the next release: use redis.url (or redis.sentinel.*, redis.cluster.addrs)"}
+	}
+	return nil
+}
+
+// UsesRedis reports whether some tier uses Redis.
+func (c Config) UsesRedis() bool {
+	return c.RateLimit.Store == ratelimit.StoreRedis || c.Cache.Shared == cache.SharedRedis
+}
+
+// CacheRedis is the Redis of the shared cache tier: the redis section, or
+// the one node cache.redis_url names, with the section's timeouts.
+func (c Config) CacheRedis() redisconn.Config {
+	if c.Cache.RedisURL == "" {
+		return c.Redis
+	}
+	r := redisconn.DefaultConfig()
+	r.URL = c.Cache.RedisURL
+	r.DialTimeout, r.ReadTimeout, r.WriteTimeout, r.PoolSize = c.Redis.DialTimeout, c.Redis.ReadTimeout, c.Redis.WriteTimeout, c.Redis.PoolSize
+	return r
 }
 
 // WorkerCount is the number of worker processes to run: Workers, or one per
@@ -289,6 +331,12 @@ func (c Config) Validate() error {
 	}
 	if c.CORS.MaxAge < 0 {
 		bad("cors.max_age", c.CORS.MaxAge, "must not be negative")
+	}
+	if err := c.Redis.Validate("redis."); err != nil {
+		errs = append(errs, err)
+	}
+	if c.RateLimit.RedisURL != "" && c.RateLimit.RedisURL != c.Redis.URL {
+		bad("ratelimit.redis_url", quote(c.RateLimit.RedisURL), "is deprecated and differs from the redis section; keep only redis.*")
 	}
 	for _, v := range []interface{ Validate() error }{c.Auth, c.Upstream, c.Breaker, c.Cache, c.RateLimit, c.Idempotency, c.Simulator} {
 		if err := v.Validate(); err != nil {

@@ -263,3 +263,35 @@ func TestLoadRefusesAnAccessFileItCannotWrite(t *testing.T) {
 		t.Errorf("checking the access file created it: %v", err)
 	}
 }
+
+func TestRedisSection(t *testing.T) {
+	env := []string{"AMEXD_REDIS_SENTINEL_ADDRS=10.0.0.1:26379,10.0.0.2:26379"}
+	cfg, _, err := Load([]string{"-redis.sentinel.master", "amexd", "-redis.wait_replicas", "1"}, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Redis.Mode() != "sentinel" || len(cfg.Redis.Sentinel.Addrs) != 2 || cfg.Redis.WaitReplicas != 1 || len(cfg.Warnings()) != 0 {
+		t.Errorf("redis = %+v, warnings %q; want sentinel amexd on two sentinels, wait for 1, no warning", cfg.Redis, cfg.Warnings())
+	}
+	// The cache tier shares the section unless it names a node of its own.
+	if got := cfg.CacheRedis(); got.Sentinel.Master != "amexd" {
+		t.Errorf("CacheRedis() = %+v, want the redis section", got)
+	}
+	cfg.Cache.RedisURL = "redis://10.0.0.9:6379/0"
+	if got := cfg.CacheRedis(); got.URL != cfg.Cache.RedisURL || got.Mode() != "url" || got.ReadTimeout != cfg.Redis.ReadTimeout {
+		t.Errorf("CacheRedis() with cache.redis_url = %+v, want that node with the section's timeouts", got)
+	}
+
+	// The old key still works, with a warning, when the section names no server.
+	cfg, _, err = Load([]string{"-ratelimit.redis_url", "redis://10.0.0.3:6379/1"}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Redis.URL != "redis://10.0.0.3:6379/1" || len(cfg.Warnings()) != 1 || !strings.Contains(cfg.Warnings()[0], "redis.url") {
+		t.Errorf("legacy ratelimit.redis_url: redis.url %q, warnings %q; want it adopted with a warning naming redis.url", cfg.Redis.URL, cfg.Warnings())
+	}
+	_, _, err = Load([]string{"-ratelimit.redis_url", "redis://10.0.0.3:6379/1", "-redis.cluster.addrs", "10.0.0.4:7000"}, nil, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "ratelimit.redis_url") {
+		t.Errorf("legacy key beside a cluster: %v, want an error naming ratelimit.redis_url", err)
+	}
+}

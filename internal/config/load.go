@@ -83,6 +83,7 @@ func (s Source) load(out io.Writer) (Config, string, error) {
 			}
 		}
 	}
+	cfg.adoptLegacyRedis()
 	if err := cfg.Validate(); err != nil {
 		return Config{}, path, fmt.Errorf("invalid configuration:\n%w", err)
 	}
@@ -118,6 +119,7 @@ func DecodeFile(path string) (Config, error) {
 	if err := decodeFile(path, &cfg); err != nil {
 		return Config{}, err
 	}
+	cfg.adoptLegacyRedis()
 	if err := cfg.Validate(); err != nil {
 		return Config{}, fmt.Errorf("invalid configuration in %s:\n%w", path, err)
 	}

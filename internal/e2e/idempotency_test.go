@@ -169,7 +169,7 @@ func TestIdempotencyKeyAcrossInstances(t *testing.T) {
 	rds := redistest.Start(t)
 	up := sharedUpstream(t)
 	args := []string{"-workers", "2", "-log.access", "-ratelimit.store", "redis",
-		"-ratelimit.redis_url", rds.URL, "-ratelimit.redis_timeout", "5s", "-upstream.url", up}
+		"-redis.url", rds.URL, "-ratelimit.redis_timeout", "5s", "-upstream.url", up}
 	a, b := start(t, args...), start(t, args...)
 	answers, pids := retryAcross(t, []*daemon{a, b}, 2, "/events", "key-across-machines", `{"name":"retried","userId":1}`)
 	checkOneWrite(t, up, answers, pids, 4, http.StatusCreated)

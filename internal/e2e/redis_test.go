@@ -46,7 +46,7 @@ func TestTwoInstancesShareRedis(t *testing.T) {
 	rds := redistest.Start(t)
 	up := sharedUpstream(t)
 	args := []string{"-workers", "2", "-ratelimit.rate", "30-M", "-ratelimit.store", "redis",
-		"-ratelimit.redis_url", rds.URL, "-ratelimit.redis_timeout", "5s", "-upstream.url", up}
+		"-redis.url", rds.URL, "-ratelimit.redis_timeout", "5s", "-upstream.url", up}
 	a, b := start(t, args...), start(t, args...)
 	c := fresh()
 	counts := map[int]int{}
@@ -94,7 +94,7 @@ func TestTwoInstancesShareRedis(t *testing.T) {
 func TestRedisOutage(t *testing.T) {
 	rds := redistest.Start(t)
 	d := start(t, "-workers", "2", "-ratelimit.rate", "5-M", "-ratelimit.store", "redis",
-		"-ratelimit.redis_url", rds.URL, "-ratelimit.on_redis_error", "allow", "-ratelimit.redis_timeout", "5s")
+		"-redis.url", rds.URL, "-ratelimit.on_redis_error", "allow", "-ratelimit.redis_timeout", "5s")
 	c := fresh()
 	limited := func(n int) map[int]int {
 		counts := map[int]int{}
@@ -135,7 +135,7 @@ func TestRedisOutage(t *testing.T) {
 func TestRedisPausedLimitsLocally(t *testing.T) {
 	rds := redistest.Start(t)
 	d := start(t, "-workers", "2", "-ratelimit.rate", "20-M", "-ratelimit.store", "redis",
-		"-ratelimit.redis_url", rds.URL, "-ratelimit.redis_timeout", "2s", "-ratelimit.instances", "2")
+		"-redis.url", rds.URL, "-ratelimit.redis_timeout", "2s", "-ratelimit.instances", "2")
 	// burst sends n requests from the loopback address src and counts the
 	// answers by status and by the limit they announced.
 	burst := func(src string, n int) (statuses, limits map[string]int) {

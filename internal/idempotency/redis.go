@@ -15,13 +15,30 @@ import (
 // redisTimeout bounds each Redis call of the store.
 const redisTimeout = time.Second
 
-// casScript replaces a key's value only if it is still the one the caller
+// casSource replaces a key's value only if it is still the one the caller
 // read (ARGV[1]); an empty new value (ARGV[2]) deletes it.
-var casScript = redis.NewScript(`
+const casSource = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 1
-`)
+`
+
+var casScript = redis.NewScript(casSource)
+
+// ErrNotReplicated is returned by Begin when a claim was not acknowledged
+// by the replicas it must reach (Wait) in time: it was released, since a
+// failover could lose it and let a retry write a second time.
+var ErrNotReplicated = errors.New("idempotency: claim not acknowledged by the replicas")
+
+// Wait makes a claim wait for replicas before Begin returns it: Redis
+// replicates asynchronously, so a claim only on a master that dies is lost,
+// and a retry on the promoted replica would write the event again.
+type Wait struct {
+	// Replicas is how many replicas must acknowledge; 0 does not wait.
+	Replicas int
+	// Timeout bounds the wait.
+	Timeout time.Duration
+}
 
 // Redis is a Store in Redis, for instances on several machines: each key is
 // one Redis string holding its record as JSON, with the TTL as its expiry,
@@ -29,28 +46,30 @@ return 1
 // cannot both win it. Its memory is Redis's; amexd bounds what it stores
 // per key by the size of an answer.
 type Redis struct {
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
+	wait   Wait
 	prefix string
 	ttl    time.Duration
 	lease  time.Duration
 	now    func() time.Time
 }
 
-// NewRedis returns a store on the Redis at url (redis:// or rediss://)
-// with cfg's TTL and lease. Keys are prefixed with prefix + ":idem:".
-func NewRedis(url, prefix string, cfg Config) (*Redis, error) {
+// NewRedis returns a store on rdb, which it does not close, with cfg's
+// TTL and lease; a claim waits for replicas as wait says. Keys are prefixed
+// with prefix + ":idem:" and spread over a Redis Cluster's slots (each
+// script touches one key).
+func NewRedis(rdb redis.UniversalClient, prefix string, cfg Config, wait Wait) (*Redis, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("idempotency: redis store: %w", err)
 	}
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("idempotency: redis store: %w", err)
+	if rdb == nil {
+		return nil, errors.New("idempotency: redis store: no Redis client")
 	}
-	return &Redis{rdb: redis.NewClient(opts), prefix: prefix + ":idem:", ttl: cfg.TTL, lease: cfg.Lease, now: time.Now}, nil
+	return &Redis{rdb: rdb, wait: wait, prefix: prefix + ":idem:", ttl: cfg.TTL, lease: cfg.Lease, now: time.Now}, nil
 }
 
-// Close closes the connection pool.
-func (r *Redis) Close() error { return r.rdb.Close() }
+// Close does nothing: the client is its owner's to close.
+func (r *Redis) Close() error { return nil }
 
 func (r *Redis) redisKey(key string) string {
 	sum := sha256.Sum256([]byte(key))
@@ -88,14 +107,9 @@ func (r *Redis) Begin(ctx context.Context, key string, fp Fingerprint, ref strin
 		if c.raw, err = json.Marshal(next); err != nil {
 			return Claim{}, fmt.Errorf("idempotency: encode record: %w", err)
 		}
-		var won bool
-		if rec == nil {
-			won, err = r.rdb.SetNX(ctx, k, c.raw, r.ttl).Result()
-		} else {
-			won, err = r.cas(ctx, k, old, c.raw)
-		}
+		won, err := r.claim(ctx, k, old, c.raw)
 		if err != nil {
-			return Claim{}, fmt.Errorf("idempotency: redis claim: %w", err)
+			return Claim{}, err
 		}
 		if won {
 			return c, nil
@@ -146,6 +160,72 @@ func (r *Redis) replace(ctx context.Context, key string, c Claim, next *record) 
 		return ErrNotOwner
 	}
 	return nil
+}
+
+// claim writes raw for k if k still holds old (nil: nothing) and, with a
+// Wait, has the replicas acknowledge it. The write and the WAIT go in one
+// pipeline on one connection (WAIT counts the writes of its own
+// connection), to the node that holds k. A claim the replicas do not
+// acknowledge in time is put back to old and ErrNotReplicated returned.
+func (r *Redis) claim(ctx context.Context, k string, old, raw []byte) (bool, error) {
+	if r.wait.Replicas <= 0 {
+		var won bool
+		var err error
+		if old == nil {
+			won, err = r.rdb.SetNX(ctx, k, raw, r.ttl).Result()
+		} else {
+			won, err = r.cas(ctx, k, old, raw)
+		}
+		if err != nil {
+			return false, fmt.Errorf("idempotency: redis claim: %w", err)
+		}
+		return won, nil
+	}
+	node, err := r.node(ctx, k)
+	if err != nil {
+		return false, fmt.Errorf("idempotency: redis claim: %w", err)
+	}
+	var write redis.Cmder
+	var acked *redis.Cmd
+	_, err = node.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if old == nil {
+			write = p.SetNX(ctx, k, raw, r.ttl)
+		} else {
+			write = p.Eval(ctx, casSource, []string{k}, old, raw, r.ttl.Milliseconds())
+		}
+		acked = p.Do(ctx, "wait", r.wait.Replicas, r.wait.Timeout.Milliseconds())
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("idempotency: redis claim: %w", err)
+	}
+	var won bool
+	switch w := write.(type) {
+	case *redis.BoolCmd:
+		won = w.Val()
+	case *redis.Cmd:
+		n, _ := w.Int()
+		won = n == 1
+	}
+	if !won {
+		return false, nil
+	}
+	if n, _ := acked.Int64(); n < int64(r.wait.Replicas) {
+		if _, err := r.cas(ctx, k, raw, old); err != nil {
+			return false, fmt.Errorf("%w (%d of %d within %v), and releasing it failed: %w", ErrNotReplicated, n, r.wait.Replicas, r.wait.Timeout, err)
+		}
+		return false, fmt.Errorf("%w: %d of %d within %v", ErrNotReplicated, n, r.wait.Replicas, r.wait.Timeout)
+	}
+	return true, nil
+}
+
+// node returns the client of the server that holds k: rdb itself, or in
+// a Redis Cluster the client of k's master.
+func (r *Redis) node(ctx context.Context, k string) (redis.Cmdable, error) {
+	if cc, ok := r.rdb.(*redis.ClusterClient); ok {
+		return cc.MasterForKey(ctx, k)
+	}
+	return r.rdb, nil
 }
 
 func (r *Redis) cas(ctx context.Context, k string, old, next []byte) (bool, error) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amexd/amexd/internal/redisconn"
 	"github.com/amexd/amexd/internal/testkit/redistest"
 )
 
@@ -50,12 +51,16 @@ func newRedisPair(t *testing.T, cfg Config, clk *clock) (*Redis, *Redis) {
 	prefix := fmt.Sprintf("amexd-test-%d-%s", time.Now().UnixNano(), strings.ReplaceAll(t.Name(), "/", "-"))
 	var out [2]*Redis
 	for i := range out {
-		r, err := NewRedis(rds.URL, prefix, cfg)
+		rdb, err := redisconn.New(redisconn.Config{URL: rds.URL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rdb.Close() })
+		r, err := NewRedis(rdb, prefix, cfg, Wait{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		r.now = clk.now
-		t.Cleanup(func() { r.Close() })
 		out[i] = r
 	}
 	return out[0], out[1]

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/ulule/limiter/v3"
 )
 
@@ -44,7 +43,8 @@ type Config struct {
 	// LogInterval is how often, at most, the store logs that the shared table
 	// is full or that Redis fails; what happens in between is counted.
 	LogInterval time.Duration `yaml:"log_interval"`
-	// RedisURL is a redis:// or rediss:// URL, used with store "redis".
+	// RedisURL is deprecated: the Redis of earlier releases, read as
+	// redis.url (amexd's redis section) when that names no server.
 	RedisURL string `yaml:"redis_url"`
 	// RedisTimeout bounds each Redis call.
 	RedisTimeout time.Duration `yaml:"redis_timeout"`
@@ -72,8 +72,8 @@ type Route struct {
 }
 
 // DefaultConfig returns the defaults: 100 requests a minute per client in a
-// shared table of 65536 slots; with the Redis store, Redis at 127.0.0.1:6379
-// with a 50 ms timeout, limiting locally while Redis fails.
+// shared table of 65536 slots; with the Redis store, a 50 ms timeout,
+// limiting locally while Redis fails.
 func DefaultConfig() Config {
 	return Config{
 		Rate:         "100-M",
@@ -81,7 +81,6 @@ func DefaultConfig() Config {
 		TableSlots:   65536,
 		IPv6Prefix:   64,
 		LogInterval:  10 * time.Second,
-		RedisURL:     "redis://127.0.0.1:6379/0",
 		RedisTimeout: 50 * time.Millisecond,
 		OnRedisError: OnRedisErrorLocal,
 		Instances:    1,
@@ -118,13 +117,8 @@ func (c Config) Validate() error {
 	if c.LogInterval <= 0 {
 		bad("log_interval", "%v must be positive", c.LogInterval)
 	}
-	if c.Store == StoreRedis {
-		if _, err := redis.ParseURL(c.RedisURL); err != nil {
-			bad("redis_url", "%q is not a Redis URL: %v", c.RedisURL, err)
-		}
-		if c.RedisTimeout <= 0 {
-			bad("redis_timeout", "%v must be positive", c.RedisTimeout)
-		}
+	if c.Store == StoreRedis && c.RedisTimeout <= 0 {
+		bad("redis_timeout", "%v must be positive", c.RedisTimeout)
 	}
 	switch c.OnRedisError {
 	case OnRedisErrorLocal, OnRedisErrorAllow, OnRedisErrorDeny:

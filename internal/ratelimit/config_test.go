@@ -16,11 +16,11 @@ func TestDefaultConfigIsValid(t *testing.T) {
 	}
 	want := Config{
 		Rate: "100-M", Store: "shared", TableSlots: 65536, IPv6Prefix: 64, LogInterval: 10 * time.Second,
-		RedisURL: "redis://127.0.0.1:6379/0", RedisTimeout: 50 * time.Millisecond, OnRedisError: "local", Instances: 1,
+		RedisTimeout: 50 * time.Millisecond, OnRedisError: "local", Instances: 1,
 	}
 	if cfg.Rate != want.Rate || cfg.Store != want.Store || cfg.TableSlots != want.TableSlots ||
 		cfg.IPv6Prefix != want.IPv6Prefix || cfg.LogInterval != want.LogInterval ||
-		cfg.RedisURL != want.RedisURL || cfg.RedisTimeout != want.RedisTimeout ||
+		cfg.RedisURL != "" || cfg.RedisTimeout != want.RedisTimeout ||
 		cfg.OnRedisError != want.OnRedisError || cfg.Instances != want.Instances ||
 		len(cfg.TrustedProxies) != 0 || len(cfg.Routes) != 0 {
 		t.Errorf("DefaultConfig() = %+v, want %+v", cfg, want)
@@ -45,7 +45,6 @@ func TestConfigValidate(t *testing.T) {
 		{"bad store", func(c *Config) { c.Store = "disk" }, `ratelimit.store: "disk" is not a store`},
 		{"no slots", func(c *Config) { c.TableSlots = 0 }, `ratelimit.table_slots: 0 is out of range`},
 		{"slots unused by memory", func(c *Config) { c.TableSlots = 0; c.Store = "memory" }, ""},
-		{"bad redis url", func(c *Config) { c.Store = "redis"; c.RedisURL = "http://x" }, `ratelimit.redis_url: "http://x" is not a Redis URL`},
 		{"bad redis timeout", func(c *Config) { c.Store = "redis"; c.RedisTimeout = 0 }, `ratelimit.redis_timeout: 0s must be positive`},
 		{"bad policy", func(c *Config) { c.OnRedisError = "retry" }, `ratelimit.on_redis_error: "retry" is not a policy`},
 		{"good proxies", func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/8", "::1/128"} }, ""},

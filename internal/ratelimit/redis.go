@@ -30,7 +30,7 @@ var errNotReady = errors.New("redis store not initialised yet")
 // recovers on its own once Redis answers, including when Redis was down when
 // the store was created.
 type RedisStore struct {
-	client    *redis.Client
+	client    redis.UniversalClient
 	prefix    string
 	timeout   time.Duration
 	policy    string
@@ -66,25 +66,18 @@ const redisRetryInterval = 500 * time.Millisecond
 
 type innerStore struct{ limiter.Store }
 
-// NewRedisStore connects to cfg.RedisURL. Under the local policy it counts
-// in the store WithLocal gives (NewStore gives the machine's shared table),
-// or else in a table of its own. It fails only for a configuration it cannot
-// use; an unreachable Redis is logged and handled per call.
-func NewRedisStore(ctx context.Context, cfg Config, opts ...Option) (*RedisStore, error) {
-	ropts, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return nil, fmt.Errorf("ratelimit: redis store: %w", err)
+// NewRedisStore counts on rdb, which it does not close. Under the local
+// policy it counts in the store WithLocal gives (NewStore gives the
+// machine's shared table), or else in a table of its own. It fails only
+// for a configuration it cannot use; an unreachable Redis is logged and
+// handled per call. Its keys are the prefix and the client key, so that
+// in a Redis Cluster clients spread over the slots.
+func NewRedisStore(ctx context.Context, rdb redis.UniversalClient, cfg Config, opts ...Option) (*RedisStore, error) {
+	if rdb == nil {
+		return nil, errors.New("ratelimit: redis store: no Redis client")
 	}
 	if cfg.RedisTimeout <= 0 {
 		return nil, fmt.Errorf("ratelimit: redis store: timeout %v must be positive", cfg.RedisTimeout)
-	}
-	// Calls carry their own deadline; the socket timeouts only bound the script
-	// loading that ulule's constructor does without one.
-	ropts.ContextTimeoutEnabled = true
-	for _, d := range []*time.Duration{&ropts.DialTimeout, &ropts.ReadTimeout, &ropts.WriteTimeout} {
-		if *d == 0 {
-			*d = time.Second
-		}
 	}
 	o := buildOptions(opts)
 	s := &RedisStore{
@@ -106,13 +99,13 @@ func NewRedisStore(ctx context.Context, cfg Config, opts ...Option) (*RedisStore
 		f.Close()
 		s.local, s.ownLocal = table, table
 	}
-	s.client = redis.NewClient(ropts)
+	s.client = rdb
 	cctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	if _, err := s.ready(cctx); err != nil {
 		s.degraded.Store(true)
 		s.logger.Warn("ratelimit: redis not reachable yet; applying on_redis_error until it is",
-			"addr", ropts.Addr, "policy", s.policy, "error", err)
+			"policy", s.policy, "error", err)
 	}
 	return s, nil
 }
@@ -124,19 +117,13 @@ func (s *RedisStore) RedisFailures() uint64 { return s.failures.Load() }
 // last call to Redis failed.
 func (s *RedisStore) Degraded() bool { return s.degraded.Load() }
 
-// Close closes the connections to Redis, and the local table when the store
-// created it.
+// Close closes the local table when the store created it; the Redis
+// client is its owner's to close.
 func (s *RedisStore) Close() error {
-	var errs []error
-	if err := s.client.Close(); err != nil {
-		errs = append(errs, err)
+	if s.ownLocal == nil {
+		return nil
 	}
-	if s.ownLocal != nil {
-		if err := s.ownLocal.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := s.ownLocal.Close(); err != nil {
 		return fmt.Errorf("ratelimit: close redis store: %w", err)
 	}
 	return nil

@@ -15,9 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/ulule/limiter/v3"
 	"github.com/ulule/limiter/v3/drivers/store/tests"
 
+	"github.com/amexd/amexd/internal/redisconn"
 	"github.com/amexd/amexd/internal/testkit/redistest"
 )
 
@@ -31,16 +33,27 @@ func newTestRedisStore(tb testing.TB, url, policy string, timeout time.Duration,
 	if strings.Contains(url, "?") {
 		sep = "&"
 	}
-	cfg.RedisURL = url + sep + "pool_size=64"
 	cfg.RedisTimeout = timeout
 	cfg.OnRedisError = policy
-	st, err := NewStore(context.Background(), cfg, nil, opts...)
+	rdb := testClient(tb, url+sep+"pool_size=64")
+	st, err := NewStore(context.Background(), cfg, nil, append(opts, WithRedis(rdb))...)
 	if err != nil {
 		tb.Fatalf("NewStore(redis %s): %v", url, err)
 	}
 	rs := st.(*RedisStore)
 	tb.Cleanup(func() { rs.Close() })
 	return rs
+}
+
+// testClient is a client of the Redis at url, closed when the test ends.
+func testClient(tb testing.TB, url string) redis.UniversalClient {
+	tb.Helper()
+	rdb, err := redisconn.New(redisconn.Config{URL: url})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { rdb.Close() })
+	return rdb
 }
 
 // closedURL is a Redis URL of a socket nobody listens on.
@@ -346,11 +359,11 @@ func TestRedisStoreRecovers(t *testing.T) {
 func newLocalRedisStore(t *testing.T, url string, instances int, timeout time.Duration) *RedisStore {
 	t.Helper()
 	cfg := DefaultConfig()
-	cfg.Store, cfg.RedisURL, cfg.RedisTimeout, cfg.Instances = StoreRedis, url, timeout, instances
+	cfg.Store, cfg.RedisTimeout, cfg.Instances = StoreRedis, timeout, instances
 	if cfg.OnRedisError != OnRedisErrorLocal {
 		t.Fatalf("default on_redis_error = %q, want local", cfg.OnRedisError)
 	}
-	st, err := NewStore(context.Background(), cfg, nil)
+	st, err := NewStore(context.Background(), cfg, nil, WithRedis(testClient(t, url)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/ulule/limiter/v3"
 	"github.com/ulule/limiter/v3/drivers/store/memory"
 )
@@ -21,6 +22,7 @@ type options struct {
 	logInterval time.Duration
 	prefix      string
 	local       limiter.Store
+	redis       redis.UniversalClient
 }
 
 func buildOptions(opts []Option) options {
@@ -60,10 +62,16 @@ func WithLocal(st limiter.Store) Option {
 	return func(o *options) { o.local = st }
 }
 
+// WithRedis sets the client of the Redis store, which NewStore needs for
+// ratelimit.store redis; the caller keeps it and closes it.
+func WithRedis(rdb redis.UniversalClient) Option {
+	return func(o *options) { o.redis = rdb }
+}
+
 // NewStore builds the store cfg.Store names, after validating cfg:
 //   - "memory": ulule's in-memory store, private to this process.
 //   - "shared": the supervisor's table, mapped from shared (the inherited file).
-//   - "redis": a *RedisStore, which never fails a call because of Redis;
+//   - "redis": a *RedisStore on the client WithRedis gives, which never fails a call because of Redis;
 //     under the local policy it falls back to the table mapped from shared,
 //     or to a table of its own when shared is nil.
 //
@@ -87,14 +95,15 @@ func NewStore(ctx context.Context, cfg Config, shared *os.File, opts ...Option) 
 		}
 		return OpenTable(shared, opts...)
 	default:
+		rdb := buildOptions(opts).redis
 		if cfg.OnRedisError != OnRedisErrorLocal || shared == nil {
-			return NewRedisStore(ctx, cfg, opts...)
+			return NewRedisStore(ctx, rdb, cfg, opts...)
 		}
 		table, err := OpenTable(shared, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("ratelimit: new store: %w", err)
 		}
-		st, err := NewRedisStore(ctx, cfg, append(opts, WithLocal(table))...)
+		st, err := NewRedisStore(ctx, rdb, cfg, append(opts, WithLocal(table))...)
 		if err != nil {
 			table.Close()
 			return nil, err

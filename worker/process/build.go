@@ -18,6 +18,7 @@ import (
 	"github.com/amexd/amexd/internal/logging"
 	"github.com/amexd/amexd/internal/metrics"
 	"github.com/amexd/amexd/internal/ratelimit"
+	"github.com/amexd/amexd/internal/redisconn"
 	"github.com/amexd/amexd/internal/upstream"
 	"github.com/amexd/amexd/worker"
 )
@@ -52,7 +53,10 @@ type Worker struct {
 	proc     *procfs.Proc
 	shared   *cache.Shared
 	idem     idempotency.Store
-	access   *logging.AccessLog
+	// redis holds the worker's Redis clients: one per server, shared by
+	// the tiers that use it.
+	redis  *redisconn.Clients
+	access *logging.AccessLog
 	// accessFile is log.access_file, opened by the worker.
 	accessFile *logging.File
 }
@@ -63,10 +67,11 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	w := &Worker{}
+	w := &Worker{redis: &redisconn.Clients{}}
 	cacheOpts := []cache.Option{cache.WithStaleOn(catalog.ServesStale)}
-	shared, err := cfg.Cache.OpenShared(cfg.RateLimit.RedisURL, o.Log)
+	shared, err := cfg.Cache.OpenShared(w.redis, cfg.CacheRedis(), o.Log)
 	if err != nil {
+		w.Close()
 		return nil, fmt.Errorf("build shared cache tier: %w", err)
 	}
 	if shared != nil {
@@ -112,7 +117,16 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 		}))
 	}
 	w.Catalog = catalog.New(c, up, cfg.Fanout, catOpts...)
-	store, err := ratelimit.NewStore(ctx, cfg.RateLimit, o.Shared, ratelimit.WithLogger(o.Log))
+	limitOpts := []ratelimit.Option{ratelimit.WithLogger(o.Log)}
+	if cfg.RateLimit.Store == ratelimit.StoreRedis {
+		rdb, err := w.redis.Get(cfg.Redis)
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("build rate limiter: %w", err)
+		}
+		limitOpts = append(limitOpts, ratelimit.WithRedis(rdb))
+	}
+	store, err := ratelimit.NewStore(ctx, cfg.RateLimit, o.Shared, limitOpts...)
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("build rate limiter: %w", err)
@@ -120,7 +134,7 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 	if rs, ok := store.(*ratelimit.RedisStore); ok {
 		w.series.ObserveRedisStore(rs.RedisFailures, rs.Degraded)
 	}
-	w.idem, err = idempotencyStore(cfg, o.Idempotency)
+	w.idem, err = idempotencyStore(cfg, o.Idempotency, w.redis)
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("build idempotency store: %w", err)
@@ -157,10 +171,15 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 // idempotencyStore opens where Idempotency-Keys live: Redis when the rate
 // limit is there (several machines), else the supervisor's shared table,
 // else, for a worker running alone, a table of its own.
-func idempotencyStore(cfg config.Config, shared *os.File) (idempotency.Store, error) {
+func idempotencyStore(cfg config.Config, shared *os.File, clients *redisconn.Clients) (idempotency.Store, error) {
 	switch {
 	case cfg.RateLimit.Store == ratelimit.StoreRedis:
-		return idempotency.NewRedis(cfg.RateLimit.RedisURL, "amexd", cfg.Idempotency)
+		rdb, err := clients.Get(cfg.Redis)
+		if err != nil {
+			return nil, err
+		}
+		return idempotency.NewRedis(rdb, "amexd", cfg.Idempotency,
+			idempotency.Wait{Replicas: cfg.Redis.WaitReplicas, Timeout: cfg.Redis.WaitTimeout})
 	case shared != nil:
 		return idempotency.OpenTable(shared, cfg.Idempotency)
 	}
@@ -220,10 +239,10 @@ func (w *Worker) Close() {
 	if w.cache != nil {
 		_ = w.cache.Close()
 	}
-	if w.shared != nil {
-		_ = w.shared.Close()
-	}
 	if w.idem != nil {
 		_ = w.idem.Close()
+	}
+	if w.redis != nil {
+		_ = w.redis.Close()
 	}
 }
