@@ -9,6 +9,12 @@
 // generation bump rather than a short fresh window, since only dropping
 // keeps read-your-writes across machines; the price is one cold miss per
 // key after a failover.
+//
+// On a Redis Cluster the bridge uses sharded Pub/Sub (SSUBSCRIBE and
+// SPUBLISH): a plain PUBLISH may be sent to any node and counts only that
+// node's subscribers, so a write would not wait for the machines
+// subscribed elsewhere; a sharded channel lives on its slot's master, where
+// every subscriber and every publish meet.
 package bridge
 
 import (
@@ -51,10 +57,12 @@ type bridgeMessage struct {
 // supervisor and those on other machines sharing the Redis server, so that
 // read-your-writes and breaker propagation hold across machines.
 type Bridge struct {
-	rdb    redis.UniversalClient
-	sub    *redis.PubSub
-	origin string
-	log    *slog.Logger
+	rdb redis.UniversalClient
+	sub *redis.PubSub
+	// sharded is true on a Redis Cluster: SSUBSCRIBE and SPUBLISH.
+	sharded bool
+	origin  string
+	log     *slog.Logger
 	// applyInvalidate and applyBreaker act on this machine's workers.
 	applyInvalidate func(ctx context.Context, keys []string)
 	applyBreaker    func(name, state string)
@@ -100,7 +108,11 @@ func Start(rdb redis.UniversalClient, log *slog.Logger, invalidate func(context.
 		waiting:         map[uint64]chan struct{}{},
 		done:            make(chan struct{}),
 	}
-	b.sub = b.rdb.Subscribe(context.Background(), Channel)
+	if _, b.sharded = rdb.(*redis.ClusterClient); b.sharded {
+		b.sub = b.rdb.SSubscribe(context.Background(), Channel)
+	} else {
+		b.sub = b.rdb.Subscribe(context.Background(), Channel)
+	}
 	go b.receive()
 	log.Info("supervisor: cluster bridge on Redis", "channel", Channel, "origin", b.origin)
 	return b, nil
@@ -122,7 +134,7 @@ func (b *Bridge) receive() {
 	for item := range ch {
 		switch v := item.(type) {
 		case *redis.Subscription:
-			if v.Kind == "subscribe" && b.subscribed.Add(1) > 1 {
+			if (v.Kind == "subscribe" || v.Kind == "ssubscribe") && b.subscribed.Add(1) > 1 {
 				b.log.Info("supervisor: cluster bridge subscribed again; dropping what a missed invalidation may concern")
 				b.resync()
 			}
@@ -163,7 +175,11 @@ func (b *Bridge) handle(msg *redis.Message) {
 func (b *Bridge) publish(ctx context.Context, m bridgeMessage) int {
 	m.Origin = b.origin
 	payload, _ := json.Marshal(m)
-	n, err := b.rdb.Publish(ctx, Channel, payload).Result()
+	publish := b.rdb.Publish
+	if b.sharded {
+		publish = b.rdb.SPublish
+	}
+	n, err := publish(ctx, Channel, payload).Result()
 	if err != nil {
 		b.failed(err)
 		return 0

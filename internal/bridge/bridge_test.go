@@ -71,7 +71,8 @@ func TestBridgeResubscribesAfterFailover(t *testing.T) {
 }
 
 // TestBridgeOnRedisCluster: invalidations flow between machines whose
-// bridges reach different masters of a Redis Cluster.
+// bridges reach different masters of a Redis Cluster, and each write waits
+// for the other machine, whichever node its publish reaches.
 func TestBridgeOnRedisCluster(t *testing.T) {
 	c := redisha.StartCluster(t, 3)
 	cfg := c.Config()
@@ -84,5 +85,10 @@ func TestBridgeOnRedisCluster(t *testing.T) {
 			t.Fatal("invalidations did not flow both ways on the cluster")
 		}
 		time.Sleep(20 * time.Millisecond) // the subscriptions are being made
+	}
+	for i := range 30 {
+		if !flows(a, b) || !flows(b, a) {
+			t.Fatalf("invalidation %d returned before the other machine had applied it", i)
+		}
 	}
 }

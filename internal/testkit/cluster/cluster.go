@@ -1,14 +1,15 @@
 // Package cluster builds a real local amexd cluster on one Linux machine:
 // N hosts, each an amexd supervisor in its own network namespace with its
 // own address on a private bridge, HAProxy in front of them with /readyz
-// health checks and X-Forwarded-For, one Redis and one Event API simulator,
-// and tears all of it down. It needs root, iproute2, haproxy and
-// redis-server.
+// health checks and X-Forwarded-For, a Redis (one node, a Sentinel setup or
+// a Redis Cluster) and one Event API simulator, and tears all of it down. It
+// needs root, iproute2, haproxy and redis-server (and redis-sentinel,
+// redis-cli for the other Redis setups).
 //
 // Nothing leaves the machine: the bridge has a fresh private /24 that no
 // route of the machine overlaps, the namespaces have no default route, and
-// no NAT is set up. HAProxy listens on 127.0.0.1; the simulator and Redis
-// listen on the bridge's address in the root namespace. Every run has its
+// no NAT is set up. HAProxy listens on 127.0.0.1; the simulator and every
+// Redis process listen on the bridge's address in the root namespace. Every run has its
 // own names (a random ID) and subnet, held by a lock file for its lifetime,
 // so two runs cannot collide, and a run finds and removes what a killed run
 // left behind.
@@ -32,7 +33,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/amexd/amexd/internal/redisconn"
 	"github.com/amexd/amexd/internal/simulator"
+	"github.com/amexd/amexd/internal/testkit/redisha"
 )
 
 // ErrUnavailable reports a machine that cannot run a cluster: not root, or a
@@ -41,6 +44,30 @@ var ErrUnavailable = errors.New("cluster: this machine cannot run a local cluste
 
 // HostPort is the port every host's amexd listens on, inside its namespace.
 const HostPort = 3000
+
+// RedisSetup is the kind of Redis the hosts share.
+type RedisSetup int
+
+const (
+	// RedisNode is one redis-server, which KillRedis and RestartRedis
+	// stop and start.
+	RedisNode RedisSetup = iota
+	// RedisSentinel is a master, a replica and three Redis Sentinels
+	// (redisha.NewSentinel); the hosts reach it through the sentinels.
+	RedisSentinel
+	// RedisCluster is a Redis Cluster of three masters (redisha.NewCluster).
+	RedisCluster
+)
+
+func (r RedisSetup) String() string {
+	switch r {
+	case RedisSentinel:
+		return "sentinel"
+	case RedisCluster:
+		return "cluster"
+	}
+	return "node"
+}
 
 // Options say what cluster to build.
 type Options struct {
@@ -52,6 +79,8 @@ type Options struct {
 	Dir string
 	// Args are extra amexd flags for every host; they come last.
 	Args []string
+	// Redis is the kind of Redis the hosts share; one node by default.
+	Redis RedisSetup
 	// Simulator configures the one upstream the hosts share.
 	Simulator simulator.SimConfig
 	// Log receives progress lines; nil discards them.
@@ -68,8 +97,14 @@ type Cluster struct {
 	Gateway, ProxySource netip.Addr
 	// LB is HAProxy's public URL, on 127.0.0.1.
 	LB string
-	// RedisAddr is the Redis host:port the hosts share.
+	// Redis is the redis section every host is started with.
+	Redis redisconn.Config
+	// RedisAddr is the host:port of the RedisNode setup's one node.
 	RedisAddr string
+	// Sentinel is the RedisSentinel setup, RedisNodes the RedisCluster
+	// one; nil for the others.
+	Sentinel   *redisha.Sentinel
+	RedisNodes *redisha.Cluster
 	// Upstream is the simulator the hosts call; UpstreamURL its URL.
 	Upstream    *simulator.Simulator
 	UpstreamURL string
@@ -101,10 +136,29 @@ func Check() error {
 	return nil
 }
 
+// CheckRedis returns ErrUnavailable, with the reason, unless the programs
+// the Redis setup r needs are installed.
+func CheckRedis(r RedisSetup) error {
+	tools := []string{"redis-server"}
+	switch r {
+	case RedisSentinel:
+		tools = append(tools, "redis-sentinel")
+	case RedisCluster:
+		tools = append(tools, "redis-cli")
+	}
+	if _, err := redisha.Binaries(tools...); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
 // Start builds the cluster and returns once HAProxy sees every host up. On
 // failure it tears down what it built.
 func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err := Check(); err != nil {
+		return nil, err
+	}
+	if err := CheckRedis(opts.Redis); err != nil {
 		return nil, err
 	}
 	if opts.Hosts < 1 || opts.Hosts > 50 {
@@ -365,17 +419,47 @@ func freePortOn(addr netip.Addr) (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
+// startRedis starts the Redis setup the options ask for on the gateway
+// address, which every namespace reaches.
 func (c *Cluster) startRedis(ctx context.Context) error {
+	dir := filepath.Join(c.opts.Dir, "redis")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	switch c.opts.Redis {
+	case RedisSentinel:
+		s, err := redisha.NewSentinel(c.Gateway.String(), dir)
+		if s != nil {
+			c.onClose(s.Close)
+		}
+		if err != nil {
+			return err
+		}
+		c.Sentinel, c.Redis = s, s.Config()
+		return nil
+	case RedisCluster:
+		rc, err := redisha.NewCluster(c.Gateway.String(), dir, 3)
+		if rc != nil {
+			c.onClose(rc.Close)
+		}
+		if err != nil {
+			return err
+		}
+		c.RedisNodes, c.Redis = rc, rc.Config()
+		return nil
+	}
 	port, err := freePortOn(c.Gateway)
 	if err != nil {
 		return err
 	}
 	c.RedisAddr = net.JoinHostPort(c.Gateway.String(), strconv.Itoa(port))
+	c.Redis = redisconn.DefaultConfig()
+	c.Redis.URL = "redis://" + c.RedisAddr + "/0"
 	c.onClose(c.KillRedis)
 	return c.RestartRedis(ctx)
 }
 
-// KillRedis ends Redis with SIGKILL.
+// KillRedis ends the RedisNode setup's node with SIGKILL.
 func (c *Cluster) KillRedis() {
 	if c.redis != nil {
 		c.redis.kill()
@@ -385,6 +469,9 @@ func (c *Cluster) KillRedis() {
 
 // RestartRedis starts Redis (empty) on its address after KillRedis.
 func (c *Cluster) RestartRedis(ctx context.Context) error {
+	if c.RedisAddr == "" {
+		return fmt.Errorf("redis is a %s setup, not one node", c.opts.Redis)
+	}
 	if c.redis != nil {
 		return errors.New("redis is running")
 	}

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -62,12 +63,19 @@ func simConfig() simulator.SimConfig {
 // falls back by design, which would change the counts the tests assert).
 var baseArgs = []string{"-workers", "2", "-ratelimit.redis_timeout", "2s", "-cache.redis_timeout", "2s"}
 
-// start builds a cluster of n hosts, each with args, and tears it down when
-// the test ends, showing the hosts' logs if it failed. Where the machine
-// cannot run one the test skips, except in CI (CI=true), where it fails.
+// start builds a cluster of n hosts on one Redis node, each with args,
+// and tears it down when the test ends, showing the hosts' logs if it
+// failed. Where the machine cannot run one the test skips, except in CI
+// (CI=true), where it fails.
 func start(t *testing.T, n int, sim simulator.SimConfig, args ...string) *Cluster {
 	t.Helper()
-	if err := Check(); err != nil {
+	return startOn(t, RedisNode, n, sim, args...)
+}
+
+// startOn is start with the Redis setup r.
+func startOn(t *testing.T, r RedisSetup, n int, sim simulator.SimConfig, args ...string) *Cluster {
+	t.Helper()
+	if err := errors.Join(Check(), CheckRedis(r)); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("%v: CI runs as root with .ci/packages installed", err)
 		}
@@ -79,7 +87,8 @@ func start(t *testing.T, n int, sim simulator.SimConfig, args ...string) *Cluste
 		Binary:    binary,
 		Hosts:     n,
 		Dir:       t.TempDir(),
-		Args:      append(baseArgs, args...),
+		Args:      append(baseArgs[:len(baseArgs):len(baseArgs)], args...),
+		Redis:     r,
 		Simulator: sim,
 		Log:       slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	})
@@ -132,7 +141,28 @@ func get(t *testing.T, c *http.Client, url string, header ...string) (int, strin
 // hosts behind HAProxy (the hosts trust HAProxy's X-Forwarded-For), and a
 // client reaching a host directly cannot pick its address with the header.
 func TestRateLimitThroughHAProxy(t *testing.T) {
-	c := start(t, 3, simConfig(), "-ratelimit.rate", "30-M")
+	c := start(t, 3, simConfig(), limit30...)
+	limitExactThroughHAProxy(t, c)
+	hc := client()
+	// Directly, from the gateway address (not HAProxy's): a forged header
+	// does not make a new client; the gateway's own budget applies.
+	counts := map[int]int{}
+	for i := range 40 {
+		status, _ := get(t, hc, c.Hosts[i%3].URL+"/events/circuit-status", "X-Forwarded-For", fmt.Sprintf("198.51.100.%d", i))
+		counts[status]++
+	}
+	if counts[http.StatusOK] != 30 || counts[http.StatusTooManyRequests] != 10 {
+		t.Errorf("40 direct requests with forged X-Forwarded-For: %v, want 30×200 and 10×429 (one client)", counts)
+	}
+}
+
+// limit30 is the budget limitExactThroughHAProxy checks.
+var limit30 = []string{"-ratelimit.rate", "30-M"}
+
+// limitExactThroughHAProxy: one client's 45 requests through HAProxy to
+// hosts started with limit30 get exactly 30 answers and 15 refusals.
+func limitExactThroughHAProxy(t *testing.T, c *Cluster) {
+	t.Helper()
 	hc := client()
 	counts := map[int]int{}
 	for range 45 {
@@ -140,17 +170,7 @@ func TestRateLimitThroughHAProxy(t *testing.T) {
 		counts[status]++
 	}
 	if counts[http.StatusOK] != 30 || counts[http.StatusTooManyRequests] != 15 {
-		t.Errorf("45 requests of one client through HAProxy to 3 hosts: %v, want exactly 30×200 and 15×429", counts)
-	}
-	// Directly, from the gateway address (not HAProxy's): a forged header
-	// does not make a new client; the gateway's own budget applies.
-	counts = map[int]int{}
-	for i := range 40 {
-		status, _ := get(t, hc, c.Hosts[i%3].URL+"/events/circuit-status", "X-Forwarded-For", fmt.Sprintf("198.51.100.%d", i))
-		counts[status]++
-	}
-	if counts[http.StatusOK] != 30 || counts[http.StatusTooManyRequests] != 10 {
-		t.Errorf("40 direct requests with forged X-Forwarded-For: %v, want 30×200 and 10×429 (one client)", counts)
+		t.Errorf("45 requests of one client through HAProxy to %d hosts: %v, want exactly 30×200 and 15×429", len(c.Hosts), counts)
 	}
 }
 
@@ -235,47 +255,61 @@ func TestSharedTierColdHosts(t *testing.T) {
 		exact  bool
 	}{{"redis", true}, {"none", false}} {
 		t.Run(tc.shared, func(t *testing.T) {
-			sim := simConfig()
-			sim.PreloadUser, sim.PreloadEvents = 1, 20
-			c := start(t, 3, sim, append([]string{"-cache.shared", tc.shared}, noLimit...)...)
-			hc := client()
-			bodies := make([]string, 3)
-			var wg sync.WaitGroup
-			for i := range 3 {
-				wg.Go(func() {
-					res, err := hc.Get(c.LB + "/events/user/1")
-					if err != nil {
-						t.Errorf("GET through HAProxy: %v", err)
-						return
-					}
-					defer res.Body.Close()
-					b, _ := io.ReadAll(res.Body)
-					if res.StatusCode != http.StatusOK {
-						t.Errorf("GET through HAProxy: %d %s", res.StatusCode, b)
-					}
-					bodies[i] = string(b)
-				})
-			}
-			wg.Wait()
-			for _, h := range c.Hosts {
-				if status, body := get(t, hc, h.URL+"/events/user/1"); status != http.StatusOK || body != bodies[0] {
-					t.Errorf("host %d directly: %d, same answer as through HAProxy: %v", h.Index, status, body == bodies[0])
-				}
-			}
-			var events []eventapi.Event
-			if err := json.Unmarshal([]byte(bodies[0]), &events); err != nil || len(events) < 20 {
-				t.Fatalf("user 1's events: %d decoded (%v), want at least 20", len(events), err)
-			}
-			st := simStats(t, c)
-			t.Logf("cache.shared %s: %d events, upstream getEventById %d, getUserById %d", tc.shared, len(events), st.Calls.GetEventByID, st.Calls.GetUserByID)
-			if tc.exact && (st.Calls.GetEventByID != int64(len(events)) || st.Calls.GetUserByID != 1) {
-				t.Errorf("with the shared tier: %d getEventById and %d getUserById calls for %d events, want one per event and one user",
-					st.Calls.GetEventByID, st.Calls.GetUserByID, len(events))
-			}
-			if !tc.exact && st.Calls.GetEventByID <= int64(len(events)) {
-				t.Errorf("without the shared tier: %d getEventById calls for %d events, want more (each host fills on its own)", st.Calls.GetEventByID, len(events))
-			}
+			c := start(t, 3, coldSim(), append([]string{"-cache.shared", tc.shared}, noLimit...)...)
+			coldHosts(t, c, tc.exact)
 		})
+	}
+}
+
+// coldSim is the simulator of coldHosts: user 1 with 20 events.
+func coldSim() simulator.SimConfig {
+	sim := simConfig()
+	sim.PreloadUser, sim.PreloadEvents = 1, 20
+	return sim
+}
+
+// coldHosts asks the cold hosts of c (started with coldSim) for user 1's
+// events, at once through HAProxy, then each directly, and checks the
+// upstream calls: one getEventById per event and one getUserById when
+// exact (a shared tier), more when not.
+func coldHosts(t *testing.T, c *Cluster, exact bool) {
+	t.Helper()
+	hc := client()
+	bodies := make([]string, 3)
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() {
+			res, err := hc.Get(c.LB + "/events/user/1")
+			if err != nil {
+				t.Errorf("GET through HAProxy: %v", err)
+				return
+			}
+			defer res.Body.Close()
+			b, _ := io.ReadAll(res.Body)
+			if res.StatusCode != http.StatusOK {
+				t.Errorf("GET through HAProxy: %d %s", res.StatusCode, b)
+			}
+			bodies[i] = string(b)
+		})
+	}
+	wg.Wait()
+	for _, h := range c.Hosts {
+		if status, body := get(t, hc, h.URL+"/events/user/1"); status != http.StatusOK || body != bodies[0] {
+			t.Errorf("host %d directly: %d, same answer as through HAProxy: %v", h.Index, status, body == bodies[0])
+		}
+	}
+	var events []eventapi.Event
+	if err := json.Unmarshal([]byte(bodies[0]), &events); err != nil || len(events) < 20 {
+		t.Fatalf("user 1's events: %d decoded (%v), want at least 20", len(events), err)
+	}
+	st := simStats(t, c)
+	t.Logf("shared tier %v (redis %s): %d events, upstream getEventById %d, getUserById %d", exact, c.opts.Redis, len(events), st.Calls.GetEventByID, st.Calls.GetUserByID)
+	if exact && (st.Calls.GetEventByID != int64(len(events)) || st.Calls.GetUserByID != 1) {
+		t.Errorf("with the shared tier: %d getEventById and %d getUserById calls for %d events, want one per event and one user",
+			st.Calls.GetEventByID, st.Calls.GetUserByID, len(events))
+	}
+	if !exact && st.Calls.GetEventByID <= int64(len(events)) {
+		t.Errorf("without the shared tier: %d getEventById calls for %d events, want more (each host fills on its own)", st.Calls.GetEventByID, len(events))
 	}
 }
 

@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/amexd/amexd/internal/operator"
+	"github.com/amexd/amexd/internal/redisconn"
 )
 
 // Host timings: how long an amexd may take to report every slot serving,
@@ -101,9 +103,9 @@ func (c *Cluster) StartHost(ctx context.Context, h *Host) error {
 		"-log.access=false",
 		"-upstream.url", c.UpstreamURL,
 		"-ratelimit.store", "redis",
-		"-ratelimit.redis_url", "redis://" + c.RedisAddr + "/0",
 		"-ratelimit.trusted_proxies", netip.PrefixFrom(c.ProxySource, 32).String(),
 	}
+	args = append(args, redisFlags(c.Redis)...)
 	args = append(args, c.opts.Args...)
 	p, err := startProcess(filepath.Join(c.opts.Dir, fmt.Sprintf("host%d.log", h.Index)), nil, "ip", args...)
 	if err != nil {
@@ -120,6 +122,17 @@ func (c *Cluster) StartHost(ctx context.Context, h *Host) error {
 	}
 	c.log.Info("cluster: host serving", "host", h.Index, "addr", h.Addr, "pid", p.pid())
 	return nil
+}
+
+// redisFlags are the flags that point amexd at the Redis of r.
+func redisFlags(r redisconn.Config) []string {
+	switch r.Mode() {
+	case "sentinel":
+		return []string{"-redis.sentinel.master", r.Sentinel.Master, "-redis.sentinel.addrs", strings.Join(r.Sentinel.Addrs, ",")}
+	case "cluster":
+		return []string{"-redis.cluster.addrs", strings.Join(r.Cluster.Addrs, ",")}
+	}
+	return []string{"-redis.url", r.URL}
 }
 
 // hostName is a host's server name in HAProxy.

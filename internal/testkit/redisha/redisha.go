@@ -1,15 +1,16 @@
 // Package redisha runs Redis setups that fail over, for tests: a master with
 // one replica watched by three Redis Sentinels, and a Redis Cluster of
-// masters. Every process listens on loopback on a port chosen free at run
-// time, is started by the test and killed when it ends (or when the test
-// binary dies). Without the binaries a test is skipped, except in CI
-// (CI=true), where it fails: .ci/packages installs redis-server and
-// redis-sentinel.
+// masters. Every process listens on a port chosen free at run time on the
+// address asked for (loopback for the Start functions), is started by the
+// caller and killed by PID when it closes the setup (or when the test binary
+// dies). Without the binaries a test is skipped, except in CI (CI=true),
+// where it fails: .ci/packages installs redis-server and redis-sentinel.
 package redisha
 
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -37,14 +38,21 @@ const startTimeout = 30 * time.Second
 // master down: the floor of every failover in these tests.
 const DownAfter = time.Second
 
+// ErrMissing reports a Redis binary that is not installed.
+var ErrMissing = errors.New("redisha: not installed")
+
 // Node is one redis-server or redis-sentinel process.
 type Node struct {
-	// Addr is its host:port on loopback.
+	// Addr is its host:port.
 	Addr string
+	bin  string
+	args []string
+	dir  string
 	cmd  *exec.Cmd
 }
 
-// Kill sends SIGKILL and waits for the process; a killed node stays dead.
+// Kill sends SIGKILL to the node's PID and waits for it; a killed node
+// stays dead until Restart.
 func (n *Node) Kill() {
 	if n.cmd == nil {
 		return
@@ -54,64 +62,92 @@ func (n *Node) Kill() {
 	n.cmd = nil
 }
 
-// binary returns the path of name or ends tb: skipped, or failed in CI.
-func binary(tb testing.TB, name string) string {
-	tb.Helper()
-	bin, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("%s is not installed (.ci/packages lists it): %v", name, err)
+// Binaries returns the paths of the named programs, or an error wrapping
+// ErrMissing that names the first one missing.
+func Binaries(names ...string) ([]string, error) {
+	var out []string
+	for _, name := range names {
+		bin, err := exec.LookPath(name)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s (Debian: redis-server, redis-sentinel)", ErrMissing, name)
 		}
-		tb.Skipf("%s is not installed; `make test` installs it as root", name)
+		out = append(out, bin)
 	}
-	return bin
+	return out, nil
 }
 
-// freePort returns a loopback port nobody listens on now.
-func freePort(tb testing.TB) int {
+// binaries ends tb unless every one of names is installed: skipped, or
+// failed in CI.
+func binaries(tb testing.TB, names ...string) {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if _, err := Binaries(names...); err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("%v; .ci/packages lists it", err)
+		}
+		tb.Skipf("%v; `make test` installs it as root", err)
+	}
+}
+
+// freePort returns a port nobody listens on now on host.
+func freePort(host string) (int, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
-		tb.Fatal(err)
+		return 0, fmt.Errorf("redisha: free port on %s: %w", host, err)
 	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// start runs bin with args plus --port, on a free port, and returns once
-// it answers PING. A port taken between choosing and binding is retried.
-func start(tb testing.TB, dir, bin string, args ...string) *Node {
-	tb.Helper()
+// start runs bin with args on host at a free port, and returns once it
+// answers PING. A port taken between choosing and binding is retried.
+func start(host, dir, bin string, args ...string) (*Node, error) {
 	var lastErr error
 	for range 5 {
-		port := freePort(tb)
-		cmd := exec.Command(bin, append(args, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir)...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("%d.log", port)))
+		port, err := freePort(host)
 		if err != nil {
-			tb.Fatal(err)
+			return nil, err
 		}
-		cmd.Stdout, cmd.Stderr = logf, logf
-		err = cmd.Start()
-		logf.Close()
-		if err != nil {
-			tb.Fatalf("redisha: start %s: %v", bin, err)
+		n := &Node{Addr: net.JoinHostPort(host, strconv.Itoa(port)), bin: bin, args: args, dir: dir}
+		if err := n.run(); err != nil {
+			return nil, err
 		}
-		n := &Node{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd}
-		tb.Cleanup(n.Kill)
-		if lastErr = n.waitPing(tb); lastErr == nil {
-			return n
+		if lastErr = n.waitPing(); lastErr == nil {
+			return n, nil
 		}
 		n.Kill()
 	}
-	tb.Fatalf("redisha: %s did not answer: %v", bin, lastErr)
+	return nil, fmt.Errorf("redisha: %s did not answer: %w", bin, lastErr)
+}
+
+// run starts the node's process on its address.
+func (n *Node) run(extra ...string) error {
+	host, port, _ := net.SplitHostPort(n.Addr)
+	args := append(append(n.args[:len(n.args):len(n.args)], extra...),
+		"--port", port, "--bind", host, "--protected-mode", "no", "--dir", n.dir)
+	cmd := exec.Command(n.bin, args...)
+	// The process must not outlive a test binary that is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	logf, err := os.OpenFile(filepath.Join(n.dir, port+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("redisha: %w", err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	err = cmd.Start()
+	logf.Close()
+	if err != nil {
+		return fmt.Errorf("redisha: start %s: %w", n.bin, err)
+	}
+	n.cmd = cmd
 	return nil
 }
 
 // waitPing waits for the node to answer PING; a node that cannot bind its
 // port exits, and is not waited for long.
-func (n *Node) waitPing(tb testing.TB) error {
-	c := client(tb, n.Addr)
+func (n *Node) waitPing() error {
+	c, err := client(n.Addr)
+	if err != nil {
+		return err
+	}
 	defer c.Close()
 	return pollFor(10*time.Second, func(ctx context.Context) error { return c.Ping(ctx).Err() })
 }
@@ -134,13 +170,12 @@ func pollFor(d time.Duration, f func(ctx context.Context) error) error {
 }
 
 // client is a plain client of one node, for setting up and inspecting.
-func client(tb testing.TB, addr string) redis.UniversalClient {
-	tb.Helper()
+func client(addr string) (redis.UniversalClient, error) {
 	c, err := redisconn.New(redisconn.Config{URL: "redis://" + addr + "/0", DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
 	if err != nil {
-		tb.Fatal(err)
+		return nil, fmt.Errorf("redisha: %w", err)
 	}
-	return c
+	return c, nil
 }
 
 // serverArgs are the flags of every data node: no persistence, quick
@@ -155,56 +190,111 @@ type Sentinel struct {
 	tb              testing.TB
 }
 
-// StartSentinel starts the setup and returns once the replica is in sync
-// and every sentinel knows the master and its replica.
+// StartSentinel starts the setup on loopback for tb, stopped when the test
+// ends, and returns once the replica is in sync and every sentinel knows
+// the master and its replica.
 func StartSentinel(tb testing.TB) *Sentinel {
 	tb.Helper()
-	server, sentinel := binary(tb, "redis-server"), binary(tb, "redis-sentinel")
-	dir := tb.TempDir()
-	s := &Sentinel{tb: tb}
-	s.Master = start(tb, dir, server, serverArgs...)
-	host, port, _ := net.SplitHostPort(s.Master.Addr)
-	s.Replica = start(tb, dir, server, append([]string{"--replicaof", host, port}, serverArgs...)...)
-	if err := waitSynced(tb, s.Replica.Addr); err != nil {
-		tb.Fatalf("redisha: replica not in sync: %v", err)
+	binaries(tb, "redis-server", "redis-sentinel")
+	s, err := NewSentinel("127.0.0.1", tb.TempDir())
+	if s != nil {
+		tb.Cleanup(s.Close)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.tb = tb
+	return s
+}
+
+// NewSentinel starts the setup on host (an address of this machine),
+// keeping its files in dir, and returns once the replica is in sync and
+// every sentinel knows the master and its replica. The caller closes it,
+// also after an error.
+func NewSentinel(host, dir string) (*Sentinel, error) {
+	bins, err := Binaries("redis-server", "redis-sentinel")
+	if err != nil {
+		return nil, err
+	}
+	server, sentinel := bins[0], bins[1]
+	s := &Sentinel{}
+	if s.Master, err = start(host, dir, server, serverArgs...); err != nil {
+		return s, err
+	}
+	mhost, mport, _ := net.SplitHostPort(s.Master.Addr)
+	if s.Replica, err = start(host, dir, server, append([]string{"--replicaof", mhost, mport}, serverArgs...)...); err != nil {
+		return s, err
+	}
+	if err := waitSynced(s.Replica.Addr); err != nil {
+		return s, fmt.Errorf("redisha: replica not in sync: %w", err)
 	}
 	for i := range 3 {
 		conf := filepath.Join(dir, fmt.Sprintf("sentinel-%d.conf", i))
 		text := fmt.Sprintf("sentinel monitor %s %s %s 2\nsentinel down-after-milliseconds %s %d\n"+
 			"sentinel failover-timeout %s 10000\nsentinel parallel-syncs %s 1\n",
-			MasterName, host, port, MasterName, DownAfter.Milliseconds(), MasterName, MasterName)
+			MasterName, mhost, mport, MasterName, DownAfter.Milliseconds(), MasterName, MasterName)
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-			tb.Fatal(err)
+			return s, fmt.Errorf("redisha: %w", err)
 		}
-		s.Sentinels = append(s.Sentinels, start(tb, dir, sentinel, conf))
+		n, err := start(host, dir, sentinel, conf)
+		if n != nil {
+			s.Sentinels = append(s.Sentinels, n)
+		}
+		if err != nil {
+			return s, err
+		}
 	}
 	for _, n := range s.Sentinels {
-		c := client(tb, n.Addr)
-		err := poll(func(ctx context.Context) error {
-			info, err := c.Do(ctx, "sentinel", "sentinels", MasterName).Slice()
-			if err != nil {
-				return err
-			}
-			replicas, err := c.Do(ctx, "sentinel", "replicas", MasterName).Slice()
-			if err != nil {
-				return err
-			}
-			if len(info) < 2 || len(replicas) < 1 {
-				return fmt.Errorf("sentinel %s sees %d other sentinels and %d replicas", n.Addr, len(info), len(replicas))
-			}
-			return nil
-		})
-		c.Close()
-		if err != nil {
-			tb.Fatalf("redisha: %v", err)
+		if err := knowsAll(n.Addr); err != nil {
+			return s, err
 		}
 	}
-	return s
+	return s, nil
+}
+
+// knowsAll waits until the sentinel at addr sees the two others and the
+// replica.
+func knowsAll(addr string) error {
+	c, err := client(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	err = poll(func(ctx context.Context) error {
+		info, err := c.Do(ctx, "sentinel", "sentinels", MasterName).Slice()
+		if err != nil {
+			return err
+		}
+		replicas, err := c.Do(ctx, "sentinel", "replicas", MasterName).Slice()
+		if err != nil {
+			return err
+		}
+		if len(info) < 2 || len(replicas) < 1 {
+			return fmt.Errorf("sentinel %s sees %d other sentinels and %d replicas", addr, len(info), len(replicas))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("redisha: %w", err)
+	}
+	return nil
+}
+
+// Close kills every process of the setup.
+func (s *Sentinel) Close() {
+	for _, n := range append([]*Node{s.Master, s.Replica}, s.Sentinels...) {
+		if n != nil {
+			n.Kill()
+		}
+	}
 }
 
 // waitSynced waits until the replica at addr has its link to the master up.
-func waitSynced(tb testing.TB, addr string) error {
-	c := client(tb, addr)
+func waitSynced(addr string) error {
+	c, err := client(addr)
+	if err != nil {
+		return err
+	}
 	defer c.Close()
 	return poll(func(ctx context.Context) error {
 		info, err := c.Info(ctx, "replication").Result()
@@ -235,7 +325,10 @@ func (s *Sentinel) MasterAddr() (string, error) {
 		if n.cmd == nil {
 			continue
 		}
-		c := client(s.tb, n.Addr)
+		c, err := client(n.Addr)
+		if err != nil {
+			return "", err
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		addr, err := c.Do(ctx, "sentinel", "get-master-addr-by-name", MasterName).StringSlice()
 		cancel()
@@ -255,12 +348,26 @@ func (s *Sentinel) KillMaster() time.Time {
 }
 
 // WaitFailover waits until the sentinels name the replica as the master
-// and it accepts writes, and returns when that was seen.
+// and it accepts writes, and returns when that was seen; it ends the test
+// of a setup StartSentinel made if that takes longer than 30 s.
 func (s *Sentinel) WaitFailover() time.Time {
 	s.tb.Helper()
-	c := client(s.tb, s.Replica.Addr)
+	at, err := s.AwaitFailover()
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	return at
+}
+
+// AwaitFailover waits up to 30 s until the sentinels name the replica as
+// the master and it accepts writes, and returns when that was seen.
+func (s *Sentinel) AwaitFailover() (time.Time, error) {
+	c, err := client(s.Replica.Addr)
+	if err != nil {
+		return time.Time{}, err
+	}
 	defer c.Close()
-	err := poll(func(ctx context.Context) error {
+	err = poll(func(ctx context.Context) error {
 		addr, err := s.MasterAddr()
 		if err != nil {
 			return err
@@ -271,9 +378,31 @@ func (s *Sentinel) WaitFailover() time.Time {
 		return c.Set(ctx, "redisha:probe", "1", time.Minute).Err()
 	})
 	if err != nil {
-		s.tb.Fatalf("redisha: no failover within %v: %v", startTimeout, err)
+		return time.Time{}, fmt.Errorf("redisha: no failover within %v: %w", startTimeout, err)
 	}
-	return time.Now()
+	return time.Now(), nil
+}
+
+// Rejoin starts the killed old master again, empty, as a replica of the
+// promoted one, as an operator (or systemd) brings a dead node back, and
+// returns once it is in sync: with one replica again, a claim that waits
+// for one (redis.wait_replicas 1) can be acknowledged. Call it after
+// AwaitFailover.
+func (s *Sentinel) Rejoin() error {
+	if s.Master.cmd != nil {
+		return errors.New("redisha: rejoin: the old master is running")
+	}
+	host, port, _ := net.SplitHostPort(s.Replica.Addr)
+	if err := s.Master.run("--replicaof", host, port); err != nil {
+		return err
+	}
+	if err := s.Master.waitPing(); err != nil {
+		return fmt.Errorf("redisha: rejoin: %w", err)
+	}
+	if err := waitSynced(s.Master.Addr); err != nil {
+		return fmt.Errorf("redisha: rejoin: %w", err)
+	}
+	return nil
 }
 
 // Cluster is a Redis Cluster of masters without replicas.
@@ -281,17 +410,39 @@ type Cluster struct {
 	Nodes []*Node
 }
 
-// StartCluster starts masters nodes, joins them with redis-cli --cluster
-// create, and returns once every node reports the cluster ok.
+// StartCluster starts a cluster of masters on loopback for tb, stopped
+// when the test ends, and returns once every node reports the cluster ok.
 func StartCluster(tb testing.TB, masters int) *Cluster {
 	tb.Helper()
-	server, cli := binary(tb, "redis-server"), binary(tb, "redis-cli")
-	dir := tb.TempDir()
+	binaries(tb, "redis-server", "redis-cli")
+	c, err := NewCluster("127.0.0.1", tb.TempDir(), masters)
+	if c != nil {
+		tb.Cleanup(c.Close)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// NewCluster starts masters nodes on host (an address of this machine),
+// keeping their files in dir, joins them with redis-cli --cluster create,
+// and returns once every node reports the cluster ok. The caller closes
+// it, also after an error.
+func NewCluster(host, dir string, masters int) (*Cluster, error) {
+	bins, err := Binaries("redis-server", "redis-cli")
+	if err != nil {
+		return nil, err
+	}
+	server, cli := bins[0], bins[1]
 	c := &Cluster{}
 	args := []string{"--cluster", "create"}
 	for i := range masters {
-		n := start(tb, dir, server, append([]string{"--cluster-enabled", "yes",
+		n, err := start(host, dir, server, append([]string{"--cluster-enabled", "yes",
 			"--cluster-config-file", fmt.Sprintf("nodes-%d.conf", i), "--cluster-node-timeout", "2000"}, serverArgs...)...)
+		if err != nil {
+			return c, err
+		}
 		c.Nodes = append(c.Nodes, n)
 		args = append(args, n.Addr)
 	}
@@ -299,29 +450,47 @@ func StartCluster(tb testing.TB, masters int) *Cluster {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
-		tb.Fatalf("redisha: redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
+		return c, fmt.Errorf("redisha: redis-cli %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	for _, n := range c.Nodes {
-		cl := client(tb, n.Addr)
-		err := poll(func(ctx context.Context) error {
-			info, err := cl.ClusterInfo(ctx).Result()
-			if err != nil {
-				return err
-			}
-			sc := bufio.NewScanner(strings.NewReader(info))
-			for sc.Scan() {
-				if strings.TrimSpace(sc.Text()) == "cluster_state:ok" {
-					return nil
-				}
-			}
-			return fmt.Errorf("node %s: cluster not ok yet", n.Addr)
-		})
-		cl.Close()
-		if err != nil {
-			tb.Fatalf("redisha: %v", err)
+		if err := clusterOK(n.Addr); err != nil {
+			return c, err
 		}
 	}
-	return c
+	return c, nil
+}
+
+// clusterOK waits until the node at addr reports the cluster ok.
+func clusterOK(addr string) error {
+	cl, err := client(addr)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	err = poll(func(ctx context.Context) error {
+		info, err := cl.ClusterInfo(ctx).Result()
+		if err != nil {
+			return err
+		}
+		sc := bufio.NewScanner(strings.NewReader(info))
+		for sc.Scan() {
+			if strings.TrimSpace(sc.Text()) == "cluster_state:ok" {
+				return nil
+			}
+		}
+		return fmt.Errorf("node %s: cluster not ok yet", addr)
+	})
+	if err != nil {
+		return fmt.Errorf("redisha: %w", err)
+	}
+	return nil
+}
+
+// Close kills every node of the cluster.
+func (c *Cluster) Close() {
+	for _, n := range c.Nodes {
+		n.Kill()
+	}
 }
 
 // Config is the redis section that reaches this cluster.
@@ -336,17 +505,29 @@ func (c *Cluster) Config() redisconn.Config {
 // KeysPerNode counts the keys each node holds, in the order of Nodes.
 func (c *Cluster) KeysPerNode(tb testing.TB) []int64 {
 	tb.Helper()
+	out, err := c.Keys()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// Keys counts the keys each node holds, in the order of Nodes.
+func (c *Cluster) Keys() ([]int64, error) {
 	var out []int64
 	for _, n := range c.Nodes {
-		cl := client(tb, n.Addr)
+		cl, err := client(n.Addr)
+		if err != nil {
+			return nil, err
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		k, err := cl.DBSize(ctx).Result()
 		cancel()
 		cl.Close()
 		if err != nil {
-			tb.Fatalf("redisha: dbsize %s: %v", n.Addr, err)
+			return nil, fmt.Errorf("redisha: dbsize %s: %w", n.Addr, err)
 		}
 		out = append(out, k)
 	}
-	return out
+	return out, nil
 }

@@ -17,13 +17,37 @@ func TestSentinelFailsOver(t *testing.T) {
 	if took < DownAfter {
 		t.Errorf("failover in %v, before down-after-milliseconds %v: the kill was not seen", took, DownAfter)
 	}
+	// Brought back, the old master replicates the new one: a write there
+	// is acknowledged by one replica again.
+	if err := s.Rejoin(); err != nil {
+		t.Fatal(err)
+	}
+	rdb, err := client(s.Replica.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pipe := rdb.Pipeline()
+	pipe.Set(ctx, "after-rejoin", "1", time.Minute)
+	acked := pipe.Do(ctx, "wait", 1, 5000)
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := acked.Int64(); n != 1 {
+		t.Errorf("WAIT 1 on the new master after the old one rejoined: %d replicas acknowledged, want 1", n)
+	}
 }
 
 func TestClusterServesEverySlot(t *testing.T) {
 	c := StartCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rdb := client(t, c.Nodes[0].Addr)
+	rdb, err := client(c.Nodes[0].Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer rdb.Close()
 	slots, err := rdb.ClusterSlots(ctx).Result()
 	if err != nil {

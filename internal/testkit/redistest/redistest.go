@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/amexd/amexd/internal/redisconn"
 )
 
 // startTimeout bounds how long a redis-server may take to say it is ready.
@@ -177,9 +179,14 @@ func (s *Server) ping() bool {
 	return c.Ping(ctx).Err() == nil
 }
 
-// Client returns a new client of the server; the caller closes it.
-func (s *Server) Client() *redis.Client {
-	return redis.NewClient(&redis.Options{Network: "unix", Addr: s.Socket})
+// Client returns a new client of the server, made as amexd makes its
+// own (redisconn.New); the caller closes it.
+func (s *Server) Client() redis.UniversalClient {
+	c, err := redisconn.New(redisconn.Config{URL: s.URL, DialTimeout: 5 * time.Second, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second})
+	if err != nil {
+		s.tb.Fatalf("redistest: client: %v", err)
+	}
+	return c
 }
 
 // Flush empties every database of the server.
