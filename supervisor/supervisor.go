@@ -154,24 +154,6 @@ func (s *Supervisor) startServing(cfg config.Config, ln, mln net.Listener) error
 	return nil
 }
 
-// resolveUpstream points an empty upstream URL at the embedded simulator,
-// starting it on first use.
-func (s *Supervisor) resolveUpstream(cfg config.Config) (config.Config, error) {
-	if cfg.Upstream.URL != "" {
-		return cfg, nil
-	}
-	if s.sim == nil {
-		sim, err := startSimulator(cfg.Simulator, nil)
-		if err != nil {
-			return cfg, err
-		}
-		s.sim = sim
-		s.log.Info("supervisor: embedded simulator started", "url", sim.url)
-	}
-	cfg.Upstream.URL = s.sim.url
-	return cfg, nil
-}
-
 func (s *Supervisor) closeResources() {
 	if s.op != nil {
 		s.op.close()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/operator"
+	buildversion "github.com/amexd/amexd/internal/version"
 )
 
 // ErrUpgradeRefused marks an upgrade refused before anything changed: the
@@ -30,6 +31,9 @@ const execDelay = 2 * time.Second
 
 // checkPrefix starts the line `amexd check` prints when it would start.
 const checkPrefix = "configuration ok for amexd "
+
+// version is the build's version and commit, as /status reports it.
+func version() string { return buildversion.String() }
 
 // CheckOK is the line `amexd check` prints when the configuration is good.
 func CheckOK() string { return checkPrefix + version() }

@@ -3,15 +3,11 @@ package supervisor
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/amexd/amexd/internal/config"
-	"github.com/amexd/amexd/internal/eventapi"
 	"github.com/amexd/amexd/internal/idempotency"
 	"github.com/amexd/amexd/internal/operator"
 	"github.com/amexd/amexd/internal/ratelimit"
@@ -147,34 +143,3 @@ func (t *idempotencyTable) close() {
 		t.file.Close()
 	}
 }
-
-// simServer is the embedded Event API simulator, one for the whole cluster.
-type simServer struct {
-	srv *http.Server
-	ln  *net.TCPListener
-	url string
-}
-
-// startSimulator serves the simulator on ln, or on a fresh loopback port
-// when ln is nil.
-func startSimulator(cfg eventapi.SimConfig, ln net.Listener) (*simServer, error) {
-	sim, err := eventapi.NewSimulator(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("embedded simulator: %w", err)
-	}
-	if ln == nil {
-		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-			return nil, fmt.Errorf("embedded simulator: %w", err)
-		}
-	}
-	tln, ok := ln.(*net.TCPListener)
-	if !ok {
-		ln.Close()
-		return nil, fmt.Errorf("embedded simulator: %T is not a TCP listener", ln)
-	}
-	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	return &simServer{srv: srv, ln: tln, url: "http://" + ln.Addr().String()}, nil
-}
-
-func (s *simServer) close() { _ = s.srv.Close() }
