@@ -76,7 +76,7 @@ func (s *Supervisor) canary(ctx context.Context, what string, d time.Duration, o
 		cc, old counts
 	}
 	take := func() (snap, bool) {
-		return ask(s, func(o *owner) snap {
+		return ask(s.in, func(o *owner) snap {
 			p, cc, old := o.sample()
 			return snap{p, cc, old}
 		})
@@ -108,7 +108,7 @@ func (s *Supervisor) canary(ctx context.Context, what string, d time.Duration, o
 	if err := s.replaceSlot(ctx, 0, old, oldGen, "", reasonRollback); err != nil {
 		return fmt.Errorf("%s %w incompletely: canary slot 0 %s; putting the old worker back failed: %w", what, ErrRolledBack, why, err)
 	}
-	ask(s, func(o *owner) bool {
+	ask(s.in, func(o *owner) bool {
 		o.cfg, o.gen = old, oldGen
 		return true
 	})

@@ -99,7 +99,7 @@ func (o *owner) pause() ([]chan struct{}, error) {
 			select {
 			case <-p.paused:
 				waiting = false
-			case m := <-o.msgs:
+			case m := <-o.in.msgs:
 				o.message(m)
 			case <-deadline:
 				return held, fmt.Errorf("worker %d's reader did not stop", p.pid)
@@ -129,7 +129,7 @@ func (o *owner) resume(held []chan struct{}) {
 		case <-p.pausing:
 			p.pausing, p.paused = make(chan struct{}), make(chan struct{}, 1)
 			_ = p.codec.SetReadDeadline(time.Time{})
-			go o.read(p)
+			go o.in.read(p)
 		default:
 		}
 	}
@@ -186,7 +186,7 @@ func (o *owner) exec(bin string) error {
 	if err != nil {
 		return fmt.Errorf("gather own metrics: %w", err)
 	}
-	own = slices.DeleteFunc(slotmetrics.AddOffsets(own, o.ownOffset), func(f *dto.MetricFamily) bool { return outlivesExec(f.GetName()) })
+	own = slices.DeleteFunc(slotmetrics.AddOffsets(own, o.metrics.offset), func(f *dto.MetricFamily) bool { return outlivesExec(f.GetName()) })
 	if st.Own, err = slotmetrics.EncodeFamilies(own); err != nil {
 		return err
 	}

@@ -40,10 +40,11 @@ func (o *owner) startJob(kind string, run func(ctx context.Context) error, done 
 	ctx, cancel := context.WithCancel(context.Background())
 	j := &job{kind: kind, cancel: cancel}
 	o.job = j
+	in := o.in // the job runs off the loop: it takes the inbox, not the owner
 	o.jobs.Go(func() {
 		err := run(ctx)
 		cancel()
-		o.tell(func(o *owner) {
+		in.tell(func(o *owner) {
 			if o.job == j {
 				o.job = nil
 			}
@@ -55,7 +56,7 @@ func (o *owner) startJob(kind string, run func(ctx context.Context) error, done 
 // runJob starts a job from outside the loop and waits for its result.
 func (s *Supervisor) runJob(ctx context.Context, kind string, run func(context.Context) error) error {
 	done := make(chan error, 1)
-	if _, ok := ask(s, func(o *owner) bool { o.startJob(kind, run, done); return true }); !ok {
+	if _, ok := ask(s.in, func(o *owner) bool { o.startJob(kind, run, done); return true }); !ok {
 		return errShuttingDown
 	}
 	select {
@@ -74,7 +75,7 @@ func (s *Supervisor) replaceSlot(ctx context.Context, slot int, cfg config.Confi
 		p   *proc
 		err error
 	}
-	st, ok := ask(s, func(o *owner) started {
+	st, ok := ask(s.in, func(o *owner) started {
 		p, err := o.spawn(slot, cfg, gen, binary)
 		return started{p, err}
 	})
@@ -98,10 +99,10 @@ func (s *Supervisor) replaceSlot(ctx context.Context, slot int, cfg config.Confi
 		fail = ctx.Err()
 	}
 	if fail != nil {
-		s.tell(func(*owner) { _ = p.process.Kill() })
+		s.in.tell(func(*owner) { _ = p.process.Kill() })
 		select {
 		case <-p.exited:
-		case <-s.done:
+		case <-s.in.done:
 		}
 		return fail
 	}
@@ -111,7 +112,7 @@ func (s *Supervisor) replaceSlot(ctx context.Context, slot int, cfg config.Confi
 		p    *proc
 		live bool
 	}
-	cur, _ := ask(s, func(o *owner) current {
+	cur, _ := ask(s.in, func(o *owner) current {
 		if slot >= len(o.slots) || o.slots[slot].cur == nil {
 			return current{}
 		}
@@ -123,14 +124,14 @@ func (s *Supervisor) replaceSlot(ctx context.Context, slot int, cfg config.Confi
 		// The last counts of the old worker carry over to its successor.
 		s.collectSlot(ctx, old)
 	}
-	installed, ok := ask(s, func(o *owner) bool { return o.install(slot, p, why) })
+	installed, ok := ask(s.in, func(o *owner) bool { return o.install(slot, p, why) })
 	if !ok || !installed {
 		return errShuttingDown
 	}
 	if old != nil {
 		select {
 		case <-old.exited:
-		case <-s.done:
+		case <-s.in.done:
 		}
 	}
 	return nil
@@ -172,6 +173,12 @@ func (s *Supervisor) Reload(ctx context.Context) (int, error) {
 	return gen, err
 }
 
+// reloadJob is the reload a SIGHUP starts.
+func (s *Supervisor) reloadJob(ctx context.Context) error {
+	_, err := s.reload(ctx)
+	return err
+}
+
 // reload is the reload job; it returns the new generation.
 func (s *Supervisor) reload(ctx context.Context) (int, error) {
 	began := time.Now()
@@ -201,7 +208,7 @@ func (s *Supervisor) reloadSteps(ctx context.Context) (int, error) {
 		slots       int
 		err         error
 	}
-	pr, ok := ask(s, func(o *owner) prepared {
+	pr, ok := ask(s.in, func(o *owner) prepared {
 		cfg, err := o.prepare(next)
 		if err != nil {
 			return prepared{err: fmt.Errorf("%w: %w", ErrRefused, err)}

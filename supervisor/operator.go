@@ -60,7 +60,7 @@ func (s *Supervisor) operatorHandler() http.Handler {
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		_, _ = w.Write(body)
 		_ = http.NewResponseController(w).Flush()
-		s.tell(func(o *owner) { o.execNow() })
+		s.in.tell(func(o *owner) { o.execNow() })
 	})
 	operator.Handle(mux, operator.PostBreakersReset, func(r *http.Request, in operator.BreakerReset) (operator.BreakersReset, error) {
 		if q := r.URL.Query().Get("name"); q != "" {
@@ -92,7 +92,7 @@ func (s *Supervisor) operatorHandler() http.Handler {
 // what it has just dropped. The workers are purged even when the tier
 // cannot be; the answer is then an error that says both.
 func (s *Supervisor) purge(ctx context.Context) (operator.Purged, error) {
-	cfg, ok := ask(s, func(o *owner) config.Config { return o.cfg })
+	cfg, ok := ask(s.in, func(o *owner) config.Config { return o.cfg })
 	if !ok {
 		return operator.Purged{}, operator.WithStatus(http.StatusServiceUnavailable, errShuttingDown)
 	}
@@ -121,7 +121,7 @@ func (s *Supervisor) purge(ctx context.Context) (operator.Purged, error) {
 // ownerAnswer runs f in the owner loop; once the loop has ended the
 // supervisor is going away and says so.
 func ownerAnswer[T any](s *Supervisor, f func(*owner) T) (T, error) {
-	v, ok := ask(s, f)
+	v, ok := ask(s.in, f)
 	if !ok {
 		return v, operator.WithStatus(http.StatusServiceUnavailable, errShuttingDown)
 	}

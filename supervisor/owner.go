@@ -2,20 +2,51 @@ package supervisor
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/amexd/amexd/internal/bridge"
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/control"
+	"github.com/amexd/amexd/internal/ratelimit"
+	"github.com/amexd/amexd/internal/reuseport"
+	"github.com/amexd/amexd/internal/slotmetrics"
 )
 
 // owner is the state of the slots and processes. One goroutine, loop,
 // holds it and is its only reader and writer; everything else sends it
-// events on channels or asks it with ask and tell.
+// events on its inbox or asks it with ask and tell.
 type owner struct {
-	*Supervisor
+	// Set at start and shared with the goroutines around the loop, all
+	// safe for concurrent use.
+	log     *slog.Logger
+	notify  notifier
+	metrics *supervisorMetrics
+	agg     *slotmetrics.Aggregator
+	start   startFunc
+	bridge  *bridge.Bridge
+	op      *opServer // passed on by a re-execution
+	in      inbox
+	off     offLoop
+	jobs    sync.WaitGroup // the jobs it started, waited for once the loop has returned
+	// fanOuts counts invalidations being applied, whose acks a hand-over
+	// must send before it re-executes.
+	fanOuts sync.WaitGroup
+
+	// What the workers inherit or use: a listening socket per slot (a
+	// scaling adds and removes them), the shared tables and the embedded
+	// simulator (a reload may add them).
+	listeners []*reuseport.Listener
+	table     *ratelimit.Table
+	tableFile *os.File
+	idem      idempotencyTable
+	sim       *simServer
+
+	started  time.Time     // when the supervisor started, before any re-execution
 	cfg      config.Config // as given to workers: Upstream.URL resolved
 	gen      int
 	slots    []*slot
@@ -50,6 +81,17 @@ type owner struct {
 	lastWatchdog time.Time
 }
 
+// offLoop is the work the owner loop starts but must not do itself, as it
+// waits: the jobs it starts on its own (on a signal, for a worker due for
+// recycling) and invalidation fan-outs. The Supervisor does it, and it
+// reaches the loop only with ask and tell.
+type offLoop interface {
+	reloadJob(ctx context.Context) error
+	upgradeJob(ctx context.Context) error
+	recycleJob(slot int, cfg config.Config, gen int, reason string) func(context.Context) error
+	fanOut(from *proc, targets []*proc, m control.Message)
+}
+
 // loop runs the owner until shutdown has drained every worker, and returns
 // why the supervisor gave up, or nil.
 func (o *owner) loop(ctx context.Context, sigs <-chan os.Signal) error {
@@ -72,11 +114,11 @@ func (o *owner) loop(ctx context.Context, sigs <-chan os.Signal) error {
 	stop := ctx.Done()
 	for !o.shutting || len(o.procs) > 0 {
 		select {
-		case e := <-o.exits:
+		case e := <-o.in.exits:
 			o.exited(e)
-		case m := <-o.msgs:
+		case m := <-o.in.msgs:
 			o.message(m)
-		case f := <-o.cmds:
+		case f := <-o.in.cmds:
 			f(o)
 		case <-tick.C:
 			o.tick(time.Now())
@@ -99,18 +141,9 @@ func (o *owner) loop(ctx context.Context, sigs <-chan os.Signal) error {
 func (o *owner) signal(sig os.Signal) {
 	switch sig {
 	case syscall.SIGHUP:
-		o.startJob("reload", func(ctx context.Context) error {
-			_, err := o.reload(ctx)
-			return err
-		}, nil)
+		o.startJob("reload", o.off.reloadJob, nil)
 	case syscall.SIGUSR2:
-		o.startJob("upgrade", func(ctx context.Context) error {
-			_, err := o.upgrade(ctx)
-			if err == nil {
-				o.tell(func(o *owner) { o.execNow() }) // no answer to wait for
-			}
-			return err
-		}, nil)
+		o.startJob("upgrade", o.off.upgradeJob, nil)
 	default:
 		o.log.Info("supervisor: shutting down", "signal", sig.String())
 		o.shutdown()
@@ -183,7 +216,8 @@ func (o *owner) message(pm procMsg) {
 	case control.TypeInvalidate:
 		targets := o.live(p)
 		o.noteInvalidation(m.Keys)
-		o.fanOuts.Go(func() { o.fanOut(p, targets, m) })
+		off := o.off
+		o.fanOuts.Go(func() { off.fanOut(p, targets, m) })
 	case control.TypeEntries:
 		o.relayEntries(p, m)
 	case control.TypeShare:
@@ -257,7 +291,7 @@ func (o *owner) tick(now time.Time) {
 // drainMessages handles one queued worker message, if there is one.
 func (o *owner) drainMessages() bool {
 	select {
-	case m := <-o.msgs:
+	case m := <-o.in.msgs:
 		o.message(m)
 		return true
 	default:
@@ -345,17 +379,17 @@ func (o *owner) feedWatchdog(now time.Time) {
 
 // ask runs f in the owner loop and returns its result; ok is false when
 // the loop has ended. It must not be called from the loop itself.
-func ask[T any](s *Supervisor, f func(*owner) T) (v T, ok bool) {
+func ask[T any](in inbox, f func(*owner) T) (v T, ok bool) {
 	reply := make(chan T, 1)
 	select {
-	case s.cmds <- func(o *owner) { reply <- f(o) }:
+	case in.cmds <- func(o *owner) { reply <- f(o) }:
 		return <-reply, true
-	case <-s.done:
+	case <-in.done:
 		return v, false
 	}
 }
 
 // tell runs f in the owner loop without waiting for it.
-func (s *Supervisor) tell(f func(*owner)) {
-	post(s, s.cmds, f)
+func (in inbox) tell(f func(*owner)) {
+	post(in, in.cmds, f)
 }

@@ -30,7 +30,7 @@ func (s *Supervisor) serveProfile(w http.ResponseWriter, r *http.Request) {
 		p     *proc
 		slots int
 	}
-	f, _ := ask(s, func(o *owner) found {
+	f, _ := ask(s.in, func(o *owner) found {
 		if slot >= 0 && slot < len(o.slots) {
 			return found{o.slots[slot].cur, len(o.slots)}
 		}

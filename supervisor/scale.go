@@ -32,7 +32,7 @@ func (s *Supervisor) Scale(ctx context.Context, n int) error {
 }
 
 func (s *Supervisor) scaleTo(ctx context.Context, n int) error {
-	cur, ok := ask(s, func(o *owner) int { return len(o.slots) })
+	cur, ok := ask(s.in, func(o *owner) int { return len(o.slots) })
 	if !ok {
 		return errShuttingDown
 	}
@@ -60,7 +60,7 @@ func (s *Supervisor) scaleUp(ctx context.Context, n int) error {
 			done bool
 			err  error
 		}
-		a, ok := ask(s, func(o *owner) added {
+		a, ok := ask(s.in, func(o *owner) added {
 			if len(o.slots) >= n {
 				return added{done: true}
 			}
@@ -131,7 +131,7 @@ func (s *Supervisor) scaleDown(ctx context.Context, n int) error {
 		steered bool
 		err     error
 	}
-	pl, ok := ask(s, func(o *owner) plan {
+	pl, ok := ask(s.in, func(o *owner) plan {
 		if sd := o.listeners[0].Systemd; sd != nil && n < len(sd) {
 			return plan{err: fmt.Errorf("%w: systemd passed %d sockets; fewer than %d workers would leave one that nobody accepts on", errScale, len(sd), len(sd))}
 		}
@@ -162,7 +162,7 @@ func (s *Supervisor) scaleDown(ctx context.Context, n int) error {
 	for _, ln := range pl.queues {
 		waitQueueEmpty(ctx, ln)
 	}
-	if _, ok := ask(s, func(o *owner) bool {
+	if _, ok := ask(s.in, func(o *owner) bool {
 		for _, p := range pl.procs {
 			o.retire(p, o.cfg.ShutdownTimeout)
 		}
@@ -182,11 +182,11 @@ func (s *Supervisor) scaleDown(ctx context.Context, n int) error {
 	for _, p := range pl.procs {
 		select {
 		case <-p.exited:
-		case <-s.done:
+		case <-s.in.done:
 			return errShuttingDown
 		}
 	}
-	_, ok = ask(s, func(o *owner) bool {
+	_, ok = ask(s.in, func(o *owner) bool {
 		for i := len(o.listeners) - 1; i >= n; i-- {
 			if o.listeners[i].Systemd == nil {
 				o.listeners[i].File.Close()

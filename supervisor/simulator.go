@@ -12,19 +12,19 @@ import (
 
 // resolveUpstream points an empty upstream URL at the embedded simulator,
 // starting it on first use.
-func (s *Supervisor) resolveUpstream(cfg config.Config) (config.Config, error) {
+func (o *owner) resolveUpstream(cfg config.Config) (config.Config, error) {
 	if cfg.Upstream.URL != "" {
 		return cfg, nil
 	}
-	if s.sim == nil {
+	if o.sim == nil {
 		sim, err := startSimulator(cfg.Simulator, nil)
 		if err != nil {
 			return cfg, err
 		}
-		s.sim = sim
-		s.log.Info("supervisor: embedded simulator started", "url", sim.url)
+		o.sim = sim
+		o.log.Info("supervisor: embedded simulator started", "url", sim.url)
 	}
-	cfg.Upstream.URL = s.sim.url
+	cfg.Upstream.URL = o.sim.url
 	return cfg, nil
 }
 

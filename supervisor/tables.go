@@ -18,27 +18,27 @@ import (
 // the idempotency table the first time one keeps Idempotency-Keys on this
 // machine; each then lives as long as the supervisor, so counters and keys
 // survive reloads.
-func (s *Supervisor) ensureTable(cfg config.Config) error {
-	if err := s.ensureIdempotency(cfg); err != nil {
+func (o *owner) ensureTable(cfg config.Config) error {
+	if err := o.ensureIdempotency(cfg); err != nil {
 		return err
 	}
-	if !cfg.RateLimit.UsesTable() || s.tableFile != nil {
+	if !cfg.RateLimit.UsesTable() || o.tableFile != nil {
 		return nil
 	}
 	table, f, err := ratelimit.CreateTable(cfg.RateLimit.TableSlots)
 	if err != nil {
 		return fmt.Errorf("create shared rate-limit table: %w", err)
 	}
-	s.useTable(table, f)
+	o.useTable(table, f)
 	return nil
 }
 
 // useTable keeps the shared rate-limit table, created here or inherited
 // across a re-execution, and exports its gauges.
-func (s *Supervisor) useTable(table *ratelimit.Table, f *os.File) {
-	s.table, s.tableFile = table, f
+func (o *owner) useTable(table *ratelimit.Table, f *os.File) {
+	o.table, o.tableFile = table, f
 	slots := table.Stats().Slots
-	s.metrics.reg.MustRegister(
+	o.metrics.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "amexd_ratelimit_table_slots",
 			Help: "Slots of the shared rate-limit table (ratelimit.table_slots).",
@@ -55,11 +55,11 @@ func (s *Supervisor) useTable(table *ratelimit.Table, f *os.File) {
 }
 
 // rateLimitStatus describes the shared table, nil when there is none.
-func (s *Supervisor) rateLimitStatus() *operator.RateLimitStatus {
-	if s.table == nil {
+func (o *owner) rateLimitStatus() *operator.RateLimitStatus {
+	if o.table == nil {
 		return nil
 	}
-	st := s.table.Stats()
+	st := o.table.Stats()
 	return &operator.RateLimitStatus{TableSlots: st.Slots, TableUsed: st.Used, TableOverflow: st.Full}
 }
 
@@ -74,23 +74,23 @@ type idempotencyTable struct {
 
 // ensureIdempotency creates the idempotency table the first time a
 // configuration keeps keys on this machine.
-func (s *Supervisor) ensureIdempotency(cfg config.Config) error {
-	if cfg.RateLimit.Store == ratelimit.StoreRedis || s.idem.file != nil {
+func (o *owner) ensureIdempotency(cfg config.Config) error {
+	if cfg.RateLimit.Store == ratelimit.StoreRedis || o.idem.file != nil {
 		return nil
 	}
 	table, f, err := idempotency.NewTable(cfg.Idempotency)
 	if err != nil {
 		return fmt.Errorf("create idempotency table: %w", err)
 	}
-	s.useIdempotency(table, f)
+	o.useIdempotency(table, f)
 	return nil
 }
 
 // useIdempotency keeps the idempotency table, created here or inherited
 // across a re-execution, and exports its figures.
-func (s *Supervisor) useIdempotency(table *idempotency.Table, f *os.File) {
-	s.idem = idempotencyTable{file: f, table: table}
-	s.metrics.reg.MustRegister(idempotencyCollector{table})
+func (o *owner) useIdempotency(table *idempotency.Table, f *os.File) {
+	o.idem = idempotencyTable{file: f, table: table}
+	o.metrics.reg.MustRegister(idempotencyCollector{table})
 }
 
 // idempotencyCollector exports the idempotency table's figures from one
@@ -124,11 +124,11 @@ func (c idempotencyCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // idempotencyStatus describes the idempotency table, nil when there is none.
-func (s *Supervisor) idempotencyStatus() *operator.IdempotencyStatus {
-	if s.idem.table == nil {
+func (o *owner) idempotencyStatus() *operator.IdempotencyStatus {
+	if o.idem.table == nil {
 		return nil
 	}
-	st, err := s.idem.table.Stats(context.Background())
+	st, err := o.idem.table.Stats(context.Background())
 	if err != nil {
 		return nil
 	}

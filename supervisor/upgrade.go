@@ -97,6 +97,16 @@ func (s *Supervisor) Upgrade(ctx context.Context) (operator.Upgraded, error) {
 	return up, err
 }
 
+// upgradeJob is the upgrade a SIGUSR2 starts: with no answer to send, the
+// re-execution follows at once.
+func (s *Supervisor) upgradeJob(ctx context.Context) error {
+	_, err := s.upgrade(ctx)
+	if err == nil {
+		s.in.tell(func(o *owner) { o.execNow() })
+	}
+	return err
+}
+
 func (s *Supervisor) upgrade(ctx context.Context) (operator.Upgraded, error) {
 	began := time.Now()
 	up, err := s.upgradeSteps(ctx)
@@ -131,7 +141,7 @@ func (s *Supervisor) upgradeSteps(ctx context.Context) (operator.Upgraded, error
 		gen      int
 		previous []config.Config
 	}
-	pr, ok := ask(s, func(o *owner) prepared {
+	pr, ok := ask(s.in, func(o *owner) prepared {
 		o.gen++
 		o.notify.send("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
 		pr := prepared{cfg: o.cfg, gen: o.gen}
@@ -158,7 +168,7 @@ func (s *Supervisor) upgradeSteps(ctx context.Context) (operator.Upgraded, error
 		s.readyAgain()
 		return up, err
 	}
-	execs, ok := ask(s, func(o *owner) int {
+	execs, ok := ask(s.in, func(o *owner) int {
 		o.execAt, o.execBinary, o.execErr = time.Now().Add(execDelay), bin, ""
 		return o.execs + 1
 	})
@@ -179,7 +189,7 @@ func (o *owner) execNow() {
 // rollBack puts the running binary's workers back in the slots an upgrade
 // replaced, each with the configuration it had.
 func (s *Supervisor) rollBack(ctx context.Context, previous []config.Config) {
-	gen, ok := ask(s, func(o *owner) int { o.gen++; return o.gen })
+	gen, ok := ask(s.in, func(o *owner) int { o.gen++; return o.gen })
 	if !ok {
 		return
 	}
@@ -192,7 +202,7 @@ func (s *Supervisor) rollBack(ctx context.Context, previous []config.Config) {
 
 // readyAgain ends the RELOADING=1 an upgrade began, unless shutting down.
 func (s *Supervisor) readyAgain() {
-	s.tell(func(o *owner) {
+	s.in.tell(func(o *owner) {
 		if !o.shutting {
 			o.notify.send("READY=1")
 		}
