@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"time"
 
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/control"
@@ -69,11 +68,7 @@ func (o *owner) adopt(hs *handoverState, cfg config.Config) (ln, mln net.Listene
 	}
 	o.setUp(cfg, hs.Generation, len(o.listeners))
 	o.execs = hs.Execs
-	for i, st := range hs.Slots {
-		if i < len(o.slots) {
-			o.slots[i].restarts, o.slots[i].degraded = st.Restarts, st.Degraded
-		}
-	}
+	o.adoptSlots(hs.Slots)
 	for _, w := range hs.Workers {
 		if err := o.adoptWorker(w, cfg); err != nil {
 			return nil, nil, err
@@ -105,9 +100,6 @@ func (o *owner) adoptWorker(w handoverWorker, cfg config.Config) error {
 		return fmt.Errorf("hand-over: worker %d: %w", w.PID, err)
 	}
 	p := o.track(w.Slot, w.Generation, cfg, execProcess{osp}, conn, control.ResumeCodec(conn, w.Pending), w.Started)
-	p.state, p.readyAt, p.lastBeat, p.stats = stateReady, w.ReadyAt, time.Now(), w.Stats
-	close(p.ready)
-	sl := o.slots[w.Slot]
-	sl.cur, sl.gen = p, w.Generation
+	o.adopted(p, w.ReadyAt, w.Stats)
 	return nil
 }

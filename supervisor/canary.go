@@ -51,12 +51,13 @@ func (c counts) rate() float64 {
 // sample is slot 0's worker (the canary) and the others' counts.
 func (o *owner) sample() (canary *proc, cc, old counts) {
 	for _, sl := range o.slots {
-		if sl.cur == nil {
+		p := sl.cur
+		if p == nil {
 			continue
 		}
-		c := countsOf(sl.cur.stats)
+		c := countsOf(p.stats)
 		if sl.index == 0 {
-			canary, cc = sl.cur, c
+			canary, cc = p, c
 			continue
 		}
 		old.requests, old.errors, old.opens = old.requests+c.requests, old.errors+c.errors, old.opens+c.opens

@@ -140,7 +140,7 @@ func (o *owner) clusterStatus() control.ClusterStatus {
 	workers := make([]control.WorkerBreakers, 0, len(o.procs))
 	for p := range o.procs {
 		workers = append(workers, control.WorkerBreakers{
-			Slot: p.slot, PID: p.pid, State: p.state, LastHeartbeat: p.lastBeat,
+			Slot: p.slot, PID: p.pid, State: p.state.String(), LastHeartbeat: p.lastBeat,
 			Breakers: append([]control.Breaker{}, p.stats.Breakers...),
 		})
 	}

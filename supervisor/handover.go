@@ -177,7 +177,7 @@ func (o *owner) exec(bin string) error {
 	}
 	for _, sl := range o.slots {
 		st.Slots = append(st.Slots, handoverSlot{Restarts: sl.restarts, Degraded: sl.degraded})
-		if p := sl.cur; p != nil && p.state == stateReady {
+		if p := sl.cur; p != nil && p.is(stateReady) {
 			st.Workers = append(st.Workers, handoverWorker{Slot: p.slot, PID: p.pid, FD: passConn(p.conn), Pending: p.codec.Pending(),
 				Generation: p.gen, Started: p.started, ReadyAt: p.readyAt, Stats: p.stats})
 		}

@@ -113,11 +113,8 @@ func (s *Supervisor) replaceSlot(ctx context.Context, slot int, cfg config.Confi
 		live bool
 	}
 	cur, _ := ask(s.in, func(o *owner) current {
-		if slot >= len(o.slots) || o.slots[slot].cur == nil {
-			return current{}
-		}
-		p := o.slots[slot].cur
-		return current{p, p.state != stateExited}
+		p := o.worker(slot)
+		return current{p, p != nil && !p.is(stateExited)}
 	})
 	old := cur.p
 	if cur.live {
@@ -135,22 +132,6 @@ func (s *Supervisor) replaceSlot(ctx context.Context, slot int, cfg config.Confi
 		}
 	}
 	return nil
-}
-
-// install makes p the worker of slot and retires the one it replaces.
-func (o *owner) install(slot int, p *proc, why string) bool {
-	if o.shutting || p.state == stateExited || slot >= len(o.slots) {
-		return false
-	}
-	sl := o.slots[slot]
-	old := sl.cur
-	sl.cur, sl.cfg, sl.gen, sl.respawnAt = p, p.cfg, p.gen, time.Time{}
-	if old != nil {
-		o.log.Info("supervisor: worker replaced", "slot", slot, "old", old.pid, "new", p.pid, "why", why)
-		o.replaced(sl, old.pid, why)
-		o.retire(old, p.cfg.ShutdownTimeout)
-	}
-	return true
 }
 
 // ErrRefused marks a reload refused before any worker was touched: the new

@@ -104,8 +104,8 @@ func (s *Supervisor) gather(ctx context.Context) ([]*dto.MetricFamily, error) {
 	current, _ := ask(s.in, func(o *owner) []*proc {
 		var out []*proc
 		for _, sl := range o.slots {
-			if sl.cur != nil && sl.cur.state != stateExited {
-				out = append(out, sl.cur)
+			if p := sl.cur; p != nil && !p.is(stateExited) {
+				out = append(out, p)
 			}
 		}
 		return out

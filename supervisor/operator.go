@@ -179,7 +179,7 @@ func (o *owner) workers() []operator.WorkerInfo {
 	for _, sl := range o.slots {
 		wi := operator.WorkerInfo{Slot: sl.index, State: "down", Generation: sl.gen, Restarts: sl.restarts, Degraded: sl.degraded, QueueDepth: -1, QueueBacklog: -1}
 		if p := sl.cur; p != nil {
-			wi.PID, wi.State, wi.Generation = p.pid, p.state, p.gen
+			wi.PID, wi.State, wi.Generation = p.pid, p.state.String(), p.gen
 			wi.UptimeSeconds = time.Since(p.started).Seconds()
 			wi.LastHeartbeat = p.lastBeat
 			wi.Requests, wi.Inflight = p.stats.Requests, p.stats.Inflight

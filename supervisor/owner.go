@@ -104,12 +104,7 @@ func (o *owner) loop(ctx context.Context, sigs <-chan os.Signal) error {
 	o.respawn = time.NewTimer(time.Hour)
 	defer o.respawn.Stop()
 	o.lastTick, o.awakeSince = time.Now(), time.Now()
-	for _, sl := range o.slots {
-		if sl.cur == nil {
-			sl.respawnAt = o.lastTick
-		}
-	}
-	o.respawnDue(o.lastTick)
+	o.startVacant(o.lastTick)
 	o.notifyReady() // workers adopted after an upgrade are ready already
 	stop := ctx.Done()
 	for !o.shutting || len(o.procs) > 0 {
@@ -150,31 +145,6 @@ func (o *owner) signal(sig os.Signal) {
 	}
 }
 
-// exited records a reaped worker; a slot's current worker that exits
-// without having been retired is a crash, restarted after a backoff.
-func (o *owner) exited(e exit) {
-	p := e.p
-	p.state, p.exitErr = stateExited, e.err
-	delete(o.procs, p)
-	close(p.exited)
-	o.warmEnded(p)
-	o.log.Info("supervisor: worker exited", "slot", p.slot, "pid", p.pid, "status", exitStatus(e.err))
-	if p.slot >= len(o.slots) || o.slots[p.slot].cur != p || o.shutting {
-		return // retired, or its slot was scaled away
-	}
-	sl := o.slots[p.slot]
-	now := time.Now()
-	reason := reasonCrash
-	if !p.quitAt.IsZero() {
-		reason = reasonHang
-		o.log.Error("supervisor: hung worker exited on SIGQUIT; its goroutine stacks are in the log just above", "slot", p.slot, "pid", p.pid)
-	}
-	o.replaced(sl, p.pid, reason)
-	o.crashed(sl, now.Sub(p.started), now)
-	o.log.Error("supervisor: worker exited unexpectedly", "slot", sl.index, "pid", p.pid, "err", exitStatus(e.err),
-		"restart_in", sl.backoff.String(), "restarts", sl.restarts, "degraded", sl.degraded)
-}
-
 func exitStatus(err error) string {
 	if err == nil {
 		return "exit 0"
@@ -191,19 +161,7 @@ func (o *owner) message(pm procMsg) {
 	}
 	switch m.Type {
 	case control.TypeReady:
-		if !p.readyAt.IsZero() {
-			return
-		}
-		p.readyAt, p.lastBeat = time.Now(), time.Now()
-		if m.Stats != nil {
-			p.stats = *m.Stats
-		}
-		if p.state == stateStarting {
-			p.state = stateReady
-		}
-		close(p.ready)
-		o.log.Info("supervisor: worker ready", "slot", p.slot, "pid", p.pid, "after", p.readyAt.Sub(p.started).Round(time.Millisecond).String())
-		o.notifyReady()
+		o.becameReady(p, m.Stats)
 	case control.TypeHeartbeat:
 		p.lastBeat = time.Now()
 		if m.Stats != nil {
@@ -239,21 +197,11 @@ func (o *owner) send(p *proc, m control.Message) {
 	}
 }
 
-// overflowed kills a worker that stopped reading its control channel; its
-// slot restarts it like a crashed one.
-func (o *owner) overflowed(p *proc, what string) {
-	if p.state == stateExited {
-		return
-	}
-	o.log.Error("supervisor: worker not reading its control channel, replacing it", "slot", p.slot, "pid", p.pid, "queued", queueLen, "dropped", what)
-	_ = p.process.Kill()
-}
-
-// tick judges the workers: not ready in time, silent for too long, past
-// its drain deadline. It first reads what is queued, and after a stall of
-// the supervisor itself (a gap between ticks of half the heartbeat timeout
-// or more) it gives the workers a full timeout from the moment it resumed:
-// their silence was the supervisor's deafness.
+// tick judges the workers (see judge) and does what is due: a
+// re-execution, restarts, a recycling. It first reads what is queued, and
+// after a stall of the supervisor itself (a gap between ticks of half the
+// heartbeat timeout or more) it gives the workers a full timeout from the
+// moment it resumed: their silence was the supervisor's deafness.
 func (o *owner) tick(now time.Time) {
 	if gap := now.Sub(o.lastTick); gap > max(2*o.every+100*time.Millisecond, o.cfg.Supervisor.HeartbeatTimeout/2) {
 		o.awakeSince = now
@@ -262,20 +210,7 @@ func (o *owner) tick(now time.Time) {
 	o.lastTick = now
 	for o.drainMessages() {
 	}
-	sc := o.cfg.Supervisor
-	for p := range o.procs {
-		switch {
-		case p.state == stateDraining && now.After(p.drainBy):
-			o.log.Warn("supervisor: worker did not drain in time, killing it", "slot", p.slot, "pid", p.pid)
-			_ = p.process.Kill()
-		case p.state == stateStarting && now.Sub(later(p.started, o.awakeSince)) > sc.ReadyTimeout:
-			o.log.Error("supervisor: worker not ready in time, killing it", "slot", p.slot, "pid", p.pid, "ready_timeout", sc.ReadyTimeout.String())
-			_ = p.process.Kill()
-		case o.quitOverdue(p, now):
-		case p.state == stateReady && p.quitAt.IsZero() && now.Sub(later(p.lastBeat, o.awakeSince)) > sc.HeartbeatTimeout:
-			o.hung(p, now)
-		}
-	}
+	o.judge(now)
 	if o.shutting {
 		return
 	}
@@ -297,84 +232,6 @@ func (o *owner) drainMessages() bool {
 	default:
 		return false
 	}
-}
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
-// retire asks p to drain; it is killed if it has not exited by timeout.
-// A worker still starting serves nothing and is killed at once.
-func (o *owner) retire(p *proc, timeout time.Duration) {
-	switch p.state {
-	case stateExited, stateDraining:
-		return
-	case stateStarting:
-		_ = p.process.Kill()
-		return
-	}
-	p.state, p.drainBy = stateDraining, time.Now().Add(timeout)
-	o.send(p, control.Message{Type: control.TypeDrain})
-}
-
-// shutdown cancels a running reload or upgrade, tells systemd, and drains
-// every worker; nothing is started afterwards.
-func (o *owner) shutdown() {
-	if o.shutting {
-		return
-	}
-	o.shutting = true
-	o.execAt = time.Time{}
-	if o.job != nil {
-		o.job.cancel()
-	}
-	o.notify.send("STOPPING=1")
-	for p := range o.procs {
-		o.retire(p, o.cfg.ShutdownTimeout)
-	}
-}
-
-// giveUp ends the supervisor with err after killing every worker.
-func (o *owner) giveUp(err error) {
-	if o.shutting {
-		return
-	}
-	o.log.Error("supervisor: giving up", "err", err)
-	o.fatal = err
-	o.shutting = true
-	if o.job != nil {
-		o.job.cancel()
-	}
-	for p := range o.procs {
-		_ = p.process.Kill()
-	}
-}
-
-// notifyReady tells systemd READY=1 once every slot has a ready worker.
-func (o *owner) notifyReady() {
-	if o.readySent || o.shutting {
-		return
-	}
-	if ok, _ := o.health(); !ok {
-		return
-	}
-	o.readySent = true
-	o.log.Info("supervisor: all workers ready", "after", time.Since(o.started).Round(time.Millisecond).String())
-	o.notify.send("READY=1")
-}
-
-// feedWatchdog sends WATCHDOG=1 at half the interval systemd asked for
-// while at least one slot serves: a degraded slot must not get the healthy
-// ones restarted with it, and a total outage is handled by outage_limit.
-func (o *owner) feedWatchdog(now time.Time) {
-	if o.watchdog <= 0 || !o.readySent || now.Sub(o.lastWatchdog) < o.watchdog/2 || !o.anyServing() {
-		return
-	}
-	o.lastWatchdog = now
-	o.notify.send("WATCHDOG=1")
 }
 
 // ask runs f in the owner loop and returns its result; ok is false when

@@ -198,7 +198,7 @@ func TestCrashingSlotIsDegradedOthersServe(t *testing.T) {
 	if err != nil || len(ws.Workers) != 2 {
 		t.Fatalf("workers: %+v, %v", ws, err)
 	}
-	if w := ws.Workers[0]; w.State != stateReady || w.Restarts != 0 || fs.count(0) != 1 {
+	if w := ws.Workers[0]; w.State != stateReady.String() || w.Restarts != 0 || fs.count(0) != 1 {
 		t.Errorf("slot 0 = %+v after %d starts, want its one worker ready", w, fs.count(0))
 	}
 	if w := ws.Workers[1]; !w.Degraded || w.Restarts < 3 {
@@ -221,7 +221,7 @@ func TestReadyCarriesTheFirstFigures(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ws, err := operator.Call(ctx, op, operator.GetWorkers, operator.None{})
-		if err == nil && len(ws.Workers) == 1 && ws.Workers[0].State == stateReady {
+		if err == nil && len(ws.Workers) == 1 && ws.Workers[0].State == stateReady.String() {
 			if w := ws.Workers[0]; w.Requests != 7 || w.RSSBytes != 1<<20 || w.CPUSeconds != 0.25 {
 				t.Errorf("ready worker = %+v, want the ready message's figures (7 requests, 1 MiB, 0.25 s)", w)
 			}
@@ -321,7 +321,7 @@ func TestReplacedWorkerReadyDuringReplace(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ws, err := operator.Call(ctx, op, operator.GetWorkers, operator.None{})
-		if err == nil && len(ws.Workers) == 1 && ws.Workers[0].State == stateReady {
+		if err == nil && len(ws.Workers) == 1 && ws.Workers[0].State == stateReady.String() {
 			break
 		}
 		if time.Now().After(deadline) {

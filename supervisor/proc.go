@@ -9,14 +9,6 @@ import (
 	"github.com/amexd/amexd/internal/control"
 )
 
-// Worker lifecycle states as /status and /workers report them.
-const (
-	stateStarting = "starting"
-	stateReady    = "ready"
-	stateDraining = "draining"
-	stateExited   = "exited"
-)
-
 // queueLen is how many messages a worker's outbound queue holds. A worker
 // that lets it fill is not reading its control channel: it is replaced.
 const queueLen = 1024
@@ -44,7 +36,7 @@ type proc struct {
 	pausing chan struct{}
 	paused  chan struct{}
 
-	state    string
+	state    procState
 	readyAt  time.Time
 	lastBeat time.Time
 	drainBy  time.Time // when a draining worker is killed
@@ -169,7 +161,7 @@ func post[T any](in inbox, ch chan<- T, v T) {
 func (o *owner) live(skip *proc) []*proc {
 	out := make([]*proc, 0, len(o.procs))
 	for p := range o.procs {
-		if p != skip && p.state != stateExited && !p.ctlClosed {
+		if p != skip && !p.is(stateExited) && !p.ctlClosed {
 			out = append(out, p)
 		}
 	}

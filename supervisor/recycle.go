@@ -23,7 +23,7 @@ func requestLimit(sc config.Supervisor) uint64 {
 // that workers which start above max_memory recycle each slot that often
 // rather than in a loop.
 func recycleReason(p *proc, sc config.Supervisor, now time.Time) string {
-	if p.state != stateReady || now.Sub(p.readyAt) < sc.HealthyAfter {
+	if !p.is(stateReady) || now.Sub(p.readyAt) < sc.HealthyAfter {
 		return ""
 	}
 	switch {
@@ -67,11 +67,7 @@ func (s *Supervisor) recycleJob(slot int, cfg config.Config, gen int, reason str
 		err := s.replaceSlot(ctx, slot, cfg, gen, "", reason)
 		if err != nil {
 			s.log.Error("supervisor: recycling failed; the old worker keeps serving", "slot", slot, "err", err)
-			s.in.tell(func(o *owner) {
-				if slot < len(o.slots) {
-					o.slots[slot].recycleAfter = time.Now().Add(cfg.Supervisor.HealthyAfter)
-				}
-			})
+			s.in.tell(func(o *owner) { o.holdRecycling(slot, cfg.Supervisor.HealthyAfter) })
 		}
 		return err
 	}

@@ -90,17 +90,17 @@ func (o *owner) addSlot() (*proc, error) {
 		return nil, err
 	}
 	o.listeners = append(o.listeners, ln)
-	sl := &slot{index: i, cfg: o.cfg, gen: o.gen}
-	o.slots = append(o.slots, sl)
+	sl := o.openSlot(o.cfg, o.gen)
 	p, err := o.spawn(i, o.cfg, o.gen, "")
 	if err != nil {
-		o.slots, o.listeners = o.slots[:i], o.listeners[:i]
+		o.closeSlots(i)
+		o.listeners = o.listeners[:i]
 		if ln.Systemd == nil {
 			ln.File.Close()
 		}
 		return nil, err
 	}
-	sl.cur = p
+	o.occupy(sl, p)
 	o.metrics.restarts.WithLabelValues(strconv.Itoa(i)) // at 0 from the start, as in newOwner
 	return p, nil
 }
@@ -174,7 +174,7 @@ func (s *Supervisor) scaleDown(ctx context.Context, n int) error {
 			o.agg.Forget(sl.index, pid)
 			o.metrics.restarts.DeleteLabelValues(strconv.Itoa(sl.index))
 		}
-		o.slots = o.slots[:n]
+		o.closeSlots(n)
 		return true
 	}); !ok {
 		return errShuttingDown

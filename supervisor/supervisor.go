@@ -128,7 +128,7 @@ func (o *owner) setUp(cfg config.Config, gen, slots int) {
 		o.every = min(o.every, wd/4)
 	}
 	for i := range slots {
-		o.slots = append(o.slots, &slot{index: i, cfg: cfg, gen: gen})
+		o.openSlot(cfg, gen)
 		// A slot's restart counter exists from the start at 0, so that
 		// rate() and increase() see its first restart.
 		o.metrics.restarts.WithLabelValues(strconv.Itoa(i))
