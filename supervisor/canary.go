@@ -116,10 +116,6 @@ func (s *Supervisor) canary(ctx context.Context, what string, d time.Duration, o
 	return fmt.Errorf("%s %w: canary slot 0 %s", what, ErrRolledBack, why)
 }
 
-// onTrial reports whether p is a canary under watch, whose breaker
-// changes must not spread to the old workers.
-func (o *owner) onTrial(p *proc) bool { return o.trialGen != 0 && p.slot == 0 && p.gen == o.trialGen }
-
 // verdict says how the canary did worse than the old workers, or "".
 func verdict(canary, old counts) string {
 	perWorker := func(c counts) float64 { return float64(c.opens) / float64(max(c.workers, 1)) }

@@ -70,8 +70,7 @@ type handoverWorker struct {
 // its workers from, passing everything on. It returns only if that failed,
 // after which this binary goes on supervising the same workers.
 func (o *owner) handover() {
-	bin := o.execBinary
-	o.execAt, o.execBinary = time.Time{}, ""
+	bin := o.takeExec()
 	if o.shutting {
 		return
 	}

@@ -9,50 +9,6 @@ import (
 	"github.com/amexd/amexd/internal/config"
 )
 
-// ErrReloadInProgress is returned by a reload or upgrade requested while
-// another runs.
-var ErrReloadInProgress = errors.New("a reload or upgrade is already in progress")
-
-// job is a reload or upgrade: a sequence of steps in its own goroutine that
-// changes slots only by asking the owner. Shutdown cancels it.
-type job struct {
-	kind   string
-	cancel context.CancelFunc
-}
-
-// startJob runs run as the owner's job unless one is running or shutdown
-// began; done, when not nil, receives its result.
-func (o *owner) startJob(kind string, run func(ctx context.Context) error, done chan<- error) {
-	reply := func(err error) {
-		if done != nil {
-			done <- err
-		}
-	}
-	switch {
-	case o.shutting:
-		reply(errShuttingDown)
-		return
-	case o.job != nil || !o.execAt.IsZero():
-		o.log.Warn("supervisor: "+kind+" refused", "err", ErrReloadInProgress)
-		reply(ErrReloadInProgress)
-		return
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	j := &job{kind: kind, cancel: cancel}
-	o.job = j
-	in := o.in // the job runs off the loop: it takes the inbox, not the owner
-	o.jobs.Go(func() {
-		err := run(ctx)
-		cancel()
-		in.tell(func(o *owner) {
-			if o.job == j {
-				o.job = nil
-			}
-		})
-		reply(err)
-	})
-}
-
 // runJob starts a job from outside the loop and waits for its result.
 func (s *Supervisor) runJob(ctx context.Context, kind string, run func(context.Context) error) error {
 	done := make(chan error, 1)

@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"context"
+	"errors"
 	"strconv"
 	"syscall"
 	"time"
@@ -9,9 +11,9 @@ import (
 	"github.com/amexd/amexd/internal/control"
 )
 
-// This file is the life of a slot and of its worker processes: their
-// states, and every change of them, each a method that only the owner loop
-// runs (on an event, or because a job asked it).
+// This file is the life of a slot, of its worker processes and of the
+// supervisor itself: their states, and every change of them, each a method
+// that only the owner loop runs (on an event, or because a job asked it).
 //
 // A slot (slotState; cur is its worker, or the last one that exited):
 //
@@ -39,6 +41,15 @@ import (
 // heartbeat_timeout (hung: asked for its stacks with SIGQUIT first, killed
 // stackWait later), when retire finds one still starting, and when its
 // control queue overflows.
+//
+// The supervisor's own state is four fields of the owner, each written here
+// only: job, set by startJob (refused while shutting down, while a job runs
+// or a re-execution is due) and cleared when the job returns; trialGen, set
+// and cleared by a rolling plan's canary (beginTrial, endTrial); execAt,
+// set by an upgrade's last step (execDue), brought forward (execNow) and
+// cleared when taken (takeExec) or by stop; shutting, set by stop
+// (shutdown, giveUp), after which nothing starts and the loop ends once
+// every worker is reaped.
 
 // procState is where a worker process is in its life.
 type procState int
@@ -377,17 +388,101 @@ func (o *owner) overflowed(p *proc, what string) {
 	_ = p.process.Kill()
 }
 
+// ErrReloadInProgress is returned by a reload or upgrade requested while
+// another runs.
+var ErrReloadInProgress = errors.New("a reload or upgrade is already in progress")
+
+// job is a reload, upgrade, scaling or recycling: a sequence of steps in
+// its own goroutine that changes slots only by asking the owner. Shutdown
+// cancels it.
+type job struct {
+	kind   string
+	cancel context.CancelFunc
+}
+
+// startJob runs run as the owner's job unless one is running, a
+// re-execution is due or shutdown began; done, when not nil, receives its
+// result.
+func (o *owner) startJob(kind string, run func(ctx context.Context) error, done chan<- error) {
+	reply := func(err error) {
+		if done != nil {
+			done <- err
+		}
+	}
+	switch {
+	case o.shutting:
+		reply(errShuttingDown)
+		return
+	case o.job != nil || !o.execAt.IsZero():
+		o.log.Warn("supervisor: "+kind+" refused", "err", ErrReloadInProgress)
+		reply(ErrReloadInProgress)
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	j := &job{kind: kind, cancel: cancel}
+	o.job = j
+	in := o.in // the job runs off the loop: it takes the inbox, not the owner
+	o.jobs.Go(func() {
+		err := run(ctx)
+		cancel()
+		in.tell(func(o *owner) {
+			if o.job == j {
+				o.job = nil
+			}
+		})
+		reply(err)
+	})
+}
+
+// beginTrial marks the workers of slot 0 and generation gen as a canary
+// under watch, whose breaker changes stay their own.
+func (o *owner) beginTrial(gen int) { o.trialGen = gen }
+
+// endTrial ends the canary's watch.
+func (o *owner) endTrial() { o.trialGen = 0 }
+
+// onTrial reports whether p is a canary under watch.
+func (o *owner) onTrial(p *proc) bool { return o.trialGen != 0 && p.slot == 0 && p.gen == o.trialGen }
+
+// execDue has the supervisor re-execute itself with bin at the first tick
+// from at on; it returns the number that re-execution will have.
+func (o *owner) execDue(bin string, at time.Time) int {
+	o.execAt, o.execBinary, o.execErr = at, bin, ""
+	return o.execs + 1
+}
+
+// execNow brings a due re-execution forward to the next tick.
+func (o *owner) execNow() {
+	if !o.execAt.IsZero() {
+		o.execAt = time.Now()
+	}
+}
+
+// takeExec returns the binary of the re-execution due, which is then no
+// longer due.
+func (o *owner) takeExec() string {
+	bin := o.execBinary
+	o.execAt, o.execBinary = time.Time{}, ""
+	return bin
+}
+
+// stop begins the end of the supervisor: the job running is cancelled, no
+// re-execution is due and nothing starts any more.
+func (o *owner) stop() {
+	o.shutting = true
+	o.execAt, o.execBinary = time.Time{}, ""
+	if o.job != nil {
+		o.job.cancel()
+	}
+}
+
 // shutdown cancels a running reload or upgrade, tells systemd, and drains
 // every worker; nothing is started afterwards.
 func (o *owner) shutdown() {
 	if o.shutting {
 		return
 	}
-	o.shutting = true
-	o.execAt = time.Time{}
-	if o.job != nil {
-		o.job.cancel()
-	}
+	o.stop()
 	o.notify.send("STOPPING=1")
 	for p := range o.procs {
 		o.retire(p, o.cfg.ShutdownTimeout)
@@ -401,10 +496,7 @@ func (o *owner) giveUp(err error) {
 	}
 	o.log.Error("supervisor: giving up", "err", err)
 	o.fatal = err
-	o.shutting = true
-	if o.job != nil {
-		o.job.cancel()
-	}
+	o.stop()
 	for p := range o.procs {
 		_ = p.process.Kill()
 	}

@@ -46,17 +46,12 @@ type owner struct {
 	idem      idempotencyTable
 	sim       *simServer
 
-	started  time.Time     // when the supervisor started, before any re-execution
-	cfg      config.Config // as given to workers: Upstream.URL resolved
-	gen      int
-	slots    []*slot
-	procs    map[*proc]struct{} // every worker process not yet reaped
-	shutting bool
-	fatal    error // why the supervisor gives up, once it does
-	job      *job  // the reload or upgrade running, if any
-	// trialGen is the generation a reload's canary (slot 0) runs while it
-	// is watched; 0 when none is.
-	trialGen int
+	started time.Time     // when the supervisor started, before any re-execution
+	cfg     config.Config // as given to workers: Upstream.URL resolved
+	gen     int
+	slots   []*slot
+	procs   map[*proc]struct{} // every worker process not yet reaped
+	fatal   error              // why the supervisor gives up, once it does
 	// transfers are the warm starts under way, by the ID of their export
 	// request; invalidated are the latest invalidations they check.
 	transfers    map[uint64]*transfer
@@ -65,13 +60,20 @@ type owner struct {
 	readySent    bool
 	outageSince  time.Time
 
+	// The supervisor's own state, written in lifecycle.go only.
+	shutting bool
+	job      *job // the job running, if any
+	// trialGen is the generation a canary (slot 0) runs while it is
+	// watched; 0 when none is.
+	trialGen int
 	// execAt is when the supervisor re-executes itself with execBinary,
-	// the last step of an upgrade; zero when none is due. execs counts the
-	// re-executions of this process so far, execErr is the last failure.
+	// the last step of an upgrade; zero when none is due.
 	execAt     time.Time
 	execBinary string
-	execs      int
-	execErr    string
+	// execs counts the re-executions of this process so far, execErr is
+	// the last failure.
+	execs   int
+	execErr string
 
 	respawn      *time.Timer   // fires when the next slot's restart is due
 	every        time.Duration // tick interval

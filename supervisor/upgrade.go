@@ -168,22 +168,12 @@ func (s *Supervisor) upgradeSteps(ctx context.Context) (operator.Upgraded, error
 		s.readyAgain()
 		return up, err
 	}
-	execs, ok := ask(s.in, func(o *owner) int {
-		o.execAt, o.execBinary, o.execErr = time.Now().Add(execDelay), bin, ""
-		return o.execs + 1
-	})
+	execs, ok := ask(s.in, func(o *owner) int { return o.execDue(bin, time.Now().Add(execDelay)) })
 	if !ok {
 		return up, errShuttingDown
 	}
 	up.Execs = execs
 	return up, nil
-}
-
-// execNow brings a due re-execution forward to the next tick.
-func (o *owner) execNow() {
-	if !o.execAt.IsZero() {
-		o.execAt = time.Now()
-	}
 }
 
 // rollBack puts the running binary's workers back in the slots an upgrade
