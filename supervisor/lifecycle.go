@@ -129,6 +129,7 @@ const (
 	reasonCrash    = "crash"
 	reasonHang     = "hang"
 	reasonReload   = "reload"
+	reasonUpgrade  = "upgrade"
 	reasonRequests = "requests"
 	reasonMemory   = "memory"
 	reasonRollback = "rollback"

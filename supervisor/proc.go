@@ -36,7 +36,7 @@ type proc struct {
 	pausing chan struct{}
 	paused  chan struct{}
 
-	state    procState
+	state    procState // written in lifecycle.go alone
 	readyAt  time.Time
 	lastBeat time.Time
 	drainBy  time.Time // when a draining worker is killed

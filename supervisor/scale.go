@@ -101,7 +101,7 @@ func (o *owner) addSlot() (*proc, error) {
 		return nil, err
 	}
 	o.occupy(sl, p)
-	o.metrics.restarts.WithLabelValues(strconv.Itoa(i)) // at 0 from the start, as in newOwner
+	o.metrics.restarts.WithLabelValues(strconv.Itoa(i)) // at 0 from the start, as in setUp
 	return p, nil
 }
 

@@ -156,7 +156,7 @@ func (s *Supervisor) upgradeSteps(ctx context.Context) (operator.Upgraded, error
 	up := operator.Upgraded{PID: os.Getpid(), Binary: bin, FromVersion: version(), Version: v, Generation: pr.gen}
 	pl := plan{what: "upgrade", canary: pr.cfg.Supervisor.Canary, back: step{cfg: pr.cfg, gen: pr.gen - 1, why: reasonRollback}}
 	for i := range pr.previous {
-		pl.steps = append(pl.steps, step{slot: i, cfg: pr.cfg, gen: pr.gen, binary: bin, why: "upgrade"})
+		pl.steps = append(pl.steps, step{slot: i, cfg: pr.cfg, gen: pr.gen, binary: bin, why: reasonUpgrade})
 	}
 	if done, err := s.roll(ctx, pl); err != nil {
 		if _, failed := errors.AsType[*stepError](err); failed {
@@ -185,7 +185,7 @@ func (s *Supervisor) rollBack(ctx context.Context, previous []config.Config) {
 	}
 	pl := plan{what: "rollback", tolerant: true}
 	for i, cfg := range previous {
-		pl.steps = append(pl.steps, step{slot: i, cfg: cfg, gen: gen, why: "rollback"})
+		pl.steps = append(pl.steps, step{slot: i, cfg: cfg, gen: gen, why: reasonRollback})
 	}
 	_, _ = s.roll(ctx, pl)
 }
