@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"time"
 
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/control"
@@ -15,84 +14,75 @@ import (
 )
 
 // adopt takes over what the supervisor that re-executed into this binary
-// left in hs: its sockets, shared table, simulator port, operator socket,
-// workers, generation and counters. cfg is the configuration as this
-// binary reads it; the number of slots stays what it was.
-func (s *Supervisor) adopt(hs *handoverState, cfg config.Config) (*owner, error) {
-	s.started = hs.Started
+// left in hs: its sockets, shared table, simulator port, workers,
+// generation and counters, and returns the operator socket and the
+// metrics listener (nil without metrics_addr) to serve on. cfg is the
+// configuration as this binary reads it; the number of slots stays what
+// it was.
+func (o *owner) adopt(hs *handoverState, cfg config.Config) (ln, mln net.Listener, err error) {
+	o.started = hs.Started
 	for i, l := range hs.Listeners {
-		s.listeners = append(s.listeners, &reuseport.Listener{File: inherit(l.FD, fmt.Sprintf("listener %d", i)), Addr: l.Addr})
+		o.listeners = append(o.listeners, &reuseport.Listener{File: inherit(l.FD, fmt.Sprintf("listener %d", i)), Addr: l.Addr})
 	}
-	if len(s.listeners) == 0 {
-		return nil, fmt.Errorf("hand-over without listeners")
+	if len(o.listeners) == 0 {
+		return nil, nil, fmt.Errorf("hand-over without listeners")
 	}
 	if hs.Table >= 0 {
 		f := inherit(hs.Table, "ratelimit table")
 		table, err := ratelimit.OpenTable(f)
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("hand-over: %w", err)
+			return nil, nil, fmt.Errorf("hand-over: %w", err)
 		}
-		s.useTable(table, f)
+		o.useTable(table, f)
 	}
 	if hs.Idempotency >= 0 {
 		f := inherit(hs.Idempotency, "idempotency table")
 		table, err := idempotency.OpenTable(f, cfg.Idempotency)
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("hand-over: %w", err)
+			return nil, nil, fmt.Errorf("hand-over: %w", err)
 		}
-		s.useIdempotency(table, f)
+		o.useIdempotency(table, f)
 	}
-	if err := s.ensureTable(cfg); err != nil {
-		return nil, err
+	if err := o.ensureTable(cfg); err != nil {
+		return nil, nil, err
 	}
 	if hs.Simulator >= 0 && cfg.Upstream.URL == "" {
-		ln, err := inheritListener(hs.Simulator, "simulator")
+		sln, err := inheritListener(hs.Simulator, "simulator")
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if s.sim, err = startSimulator(cfg.Simulator, ln); err != nil {
-			return nil, err
+		if o.sim, err = startSimulator(cfg.Simulator, sln); err != nil {
+			return nil, nil, err
 		}
 	}
-	cfg, err := s.resolveUpstream(cfg)
-	if err != nil {
-		return nil, err
+	if cfg, err = o.resolveUpstream(cfg); err != nil {
+		return nil, nil, err
 	}
-	if s.ownOffset, err = slotmetrics.Parse(hs.Own); err != nil {
-		return nil, err
+	if o.metrics.offset, err = slotmetrics.Parse(hs.Own); err != nil {
+		return nil, nil, err
 	}
-	if err := s.agg.Restore(hs.Series); err != nil {
-		return nil, err
+	if err := o.agg.Restore(hs.Series); err != nil {
+		return nil, nil, err
 	}
-	o := s.newOwner(cfg, hs.Generation, len(s.listeners))
+	o.setUp(cfg, hs.Generation, len(o.listeners))
 	o.execs = hs.Execs
-	for i, st := range hs.Slots {
-		if i < len(o.slots) {
-			o.slots[i].restarts, o.slots[i].degraded = st.Restarts, st.Degraded
-		}
-	}
+	o.adoptSlots(hs.Slots)
 	for _, w := range hs.Workers {
 		if err := o.adoptWorker(w, cfg); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	var mln net.Listener
-	ln, err := inheritListener(hs.Operator, "operator socket")
-	if err != nil {
-		return nil, err
+	if ln, err = inheritListener(hs.Operator, "operator socket"); err != nil {
+		return nil, nil, err
 	}
 	if hs.Metrics >= 0 {
 		if mln, err = inheritListener(hs.Metrics, "metrics"); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	if err := s.startServing(cfg, ln, mln); err != nil {
-		return nil, err
-	}
-	s.log.Info("supervisor: took over after re-executing", "pid", os.Getpid(), "version", version(), "generation", o.gen, "workers", len(hs.Workers))
-	return o, nil
+	return ln, mln, nil
 }
 
 // adoptWorker makes a worker the previous binary started this one's.
@@ -110,9 +100,6 @@ func (o *owner) adoptWorker(w handoverWorker, cfg config.Config) error {
 		return fmt.Errorf("hand-over: worker %d: %w", w.PID, err)
 	}
 	p := o.track(w.Slot, w.Generation, cfg, execProcess{osp}, conn, control.ResumeCodec(conn, w.Pending), w.Started)
-	p.state, p.readyAt, p.lastBeat, p.stats = stateReady, w.ReadyAt, time.Now(), w.Stats
-	close(p.ready)
-	sl := o.slots[w.Slot]
-	sl.cur, sl.gen = p, w.Generation
+	o.adopted(p, w.ReadyAt, w.Stats)
 	return nil
 }

@@ -51,12 +51,13 @@ func (c counts) rate() float64 {
 // sample is slot 0's worker (the canary) and the others' counts.
 func (o *owner) sample() (canary *proc, cc, old counts) {
 	for _, sl := range o.slots {
-		if sl.cur == nil {
+		p := sl.cur
+		if p == nil {
 			continue
 		}
-		c := countsOf(sl.cur.stats)
+		c := countsOf(p.stats)
 		if sl.index == 0 {
-			canary, cc = sl.cur, c
+			canary, cc = p, c
 			continue
 		}
 		old.requests, old.errors, old.opens = old.requests+c.requests, old.errors+c.errors, old.opens+c.opens
@@ -76,7 +77,7 @@ func (s *Supervisor) canary(ctx context.Context, what string, d time.Duration, o
 		cc, old counts
 	}
 	take := func() (snap, bool) {
-		return ask(s, func(o *owner) snap {
+		return ask(s.in, func(o *owner) snap {
 			p, cc, old := o.sample()
 			return snap{p, cc, old}
 		})
@@ -108,16 +109,12 @@ func (s *Supervisor) canary(ctx context.Context, what string, d time.Duration, o
 	if err := s.replaceSlot(ctx, 0, old, oldGen, "", reasonRollback); err != nil {
 		return fmt.Errorf("%s %w incompletely: canary slot 0 %s; putting the old worker back failed: %w", what, ErrRolledBack, why, err)
 	}
-	ask(s, func(o *owner) bool {
+	ask(s.in, func(o *owner) bool {
 		o.cfg, o.gen = old, oldGen
 		return true
 	})
 	return fmt.Errorf("%s %w: canary slot 0 %s", what, ErrRolledBack, why)
 }
-
-// onTrial reports whether p is a canary under watch, whose breaker
-// changes must not spread to the old workers.
-func (o *owner) onTrial(p *proc) bool { return o.trialGen != 0 && p.slot == 0 && p.gen == o.trialGen }
 
 // verdict says how the canary did worse than the old workers, or "".
 func verdict(canary, old counts) string {

@@ -32,13 +32,13 @@ func (s *Supervisor) fanOut(from *proc, targets []*proc, m control.Message) {
 	}
 	wg.Wait()
 	if err := from.out.Send(control.Message{Type: control.TypeAck, ID: m.ID}); err != nil {
-		go s.tell(func(o *owner) { o.overflowed(from, control.TypeAck) }) // the loop may be waiting for this fan-out
+		go s.in.tell(func(o *owner) { o.overflowed(from, control.TypeAck) }) // the loop may be waiting for this fan-out
 	}
 }
 
 // invalidateLocal drops keys in every live worker, for the cluster bridge.
 func (s *Supervisor) invalidateLocal(ctx context.Context, keys []string) {
-	targets, _ := ask(s, func(o *owner) []*proc {
+	targets, _ := ask(s.in, func(o *owner) []*proc {
 		o.noteInvalidation(keys)
 		return o.live(nil)
 	})
@@ -54,7 +54,7 @@ func (s *Supervisor) invalidate(ctx context.Context, targets []*proc, keys []str
 			if _, err := request(ctx, p, control.Message{Type: control.TypeInvalidate, Keys: keys}); err != nil {
 				s.log.Warn("supervisor: invalidation not applied", "slot", p.slot, "pid", p.pid, "err", err)
 				if errors.Is(err, errQueueFull) {
-					s.tell(func(o *owner) { o.overflowed(p, control.TypeInvalidate) })
+					s.in.tell(func(o *owner) { o.overflowed(p, control.TypeInvalidate) })
 				}
 			}
 		})
@@ -140,7 +140,7 @@ func (o *owner) clusterStatus() control.ClusterStatus {
 	workers := make([]control.WorkerBreakers, 0, len(o.procs))
 	for p := range o.procs {
 		workers = append(workers, control.WorkerBreakers{
-			Slot: p.slot, PID: p.pid, State: p.state, LastHeartbeat: p.lastBeat,
+			Slot: p.slot, PID: p.pid, State: p.state.String(), LastHeartbeat: p.lastBeat,
 			Breakers: append([]control.Breaker{}, p.stats.Breakers...),
 		})
 	}

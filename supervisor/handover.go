@@ -70,8 +70,7 @@ type handoverWorker struct {
 // its workers from, passing everything on. It returns only if that failed,
 // after which this binary goes on supervising the same workers.
 func (o *owner) handover() {
-	bin := o.execBinary
-	o.execAt, o.execBinary = time.Time{}, ""
+	bin := o.takeExec()
 	if o.shutting {
 		return
 	}
@@ -99,7 +98,7 @@ func (o *owner) pause() ([]chan struct{}, error) {
 			select {
 			case <-p.paused:
 				waiting = false
-			case m := <-o.msgs:
+			case m := <-o.in.msgs:
 				o.message(m)
 			case <-deadline:
 				return held, fmt.Errorf("worker %d's reader did not stop", p.pid)
@@ -129,7 +128,7 @@ func (o *owner) resume(held []chan struct{}) {
 		case <-p.pausing:
 			p.pausing, p.paused = make(chan struct{}), make(chan struct{}, 1)
 			_ = p.codec.SetReadDeadline(time.Time{})
-			go o.read(p)
+			go o.in.read(p)
 		default:
 		}
 	}
@@ -177,7 +176,7 @@ func (o *owner) exec(bin string) error {
 	}
 	for _, sl := range o.slots {
 		st.Slots = append(st.Slots, handoverSlot{Restarts: sl.restarts, Degraded: sl.degraded})
-		if p := sl.cur; p != nil && p.state == stateReady {
+		if p := sl.cur; p != nil && p.is(stateReady) {
 			st.Workers = append(st.Workers, handoverWorker{Slot: p.slot, PID: p.pid, FD: passConn(p.conn), Pending: p.codec.Pending(),
 				Generation: p.gen, Started: p.started, ReadyAt: p.readyAt, Stats: p.stats})
 		}
@@ -186,7 +185,7 @@ func (o *owner) exec(bin string) error {
 	if err != nil {
 		return fmt.Errorf("gather own metrics: %w", err)
 	}
-	own = slices.DeleteFunc(slotmetrics.AddOffsets(own, o.ownOffset), func(f *dto.MetricFamily) bool { return outlivesExec(f.GetName()) })
+	own = slices.DeleteFunc(slotmetrics.AddOffsets(own, o.metrics.offset), func(f *dto.MetricFamily) bool { return outlivesExec(f.GetName()) })
 	if st.Own, err = slotmetrics.EncodeFamilies(own); err != nil {
 		return err
 	}

@@ -9,53 +9,10 @@ import (
 	"github.com/amexd/amexd/internal/config"
 )
 
-// ErrReloadInProgress is returned by a reload or upgrade requested while
-// another runs.
-var ErrReloadInProgress = errors.New("a reload or upgrade is already in progress")
-
-// job is a reload or upgrade: a sequence of steps in its own goroutine that
-// changes slots only by asking the owner. Shutdown cancels it.
-type job struct {
-	kind   string
-	cancel context.CancelFunc
-}
-
-// startJob runs run as the owner's job unless one is running or shutdown
-// began; done, when not nil, receives its result.
-func (o *owner) startJob(kind string, run func(ctx context.Context) error, done chan<- error) {
-	reply := func(err error) {
-		if done != nil {
-			done <- err
-		}
-	}
-	switch {
-	case o.shutting:
-		reply(errShuttingDown)
-		return
-	case o.job != nil || !o.execAt.IsZero():
-		o.log.Warn("supervisor: "+kind+" refused", "err", ErrReloadInProgress)
-		reply(ErrReloadInProgress)
-		return
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	j := &job{kind: kind, cancel: cancel}
-	o.job = j
-	o.jobs.Go(func() {
-		err := run(ctx)
-		cancel()
-		o.tell(func(o *owner) {
-			if o.job == j {
-				o.job = nil
-			}
-		})
-		reply(err)
-	})
-}
-
 // runJob starts a job from outside the loop and waits for its result.
 func (s *Supervisor) runJob(ctx context.Context, kind string, run func(context.Context) error) error {
 	done := make(chan error, 1)
-	if _, ok := ask(s, func(o *owner) bool { o.startJob(kind, run, done); return true }); !ok {
+	if _, ok := ask(s.in, func(o *owner) bool { o.startJob(kind, run, done); return true }); !ok {
 		return errShuttingDown
 	}
 	select {
@@ -74,7 +31,7 @@ func (s *Supervisor) replaceSlot(ctx context.Context, slot int, cfg config.Confi
 		p   *proc
 		err error
 	}
-	st, ok := ask(s, func(o *owner) started {
+	st, ok := ask(s.in, func(o *owner) started {
 		p, err := o.spawn(slot, cfg, gen, binary)
 		return started{p, err}
 	})
@@ -98,10 +55,10 @@ func (s *Supervisor) replaceSlot(ctx context.Context, slot int, cfg config.Confi
 		fail = ctx.Err()
 	}
 	if fail != nil {
-		s.tell(func(*owner) { _ = p.process.Kill() })
+		s.in.tell(func(*owner) { _ = p.process.Kill() })
 		select {
 		case <-p.exited:
-		case <-s.done:
+		case <-s.in.done:
 		}
 		return fail
 	}
@@ -111,45 +68,26 @@ func (s *Supervisor) replaceSlot(ctx context.Context, slot int, cfg config.Confi
 		p    *proc
 		live bool
 	}
-	cur, _ := ask(s, func(o *owner) current {
-		if slot >= len(o.slots) || o.slots[slot].cur == nil {
-			return current{}
-		}
-		p := o.slots[slot].cur
-		return current{p, p.state != stateExited}
+	cur, _ := ask(s.in, func(o *owner) current {
+		p := o.worker(slot)
+		return current{p, p != nil && !p.is(stateExited)}
 	})
 	old := cur.p
 	if cur.live {
 		// The last counts of the old worker carry over to its successor.
 		s.collectSlot(ctx, old)
 	}
-	installed, ok := ask(s, func(o *owner) bool { return o.install(slot, p, why) })
+	installed, ok := ask(s.in, func(o *owner) bool { return o.install(slot, p, why) })
 	if !ok || !installed {
 		return errShuttingDown
 	}
 	if old != nil {
 		select {
 		case <-old.exited:
-		case <-s.done:
+		case <-s.in.done:
 		}
 	}
 	return nil
-}
-
-// install makes p the worker of slot and retires the one it replaces.
-func (o *owner) install(slot int, p *proc, why string) bool {
-	if o.shutting || p.state == stateExited || slot >= len(o.slots) {
-		return false
-	}
-	sl := o.slots[slot]
-	old := sl.cur
-	sl.cur, sl.cfg, sl.gen, sl.respawnAt = p, p.cfg, p.gen, time.Time{}
-	if old != nil {
-		o.log.Info("supervisor: worker replaced", "slot", slot, "old", old.pid, "new", p.pid, "why", why)
-		o.replaced(sl, old.pid, why)
-		o.retire(old, p.cfg.ShutdownTimeout)
-	}
-	return true
 }
 
 // ErrRefused marks a reload refused before any worker was touched: the new
@@ -170,6 +108,12 @@ func (s *Supervisor) Reload(ctx context.Context) (int, error) {
 		return err
 	})
 	return gen, err
+}
+
+// reloadJob is the reload a SIGHUP starts.
+func (s *Supervisor) reloadJob(ctx context.Context) error {
+	_, err := s.reload(ctx)
+	return err
 }
 
 // reload is the reload job; it returns the new generation.
@@ -201,7 +145,7 @@ func (s *Supervisor) reloadSteps(ctx context.Context) (int, error) {
 		slots       int
 		err         error
 	}
-	pr, ok := ask(s, func(o *owner) prepared {
+	pr, ok := ask(s.in, func(o *owner) prepared {
 		cfg, err := o.prepare(next)
 		if err != nil {
 			return prepared{err: fmt.Errorf("%w: %w", ErrRefused, err)}

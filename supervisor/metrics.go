@@ -22,7 +22,10 @@ const snapshotTimeout = time.Second
 
 // supervisorMetrics are the supervisor's own series.
 type supervisorMetrics struct {
-	reg           *prometheus.Registry
+	reg *prometheus.Registry
+	// offset holds what this process's own counters counted before it
+	// re-executed itself for an upgrade; set before the loop starts.
+	offset        map[string]*dto.MetricFamily
 	restarts      *prometheus.CounterVec
 	reloads       *prometheus.CounterVec
 	upgrades      *prometheus.CounterVec
@@ -85,7 +88,7 @@ func (s *Supervisor) collectSlot(ctx context.Context, p *proc) {
 		return
 	}
 	if m.Stats != nil {
-		s.tell(func(*owner) { p.stats = *m.Stats })
+		s.in.tell(func(*owner) { p.stats = *m.Stats })
 	}
 	fams, err := slotmetrics.Parse(m.Metrics)
 	if err != nil {
@@ -98,11 +101,11 @@ func (s *Supervisor) collectSlot(ctx context.Context, p *proc) {
 // gather returns the supervisor's series and every slot's, fresh from a
 // snapshot of each slot's current worker.
 func (s *Supervisor) gather(ctx context.Context) ([]*dto.MetricFamily, error) {
-	current, _ := ask(s, func(o *owner) []*proc {
+	current, _ := ask(s.in, func(o *owner) []*proc {
 		var out []*proc
 		for _, sl := range o.slots {
-			if sl.cur != nil && sl.cur.state != stateExited {
-				out = append(out, sl.cur)
+			if p := sl.cur; p != nil && !p.is(stateExited) {
+				out = append(out, p)
 			}
 		}
 		return out
@@ -116,7 +119,7 @@ func (s *Supervisor) gather(ctx context.Context) ([]*dto.MetricFamily, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gather supervisor metrics: %w", err)
 	}
-	return append(slotmetrics.AddOffsets(own, s.ownOffset), s.agg.Families()...), nil
+	return append(slotmetrics.AddOffsets(own, s.metrics.offset), s.agg.Families()...), nil
 }
 
 // serveMetrics writes the aggregated metrics in the text exposition format.

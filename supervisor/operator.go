@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -59,7 +60,7 @@ func (s *Supervisor) operatorHandler() http.Handler {
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		_, _ = w.Write(body)
 		_ = http.NewResponseController(w).Flush()
-		s.tell(func(o *owner) { o.execNow() })
+		s.in.tell(func(o *owner) { o.execNow() })
 	})
 	operator.Handle(mux, operator.PostBreakersReset, func(r *http.Request, in operator.BreakerReset) (operator.BreakersReset, error) {
 		if q := r.URL.Query().Get("name"); q != "" {
@@ -91,7 +92,7 @@ func (s *Supervisor) operatorHandler() http.Handler {
 // what it has just dropped. The workers are purged even when the tier
 // cannot be; the answer is then an error that says both.
 func (s *Supervisor) purge(ctx context.Context) (operator.Purged, error) {
-	cfg, ok := ask(s, func(o *owner) config.Config { return o.cfg })
+	cfg, ok := ask(s.in, func(o *owner) config.Config { return o.cfg })
 	if !ok {
 		return operator.Purged{}, operator.WithStatus(http.StatusServiceUnavailable, errShuttingDown)
 	}
@@ -119,7 +120,7 @@ func (s *Supervisor) purge(ctx context.Context) (operator.Purged, error) {
 // ownerAnswer runs f in the owner loop; once the loop has ended the
 // supervisor is going away and says so.
 func ownerAnswer[T any](s *Supervisor, f func(*owner) T) (T, error) {
-	v, ok := ask(s, f)
+	v, ok := ask(s.in, f)
 	if !ok {
 		return v, operator.WithStatus(http.StatusServiceUnavailable, errShuttingDown)
 	}
@@ -140,4 +141,60 @@ func jobError(err error) error {
 		return operator.WithStatus(http.StatusServiceUnavailable, err)
 	}
 	return err
+}
+
+// healthReport is the answer to GET /health.
+func (o *owner) healthReport() operator.Health {
+	ok, reason := o.health()
+	h := operator.Health{Healthy: ok, Slots: len(o.slots), Reason: reason}
+	for _, sl := range o.slots {
+		if sl.serving() {
+			h.Serving++
+		}
+	}
+	return h
+}
+
+// status is the answer to GET /status.
+func (o *owner) status() operator.Status {
+	ok, reason := o.health()
+	st := operator.Status{
+		PID: os.Getpid(), Version: version(), StartedAt: o.started,
+		UptimeSeconds: time.Since(o.started).Seconds(), Generation: o.gen,
+		Execs: o.execs, ExecError: o.execErr,
+		Healthy: ok, Reason: reason, Config: o.cfg.Summary(), Workers: o.workers(),
+		RateLimit:   o.rateLimitStatus(),
+		Idempotency: o.idempotencyStatus(),
+	}
+	if len(o.listeners) > 0 {
+		st.Listen = o.listeners[0].Addr
+	}
+	return st
+}
+
+// workers describes each slot's current worker.
+func (o *owner) workers() []operator.WorkerInfo {
+	out := make([]operator.WorkerInfo, 0, len(o.slots))
+	for _, sl := range o.slots {
+		wi := operator.WorkerInfo{Slot: sl.index, State: "down", Generation: sl.gen, Restarts: sl.restarts, Degraded: sl.degraded, QueueDepth: -1, QueueBacklog: -1}
+		if p := sl.cur; p != nil {
+			wi.PID, wi.State, wi.Generation = p.pid, p.state.String(), p.gen
+			wi.UptimeSeconds = time.Since(p.started).Seconds()
+			wi.LastHeartbeat = p.lastBeat
+			wi.Requests, wi.Inflight = p.stats.Requests, p.stats.Inflight
+			wi.Cache, wi.LimiterRejections = p.stats.Cache, p.stats.LimiterRejections
+			pr := p.stats.Process
+			wi.RSSBytes, wi.CPUSeconds, wi.P50Ms, wi.P99Ms = pr.RSSBytes, pr.CPUSeconds, pr.Latency.P50Ms, pr.Latency.P99Ms
+			wi.Errors = p.stats.Errors
+			wi.AccessLogDropped = p.stats.AccessLogDropped
+		}
+		if r := sl.last; r != nil {
+			wi.LastReplacement = &operator.Replacement{Reason: r.reason, PID: r.pid, At: r.at}
+		}
+		if depth, backlog, err := o.listeners[sl.index].Queue(); err == nil {
+			wi.QueueDepth, wi.QueueBacklog = int64(depth), int64(backlog)
+		}
+		out = append(out, wi)
+	}
+	return out
 }

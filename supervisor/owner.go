@@ -2,30 +2,56 @@ package supervisor
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/amexd/amexd/internal/bridge"
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/control"
+	"github.com/amexd/amexd/internal/ratelimit"
+	"github.com/amexd/amexd/internal/reuseport"
+	"github.com/amexd/amexd/internal/slotmetrics"
 )
 
 // owner is the state of the slots and processes. One goroutine, loop,
 // holds it and is its only reader and writer; everything else sends it
-// events on channels or asks it with ask and tell.
+// events on its inbox or asks it with ask and tell.
 type owner struct {
-	*Supervisor
-	cfg      config.Config // as given to workers: Upstream.URL resolved
-	gen      int
-	slots    []*slot
-	procs    map[*proc]struct{} // every worker process not yet reaped
-	shutting bool
-	fatal    error // why the supervisor gives up, once it does
-	job      *job  // the reload or upgrade running, if any
-	// trialGen is the generation a reload's canary (slot 0) runs while it
-	// is watched; 0 when none is.
-	trialGen int
+	// Set at start and shared with the goroutines around the loop, all
+	// safe for concurrent use.
+	log     *slog.Logger
+	notify  notifier
+	metrics *supervisorMetrics
+	agg     *slotmetrics.Aggregator
+	start   startFunc
+	bridge  *bridge.Bridge
+	op      *opServer // passed on by a re-execution
+	in      inbox
+	off     offLoop
+	jobs    sync.WaitGroup // the jobs it started, waited for once the loop has returned
+	// fanOuts counts invalidations being applied, whose acks a hand-over
+	// must send before it re-executes.
+	fanOuts sync.WaitGroup
+
+	// What the workers inherit or use: a listening socket per slot (a
+	// scaling adds and removes them), the shared tables and the embedded
+	// simulator (a reload may add them).
+	listeners []*reuseport.Listener
+	table     *ratelimit.Table
+	tableFile *os.File
+	idem      idempotencyTable
+	sim       *simServer
+
+	started time.Time     // when the supervisor started, before any re-execution
+	cfg     config.Config // as given to workers: Upstream.URL resolved
+	gen     int
+	slots   []*slot
+	procs   map[*proc]struct{} // every worker process not yet reaped
+	fatal   error              // why the supervisor gives up, once it does
 	// transfers are the warm starts under way, by the ID of their export
 	// request; invalidated are the latest invalidations they check.
 	transfers    map[uint64]*transfer
@@ -34,13 +60,20 @@ type owner struct {
 	readySent    bool
 	outageSince  time.Time
 
+	// The supervisor's own state, written in lifecycle.go only.
+	shutting bool
+	job      *job // the job running, if any
+	// trialGen is the generation a canary (slot 0) runs while it is
+	// watched; 0 when none is.
+	trialGen int
 	// execAt is when the supervisor re-executes itself with execBinary,
-	// the last step of an upgrade; zero when none is due. execs counts the
-	// re-executions of this process so far, execErr is the last failure.
+	// the last step of an upgrade; zero when none is due.
 	execAt     time.Time
 	execBinary string
-	execs      int
-	execErr    string
+	// execs counts the re-executions of this process so far, execErr is
+	// the last failure.
+	execs   int
+	execErr string
 
 	respawn      *time.Timer   // fires when the next slot's restart is due
 	every        time.Duration // tick interval
@@ -48,6 +81,17 @@ type owner struct {
 	awakeSince   time.Time // when the loop last resumed from a stall of its own
 	watchdog     time.Duration
 	lastWatchdog time.Time
+}
+
+// offLoop is the work the owner loop starts but must not do itself, as it
+// waits: the jobs it starts on its own (on a signal, for a worker due for
+// recycling) and invalidation fan-outs. The Supervisor does it, and it
+// reaches the loop only with ask and tell.
+type offLoop interface {
+	reloadJob(ctx context.Context) error
+	upgradeJob(ctx context.Context) error
+	recycleJob(slot int, cfg config.Config, gen int, reason string) func(context.Context) error
+	fanOut(from *proc, targets []*proc, m control.Message)
 }
 
 // loop runs the owner until shutdown has drained every worker, and returns
@@ -62,21 +106,16 @@ func (o *owner) loop(ctx context.Context, sigs <-chan os.Signal) error {
 	o.respawn = time.NewTimer(time.Hour)
 	defer o.respawn.Stop()
 	o.lastTick, o.awakeSince = time.Now(), time.Now()
-	for _, sl := range o.slots {
-		if sl.cur == nil {
-			sl.respawnAt = o.lastTick
-		}
-	}
-	o.respawnDue(o.lastTick)
+	o.startVacant(o.lastTick)
 	o.notifyReady() // workers adopted after an upgrade are ready already
 	stop := ctx.Done()
 	for !o.shutting || len(o.procs) > 0 {
 		select {
-		case e := <-o.exits:
+		case e := <-o.in.exits:
 			o.exited(e)
-		case m := <-o.msgs:
+		case m := <-o.in.msgs:
 			o.message(m)
-		case f := <-o.cmds:
+		case f := <-o.in.cmds:
 			f(o)
 		case <-tick.C:
 			o.tick(time.Now())
@@ -99,47 +138,13 @@ func (o *owner) loop(ctx context.Context, sigs <-chan os.Signal) error {
 func (o *owner) signal(sig os.Signal) {
 	switch sig {
 	case syscall.SIGHUP:
-		o.startJob("reload", func(ctx context.Context) error {
-			_, err := o.reload(ctx)
-			return err
-		}, nil)
+		o.startJob("reload", o.off.reloadJob, nil)
 	case syscall.SIGUSR2:
-		o.startJob("upgrade", func(ctx context.Context) error {
-			_, err := o.upgrade(ctx)
-			if err == nil {
-				o.tell(func(o *owner) { o.execNow() }) // no answer to wait for
-			}
-			return err
-		}, nil)
+		o.startJob("upgrade", o.off.upgradeJob, nil)
 	default:
 		o.log.Info("supervisor: shutting down", "signal", sig.String())
 		o.shutdown()
 	}
-}
-
-// exited records a reaped worker; a slot's current worker that exits
-// without having been retired is a crash, restarted after a backoff.
-func (o *owner) exited(e exit) {
-	p := e.p
-	p.state, p.exitErr = stateExited, e.err
-	delete(o.procs, p)
-	close(p.exited)
-	o.warmEnded(p)
-	o.log.Info("supervisor: worker exited", "slot", p.slot, "pid", p.pid, "status", exitStatus(e.err))
-	if p.slot >= len(o.slots) || o.slots[p.slot].cur != p || o.shutting {
-		return // retired, or its slot was scaled away
-	}
-	sl := o.slots[p.slot]
-	now := time.Now()
-	reason := reasonCrash
-	if !p.quitAt.IsZero() {
-		reason = reasonHang
-		o.log.Error("supervisor: hung worker exited on SIGQUIT; its goroutine stacks are in the log just above", "slot", p.slot, "pid", p.pid)
-	}
-	o.replaced(sl, p.pid, reason)
-	o.crashed(sl, now.Sub(p.started), now)
-	o.log.Error("supervisor: worker exited unexpectedly", "slot", sl.index, "pid", p.pid, "err", exitStatus(e.err),
-		"restart_in", sl.backoff.String(), "restarts", sl.restarts, "degraded", sl.degraded)
 }
 
 func exitStatus(err error) string {
@@ -158,19 +163,7 @@ func (o *owner) message(pm procMsg) {
 	}
 	switch m.Type {
 	case control.TypeReady:
-		if !p.readyAt.IsZero() {
-			return
-		}
-		p.readyAt, p.lastBeat = time.Now(), time.Now()
-		if m.Stats != nil {
-			p.stats = *m.Stats
-		}
-		if p.state == stateStarting {
-			p.state = stateReady
-		}
-		close(p.ready)
-		o.log.Info("supervisor: worker ready", "slot", p.slot, "pid", p.pid, "after", p.readyAt.Sub(p.started).Round(time.Millisecond).String())
-		o.notifyReady()
+		o.becameReady(p, m.Stats)
 	case control.TypeHeartbeat:
 		p.lastBeat = time.Now()
 		if m.Stats != nil {
@@ -183,7 +176,8 @@ func (o *owner) message(pm procMsg) {
 	case control.TypeInvalidate:
 		targets := o.live(p)
 		o.noteInvalidation(m.Keys)
-		o.fanOuts.Go(func() { o.fanOut(p, targets, m) })
+		off := o.off
+		o.fanOuts.Go(func() { off.fanOut(p, targets, m) })
 	case control.TypeEntries:
 		o.relayEntries(p, m)
 	case control.TypeShare:
@@ -205,21 +199,11 @@ func (o *owner) send(p *proc, m control.Message) {
 	}
 }
 
-// overflowed kills a worker that stopped reading its control channel; its
-// slot restarts it like a crashed one.
-func (o *owner) overflowed(p *proc, what string) {
-	if p.state == stateExited {
-		return
-	}
-	o.log.Error("supervisor: worker not reading its control channel, replacing it", "slot", p.slot, "pid", p.pid, "queued", queueLen, "dropped", what)
-	_ = p.process.Kill()
-}
-
-// tick judges the workers: not ready in time, silent for too long, past
-// its drain deadline. It first reads what is queued, and after a stall of
-// the supervisor itself (a gap between ticks of half the heartbeat timeout
-// or more) it gives the workers a full timeout from the moment it resumed:
-// their silence was the supervisor's deafness.
+// tick judges the workers (see judge) and does what is due: a
+// re-execution, restarts, a recycling. It first reads what is queued, and
+// after a stall of the supervisor itself (a gap between ticks of half the
+// heartbeat timeout or more) it gives the workers a full timeout from the
+// moment it resumed: their silence was the supervisor's deafness.
 func (o *owner) tick(now time.Time) {
 	if gap := now.Sub(o.lastTick); gap > max(2*o.every+100*time.Millisecond, o.cfg.Supervisor.HeartbeatTimeout/2) {
 		o.awakeSince = now
@@ -228,20 +212,7 @@ func (o *owner) tick(now time.Time) {
 	o.lastTick = now
 	for o.drainMessages() {
 	}
-	sc := o.cfg.Supervisor
-	for p := range o.procs {
-		switch {
-		case p.state == stateDraining && now.After(p.drainBy):
-			o.log.Warn("supervisor: worker did not drain in time, killing it", "slot", p.slot, "pid", p.pid)
-			_ = p.process.Kill()
-		case p.state == stateStarting && now.Sub(later(p.started, o.awakeSince)) > sc.ReadyTimeout:
-			o.log.Error("supervisor: worker not ready in time, killing it", "slot", p.slot, "pid", p.pid, "ready_timeout", sc.ReadyTimeout.String())
-			_ = p.process.Kill()
-		case o.quitOverdue(p, now):
-		case p.state == stateReady && p.quitAt.IsZero() && now.Sub(later(p.lastBeat, o.awakeSince)) > sc.HeartbeatTimeout:
-			o.hung(p, now)
-		}
-	}
+	o.judge(now)
 	if o.shutting {
 		return
 	}
@@ -257,7 +228,7 @@ func (o *owner) tick(now time.Time) {
 // drainMessages handles one queued worker message, if there is one.
 func (o *owner) drainMessages() bool {
 	select {
-	case m := <-o.msgs:
+	case m := <-o.in.msgs:
 		o.message(m)
 		return true
 	default:
@@ -265,97 +236,19 @@ func (o *owner) drainMessages() bool {
 	}
 }
 
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
-// retire asks p to drain; it is killed if it has not exited by timeout.
-// A worker still starting serves nothing and is killed at once.
-func (o *owner) retire(p *proc, timeout time.Duration) {
-	switch p.state {
-	case stateExited, stateDraining:
-		return
-	case stateStarting:
-		_ = p.process.Kill()
-		return
-	}
-	p.state, p.drainBy = stateDraining, time.Now().Add(timeout)
-	o.send(p, control.Message{Type: control.TypeDrain})
-}
-
-// shutdown cancels a running reload or upgrade, tells systemd, and drains
-// every worker; nothing is started afterwards.
-func (o *owner) shutdown() {
-	if o.shutting {
-		return
-	}
-	o.shutting = true
-	o.execAt = time.Time{}
-	if o.job != nil {
-		o.job.cancel()
-	}
-	o.notify.send("STOPPING=1")
-	for p := range o.procs {
-		o.retire(p, o.cfg.ShutdownTimeout)
-	}
-}
-
-// giveUp ends the supervisor with err after killing every worker.
-func (o *owner) giveUp(err error) {
-	if o.shutting {
-		return
-	}
-	o.log.Error("supervisor: giving up", "err", err)
-	o.fatal = err
-	o.shutting = true
-	if o.job != nil {
-		o.job.cancel()
-	}
-	for p := range o.procs {
-		_ = p.process.Kill()
-	}
-}
-
-// notifyReady tells systemd READY=1 once every slot has a ready worker.
-func (o *owner) notifyReady() {
-	if o.readySent || o.shutting {
-		return
-	}
-	if ok, _ := o.health(); !ok {
-		return
-	}
-	o.readySent = true
-	o.log.Info("supervisor: all workers ready", "after", time.Since(o.started).Round(time.Millisecond).String())
-	o.notify.send("READY=1")
-}
-
-// feedWatchdog sends WATCHDOG=1 at half the interval systemd asked for
-// while at least one slot serves: a degraded slot must not get the healthy
-// ones restarted with it, and a total outage is handled by outage_limit.
-func (o *owner) feedWatchdog(now time.Time) {
-	if o.watchdog <= 0 || !o.readySent || now.Sub(o.lastWatchdog) < o.watchdog/2 || !o.anyServing() {
-		return
-	}
-	o.lastWatchdog = now
-	o.notify.send("WATCHDOG=1")
-}
-
 // ask runs f in the owner loop and returns its result; ok is false when
 // the loop has ended. It must not be called from the loop itself.
-func ask[T any](s *Supervisor, f func(*owner) T) (v T, ok bool) {
+func ask[T any](in inbox, f func(*owner) T) (v T, ok bool) {
 	reply := make(chan T, 1)
 	select {
-	case s.cmds <- func(o *owner) { reply <- f(o) }:
+	case in.cmds <- func(o *owner) { reply <- f(o) }:
 		return <-reply, true
-	case <-s.done:
+	case <-in.done:
 		return v, false
 	}
 }
 
 // tell runs f in the owner loop without waiting for it.
-func (s *Supervisor) tell(f func(*owner)) {
-	post(s, s.cmds, f)
+func (in inbox) tell(f func(*owner)) {
+	post(in, in.cmds, f)
 }

@@ -136,6 +136,16 @@ func (h quietHandler) Drain()        { h.f.exit(nil) }
 // operator client and the channel run's result arrives on.
 func runInProcess(t *testing.T, ctx context.Context, workers int, fs *fakeStarts, tune func(*config.Supervisor)) (*operator.Client, <-chan error) {
 	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return runLogged(t, ctx, workers, fs, tune, log)
+}
+
+// runLogged is runInProcess with the supervisor's logger.
+func runLogged(t *testing.T, ctx context.Context, workers int, fs *fakeStarts, tune func(*config.Supervisor), log *slog.Logger) (*operator.Client, <-chan error) {
+	t.Helper()
 	fs.starts = map[int]int{}
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
@@ -147,13 +157,10 @@ func runInProcess(t *testing.T, ctx context.Context, workers int, fs *fakeStarts
 	cfg.Supervisor.RestartMin = time.Millisecond
 	cfg.Supervisor.RestartMax = 5 * time.Millisecond
 	tune(&cfg.Supervisor)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	// A reload reads the same settings again from the flags.
+	// A reload reads the same settings again from the flags, the canary's
+	// watch as tuned.
 	src := config.Source{Args: []string{"-listen", cfg.Listen, "-workers", strconv.Itoa(workers), "-control.socket", cfg.Control.Socket,
-		"-ratelimit.store", cfg.RateLimit.Store, "-upstream.url", cfg.Upstream.URL}}
+		"-ratelimit.store", cfg.RateLimit.Store, "-upstream.url", cfg.Upstream.URL, "-supervisor.canary", cfg.Supervisor.Canary.String()}}
 	result := make(chan error, 1)
 	go func() { result <- run(ctx, src, cfg, log, fs.start) }()
 	return operator.NewClient(cfg.Control.Socket), result
@@ -198,7 +205,7 @@ func TestCrashingSlotIsDegradedOthersServe(t *testing.T) {
 	if err != nil || len(ws.Workers) != 2 {
 		t.Fatalf("workers: %+v, %v", ws, err)
 	}
-	if w := ws.Workers[0]; w.State != stateReady || w.Restarts != 0 || fs.count(0) != 1 {
+	if w := ws.Workers[0]; w.State != stateReady.String() || w.Restarts != 0 || fs.count(0) != 1 {
 		t.Errorf("slot 0 = %+v after %d starts, want its one worker ready", w, fs.count(0))
 	}
 	if w := ws.Workers[1]; !w.Degraded || w.Restarts < 3 {
@@ -221,7 +228,7 @@ func TestReadyCarriesTheFirstFigures(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ws, err := operator.Call(ctx, op, operator.GetWorkers, operator.None{})
-		if err == nil && len(ws.Workers) == 1 && ws.Workers[0].State == stateReady {
+		if err == nil && len(ws.Workers) == 1 && ws.Workers[0].State == stateReady.String() {
 			if w := ws.Workers[0]; w.Requests != 7 || w.RSSBytes != 1<<20 || w.CPUSeconds != 0.25 {
 				t.Errorf("ready worker = %+v, want the ready message's figures (7 requests, 1 MiB, 0.25 s)", w)
 			}
@@ -321,7 +328,7 @@ func TestReplacedWorkerReadyDuringReplace(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ws, err := operator.Call(ctx, op, operator.GetWorkers, operator.None{})
-		if err == nil && len(ws.Workers) == 1 && ws.Workers[0].State == stateReady {
+		if err == nil && len(ws.Workers) == 1 && ws.Workers[0].State == stateReady.String() {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -340,4 +347,101 @@ func TestReplacedWorkerReadyDuringReplace(t *testing.T) {
 		t.Errorf("after the reload: %+v, %v; want slot 0 on generation 2", ws, err)
 	}
 	stopRun(t, cancel, result)
+}
+
+// TestOldWorkerExitsDuringReplace: a reload replaces every slot, and each
+// slot's worker exits just as its replacement gets ready, when the reload
+// goes on to ask about the worker it replaces and to collect its last
+// counts. The loop records that exit, a change of state of the worker the
+// reload is replacing, while the reload runs: the reload must learn of it
+// from the loop alone, and every slot ends with its new worker. (Under
+// -race, a job that reads the worker's state itself, as replaceSlot once
+// did, fails this test.)
+func TestOldWorkerExitsDuringReplace(t *testing.T) {
+	const workers = 16
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	procs := map[int]*fakeProcess{} // every worker, by pid
+	serving := map[int]int{}        // the pid of each slot's worker of generation 1, by slot
+	fresh := map[int]int{}          // the slot of each worker of generation 2, by pid
+	fs := &fakeStarts{crash: func(int) bool { return false }}
+	fs.script = func(_, _ int, f *fakeProcess, _ net.Conn) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		procs[f.pid] = f
+		return false
+	}
+	// The loop logs a worker's ready message once it has woken the job
+	// waiting for it; the worker it replaces exits right then, while the
+	// loop is still logging.
+	log := slog.New(recordHook(func(r slog.Record) {
+		mu.Lock()
+		defer mu.Unlock()
+		pid, slot := recordInt(r, "pid"), recordInt(r, "slot")
+		switch r.Message {
+		case "supervisor: worker started":
+			if recordInt(r, "generation") == 1 {
+				serving[slot] = pid
+			} else {
+				fresh[pid] = slot
+			}
+		case "supervisor: worker ready":
+			if _, ok := fresh[pid]; ok {
+				procs[serving[slot]].exit(nil)
+			}
+		}
+	}))
+	op, result := runLogged(t, ctx, workers, fs, func(sc *config.Supervisor) { sc.Canary = 0 }, log)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		h, err := operator.Call(ctx, op, operator.GetHealth, operator.None{})
+		if err == nil && h.Healthy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not every worker ready; last health %+v, %v", h, err)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the operator socket for a condition
+	}
+	r, err := operator.Call(ctx, op, operator.PostReload, operator.None{})
+	if err != nil || r.Generation != 2 {
+		t.Fatalf("reload = %+v, %v; want generation 2", r, err)
+	}
+	ws, err := operator.Call(ctx, op, operator.GetWorkers, operator.None{})
+	if err != nil || len(ws.Workers) != workers {
+		t.Fatalf("workers after the reload: %+v, %v", ws, err)
+	}
+	mu.Lock()
+	for _, w := range ws.Workers {
+		if slot, ok := fresh[w.PID]; !ok || slot != w.Slot || w.State != stateReady.String() || w.Generation != 2 {
+			t.Errorf("slot %d: worker %d %s on generation %d; want one of the reload's, ready", w.Slot, w.PID, w.State, w.Generation)
+		}
+	}
+	mu.Unlock()
+	stopRun(t, cancel, result)
+}
+
+// recordHook is a log handler that hands every record to itself, on the
+// goroutine that logs it.
+type recordHook func(slog.Record)
+
+func (h recordHook) Enabled(context.Context, slog.Level) bool { return true }
+func (h recordHook) Handle(_ context.Context, r slog.Record) error {
+	h(r)
+	return nil
+}
+func (h recordHook) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h recordHook) WithGroup(string) slog.Handler      { return h }
+
+// recordInt is r's integer attribute key, or -1.
+func recordInt(r slog.Record, key string) int {
+	v := -1
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == key && a.Value.Kind() == slog.KindInt64 {
+			v = int(a.Value.Int64())
+			return false
+		}
+		return true
+	})
+	return v
 }

@@ -9,14 +9,6 @@ import (
 	"github.com/amexd/amexd/internal/control"
 )
 
-// Worker lifecycle states as /status and /workers report them.
-const (
-	stateStarting = "starting"
-	stateReady    = "ready"
-	stateDraining = "draining"
-	stateExited   = "exited"
-)
-
 // queueLen is how many messages a worker's outbound queue holds. A worker
 // that lets it fill is not reading its control channel: it is replaced.
 const queueLen = 1024
@@ -44,7 +36,7 @@ type proc struct {
 	pausing chan struct{}
 	paused  chan struct{}
 
-	state    string
+	state    procState // written in lifecycle.go alone
 	readyAt  time.Time
 	lastBeat time.Time
 	drainBy  time.Time // when a draining worker is killed
@@ -126,7 +118,7 @@ type exit struct {
 
 // read hands p's messages to the owner until its control channel ends.
 // Answers to the supervisor's own requests go straight to their waiter.
-func (s *Supervisor) read(p *proc) {
+func (in inbox) read(p *proc) {
 	for {
 		m, err := p.codec.Receive()
 		if err != nil {
@@ -137,31 +129,31 @@ func (s *Supervisor) read(p *proc) {
 			default:
 			}
 			p.calls.Close()
-			post(s, s.msgs, procMsg{p: p, closed: true})
+			post(in, in.msgs, procMsg{p: p, closed: true})
 			return
 		}
 		switch m.Type {
 		case control.TypeApplied, control.TypeStats, control.TypeProfile:
 			p.calls.Deliver(m)
 		default:
-			post(s, s.msgs, procMsg{p: p, m: m})
+			post(in, in.msgs, procMsg{p: p, m: m})
 		}
 	}
 }
 
 // reap waits for p to exit and tells the owner.
-func (s *Supervisor) reap(p *proc) {
+func (in inbox) reap(p *proc) {
 	err := p.process.Wait()
 	p.codec.Close()
 	close(p.out.stop)
-	post(s, s.exits, exit{p: p, err: err})
+	post(in, in.exits, exit{p: p, err: err})
 }
 
 // post sends v to the owner loop on ch unless the loop has ended.
-func post[T any](s *Supervisor, ch chan<- T, v T) {
+func post[T any](in inbox, ch chan<- T, v T) {
 	select {
 	case ch <- v:
-	case <-s.done:
+	case <-in.done:
 	}
 }
 
@@ -169,7 +161,7 @@ func post[T any](s *Supervisor, ch chan<- T, v T) {
 func (o *owner) live(skip *proc) []*proc {
 	out := make([]*proc, 0, len(o.procs))
 	for p := range o.procs {
-		if p != skip && p.state != stateExited && !p.ctlClosed {
+		if p != skip && !p.is(stateExited) && !p.ctlClosed {
 			out = append(out, p)
 		}
 	}

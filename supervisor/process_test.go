@@ -192,7 +192,7 @@ func (d *testDaemon) allReady(n int, not map[int]bool) func() bool {
 			return false
 		}
 		for _, w := range ws {
-			if w.State != stateReady || not[w.PID] {
+			if w.State != stateReady.String() || not[w.PID] {
 				return false
 			}
 		}

@@ -30,12 +30,7 @@ func (s *Supervisor) serveProfile(w http.ResponseWriter, r *http.Request) {
 		p     *proc
 		slots int
 	}
-	f, _ := ask(s, func(o *owner) found {
-		if slot >= 0 && slot < len(o.slots) {
-			return found{o.slots[slot].cur, len(o.slots)}
-		}
-		return found{nil, len(o.slots)}
-	})
+	f, _ := ask(s.in, func(o *owner) found { return found{o.worker(slot), len(o.slots)} })
 	p := f.p
 	if p == nil {
 		operator.WriteError(w, operator.WithStatus(http.StatusNotFound, fmt.Errorf("pprof: no worker in slot %d (slots 0 to %d)", slot, f.slots-1)))

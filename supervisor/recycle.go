@@ -23,7 +23,7 @@ func requestLimit(sc config.Supervisor) uint64 {
 // that workers which start above max_memory recycle each slot that often
 // rather than in a loop.
 func recycleReason(p *proc, sc config.Supervisor, now time.Time) string {
-	if p.state != stateReady || now.Sub(p.readyAt) < sc.HealthyAfter {
+	if !p.is(stateReady) || now.Sub(p.readyAt) < sc.HealthyAfter {
 		return ""
 	}
 	switch {
@@ -54,19 +54,21 @@ func (o *owner) recycleDue(now time.Time) {
 		o.log.Info("supervisor: recycling worker", "slot", sl.index, "pid", p.pid, "reason", reason,
 			"requests", p.stats.Requests, "request_limit", p.maxRequests, "rss_bytes", p.stats.Process.RSSBytes,
 			"max_memory", sl.cfg.Supervisor.MaxMemory.String())
-		slot, cfg, gen := sl.index, sl.cfg, sl.gen
-		o.startJob("recycle", func(ctx context.Context) error {
-			err := o.replaceSlot(ctx, slot, cfg, gen, "", reason)
-			if err != nil {
-				o.log.Error("supervisor: recycling failed; the old worker keeps serving", "slot", slot, "err", err)
-				o.tell(func(o *owner) {
-					if slot < len(o.slots) {
-						o.slots[slot].recycleAfter = time.Now().Add(cfg.Supervisor.HealthyAfter)
-					}
-				})
-			}
-			return err
-		}, nil)
+		o.startJob("recycle", o.off.recycleJob(sl.index, sl.cfg, sl.gen, reason), nil)
 		return
+	}
+}
+
+// recycleJob replaces slot's worker, due for recycling for reason, with one
+// of configuration cfg and generation gen. When that fails, the old worker
+// keeps serving and the slot is not recycled again for healthy_after.
+func (s *Supervisor) recycleJob(slot int, cfg config.Config, gen int, reason string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		err := s.replaceSlot(ctx, slot, cfg, gen, "", reason)
+		if err != nil {
+			s.log.Error("supervisor: recycling failed; the old worker keeps serving", "slot", slot, "err", err)
+			s.in.tell(func(o *owner) { o.holdRecycling(slot, cfg.Supervisor.HealthyAfter) })
+		}
+		return err
 	}
 }

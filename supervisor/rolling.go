@@ -52,13 +52,13 @@ func (s *Supervisor) roll(ctx context.Context, p plan) (int, error) {
 	trial := p.canary > 0 && len(p.steps) > 1
 	if trial {
 		gen := p.steps[0].gen
-		if _, ok := ask(s, func(o *owner) bool { o.trialGen = gen; return true }); !ok {
+		if _, ok := ask(s.in, func(o *owner) bool { o.beginTrial(gen); return true }); !ok {
 			return 0, errShuttingDown
 		}
 	}
 	endTrial := func() {
 		if trial {
-			s.tell(func(o *owner) { o.trialGen = 0 })
+			s.in.tell(func(o *owner) { o.endTrial() })
 			trial = false
 		}
 	}

@@ -32,7 +32,7 @@ func (s *Supervisor) Scale(ctx context.Context, n int) error {
 }
 
 func (s *Supervisor) scaleTo(ctx context.Context, n int) error {
-	cur, ok := ask(s, func(o *owner) int { return len(o.slots) })
+	cur, ok := ask(s.in, func(o *owner) int { return len(o.slots) })
 	if !ok {
 		return errShuttingDown
 	}
@@ -60,7 +60,7 @@ func (s *Supervisor) scaleUp(ctx context.Context, n int) error {
 			done bool
 			err  error
 		}
-		a, ok := ask(s, func(o *owner) added {
+		a, ok := ask(s.in, func(o *owner) added {
 			if len(o.slots) >= n {
 				return added{done: true}
 			}
@@ -90,18 +90,18 @@ func (o *owner) addSlot() (*proc, error) {
 		return nil, err
 	}
 	o.listeners = append(o.listeners, ln)
-	sl := &slot{index: i, cfg: o.cfg, gen: o.gen}
-	o.slots = append(o.slots, sl)
+	sl := o.openSlot(o.cfg, o.gen)
 	p, err := o.spawn(i, o.cfg, o.gen, "")
 	if err != nil {
-		o.slots, o.listeners = o.slots[:i], o.listeners[:i]
+		o.closeSlots(i)
+		o.listeners = o.listeners[:i]
 		if ln.Systemd == nil {
 			ln.File.Close()
 		}
 		return nil, err
 	}
-	sl.cur = p
-	o.metrics.restarts.WithLabelValues(strconv.Itoa(i)) // at 0 from the start, as in newOwner
+	o.occupy(sl, p)
+	o.metrics.restarts.WithLabelValues(strconv.Itoa(i)) // at 0 from the start, as in setUp
 	return p, nil
 }
 
@@ -131,7 +131,7 @@ func (s *Supervisor) scaleDown(ctx context.Context, n int) error {
 		steered bool
 		err     error
 	}
-	pl, ok := ask(s, func(o *owner) plan {
+	pl, ok := ask(s.in, func(o *owner) plan {
 		if sd := o.listeners[0].Systemd; sd != nil && n < len(sd) {
 			return plan{err: fmt.Errorf("%w: systemd passed %d sockets; fewer than %d workers would leave one that nobody accepts on", errScale, len(sd), len(sd))}
 		}
@@ -162,7 +162,7 @@ func (s *Supervisor) scaleDown(ctx context.Context, n int) error {
 	for _, ln := range pl.queues {
 		waitQueueEmpty(ctx, ln)
 	}
-	if _, ok := ask(s, func(o *owner) bool {
+	if _, ok := ask(s.in, func(o *owner) bool {
 		for _, p := range pl.procs {
 			o.retire(p, o.cfg.ShutdownTimeout)
 		}
@@ -174,7 +174,7 @@ func (s *Supervisor) scaleDown(ctx context.Context, n int) error {
 			o.agg.Forget(sl.index, pid)
 			o.metrics.restarts.DeleteLabelValues(strconv.Itoa(sl.index))
 		}
-		o.slots = o.slots[:n]
+		o.closeSlots(n)
 		return true
 	}); !ok {
 		return errShuttingDown
@@ -182,11 +182,11 @@ func (s *Supervisor) scaleDown(ctx context.Context, n int) error {
 	for _, p := range pl.procs {
 		select {
 		case <-p.exited:
-		case <-s.done:
+		case <-s.in.done:
 			return errShuttingDown
 		}
 	}
-	_, ok = ask(s, func(o *owner) bool {
+	_, ok = ask(s.in, func(o *owner) bool {
 		for i := len(o.listeners) - 1; i >= n; i-- {
 			if o.listeners[i].Systemd == nil {
 				o.listeners[i].File.Close()

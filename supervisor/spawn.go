@@ -89,15 +89,16 @@ func (o *owner) track(slot, gen int, cfg config.Config, pr process, conn net.Con
 		slot: slot, gen: gen, pid: pr.Pid(), cfg: cfg, process: pr, conn: conn, codec: codec, started: started,
 		ready: make(chan struct{}), exited: make(chan struct{}),
 		pausing: make(chan struct{}), paused: make(chan struct{}, 1),
-		state: stateStarting, lastBeat: time.Now(),
+		lastBeat: time.Now(),
 	}
+	log := o.log // the writer goroutine runs off the loop
 	p.out = newPeer(codec, func(m control.Message, err error) {
-		o.log.Debug("supervisor: message not delivered", "slot", slot, "pid", p.pid, "type", m.Type, "err", err)
+		log.Debug("supervisor: message not delivered", "slot", slot, "pid", p.pid, "type", m.Type, "err", err)
 	})
 	p.calls = control.NewRequests(p.out)
 	o.procs[p] = struct{}{}
-	go o.reap(p)
-	go o.read(p)
+	go o.in.reap(p)
+	go o.in.read(p)
 	return p
 }
 

@@ -8,54 +8,41 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/amexd/amexd/internal/bridge"
 	"github.com/amexd/amexd/internal/config"
-	"github.com/amexd/amexd/internal/ratelimit"
 	"github.com/amexd/amexd/internal/redisconn"
 	"github.com/amexd/amexd/internal/reuseport"
 	"github.com/amexd/amexd/internal/slotmetrics"
 )
 
-// Supervisor runs the worker processes of one daemon. Its fields are set
-// at start; the slots and processes, and the table and simulator a reload
-// may add, belong to the owner loop (owner.go).
+// Supervisor is the supervisor as the goroutines around the owner loop see
+// it: operator requests, jobs (reload, upgrade, rollback, scale, recycle),
+// invalidation fan-outs and the cluster bridge. Its fields are set before
+// the loop starts and are safe for concurrent use. The slots, the processes
+// and what a reload or a scaling changes are the owner's (owner.go): this
+// side reaches them only with ask and tell.
 type Supervisor struct {
 	log     *slog.Logger
 	src     config.Source
-	started time.Time
-	notify  notifier
 	metrics *supervisorMetrics
 	agg     *slotmetrics.Aggregator
-	start   startFunc
+	bridge  *bridge.Bridge // relays to other machines when Redis is the shared store
+	redis   redisconn.Clients
+	op      *opServer
+	in      inbox
+}
 
-	listeners []*reuseport.Listener
-	table     *ratelimit.Table
-	tableFile *os.File
-	idem      idempotencyTable
-	sim       *simServer
-	bridge    *bridge.Bridge // relays to other machines when Redis is the shared store
-	redis     redisconn.Clients
-	op        *opServer
-	// ownOffset holds what this process's own counters counted before it
-	// re-executed itself for an upgrade.
-	ownOffset map[string]*dto.MetricFamily
-
-	// The owner loop's inputs, and done, closed once it has returned.
+// inbox is the owner loop's input: how every other goroutine reaches it.
+type inbox struct {
 	exits chan exit
 	msgs  chan procMsg
 	cmds  chan func(*owner)
-	done  chan struct{}
-	jobs  sync.WaitGroup
-	// fanOuts counts invalidations being applied, whose acks a hand-over
-	// must send before it re-executes.
-	fanOuts sync.WaitGroup
+	done  chan struct{} // closed once the loop has returned
 }
 
 // Run supervises the daemon's workers until SIGTERM or SIGINT (or ctx's
@@ -75,68 +62,80 @@ func run(ctx context.Context, src config.Source, cfg config.Config, log *slog.Lo
 	s := &Supervisor{
 		log:     log,
 		src:     src,
-		started: time.Now(),
-		notify:  notifier{log: log},
 		metrics: newSupervisorMetrics(),
 		agg:     slotmetrics.New(),
-		start:   start,
-		exits:   make(chan exit),
-		msgs:    make(chan procMsg, 256),
-		cmds:    make(chan func(*owner)),
-		done:    make(chan struct{}),
+		in: inbox{
+			exits: make(chan exit),
+			msgs:  make(chan procMsg, 256),
+			cmds:  make(chan func(*owner)),
+			done:  make(chan struct{}),
+		},
 	}
-	defer s.closeResources()
-	o, err := s.openOrAdopt(cfg)
+	o := &owner{
+		log: log, notify: notifier{log: log}, metrics: s.metrics, agg: s.agg, start: start, in: s.in, off: s,
+		started: time.Now(), procs: map[*proc]struct{}{}, transfers: map[uint64]*transfer{},
+	}
+	defer o.closeResources()
+	defer s.stopServing()
+	hs, err := takeHandover()
 	if err != nil {
 		return err
 	}
+	var ln, mln net.Listener // the operator's, when inherited
+	if hs != nil {
+		ln, mln, err = o.adopt(hs, cfg)
+	} else {
+		err = o.open(cfg)
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.startServing(o.cfg, ln, mln); err != nil {
+		return err
+	}
+	o.bridge, o.op = s.bridge, s.op
+	log.Info("supervisor: started", "pid", os.Getpid(), "workers", len(o.listeners), "listen", o.listeners[0].Addr,
+		"socket", s.op.api.Path(), "upstream", o.cfg.Upstream.URL)
+	if hs != nil {
+		log.Info("supervisor: took over after re-executing", "pid", os.Getpid(), "version", version(), "generation", o.gen, "workers", len(hs.Workers))
+	}
 	err = o.loop(ctx, sigs)
-	close(s.done)
-	s.jobs.Wait()
+	close(s.in.done)
+	o.jobs.Wait()
 	return err
 }
 
-// openOrAdopt creates everything the workers inherit or use and the owner
-// with its slots; after a re-execution it takes them over instead.
-func (s *Supervisor) openOrAdopt(cfg config.Config) (*owner, error) {
-	hs, err := takeHandover()
-	if err != nil {
-		return nil, err
-	}
-	if hs != nil {
-		return s.adopt(hs, cfg)
-	}
+// open creates everything the workers inherit or use, and the slots.
+func (o *owner) open(cfg config.Config) error {
 	n := cfg.WorkerCount()
-	if s.listeners, err = reuseport.Open(cfg.Listen, n); err != nil {
-		return nil, err
+	var err error
+	if o.listeners, err = reuseport.Open(cfg.Listen, n); err != nil {
+		return err
 	}
-	if err := s.ensureTable(cfg); err != nil {
-		return nil, err
+	if err := o.ensureTable(cfg); err != nil {
+		return err
 	}
-	if cfg, err = s.resolveUpstream(cfg); err != nil {
-		return nil, err
+	if cfg, err = o.resolveUpstream(cfg); err != nil {
+		return err
 	}
-	o := s.newOwner(cfg, 1, n)
-	if err := s.startServing(cfg, nil, nil); err != nil {
-		return nil, err
-	}
-	return o, nil
+	o.setUp(cfg, 1, n)
+	return nil
 }
 
-func (s *Supervisor) newOwner(cfg config.Config, gen, slots int) *owner {
-	o := &owner{Supervisor: s, cfg: cfg, gen: gen, procs: map[*proc]struct{}{}, transfers: map[uint64]*transfer{}}
+// setUp gives the owner its configuration, generation and slots.
+func (o *owner) setUp(cfg config.Config, gen, slots int) {
+	o.cfg, o.gen = cfg, gen
 	o.every = clamp(cfg.Supervisor.HeartbeatInterval/4, 20*time.Millisecond, time.Second)
 	if wd, err := daemon.SdWatchdogEnabled(false); err == nil && wd > 0 {
 		o.watchdog = wd
 		o.every = min(o.every, wd/4)
 	}
 	for i := range slots {
-		o.slots = append(o.slots, &slot{index: i, cfg: cfg, gen: gen})
+		o.openSlot(cfg, gen)
 		// A slot's restart counter exists from the start at 0, so that
 		// rate() and increase() see its first restart.
-		s.metrics.restarts.WithLabelValues(strconv.Itoa(i))
+		o.metrics.restarts.WithLabelValues(strconv.Itoa(i))
 	}
-	return o
 }
 
 // startServing starts the cluster bridge and the operator socket (on ln
@@ -147,8 +146,8 @@ func (s *Supervisor) startServing(cfg config.Config, ln, mln net.Listener) error
 		s.log.Warn("supervisor: configuration: " + w)
 	}
 	if cfg.RateLimit.Store == "redis" {
-		forced := func(name, state string) { s.tell(func(o *owner) { o.forceBreaker(nil, name, state) }) }
-		resync := func() { s.tell(func(o *owner) { o.purge() }) }
+		forced := func(name, state string) { s.in.tell(func(o *owner) { o.forceBreaker(nil, name, state) }) }
+		resync := func() { s.in.tell(func(o *owner) { o.purge() }) }
 		rdb, err := s.redis.Get(cfg.Redis)
 		if err != nil {
 			return fmt.Errorf("cluster bridge: %w", err)
@@ -157,33 +156,12 @@ func (s *Supervisor) startServing(cfg config.Config, ln, mln net.Listener) error
 			return err
 		}
 	}
-	if s.op, err = startOperator(s, cfg, ln, mln); err != nil {
-		return err
-	}
-	s.log.Info("supervisor: started", "pid", os.Getpid(), "workers", len(s.listeners), "listen", s.listeners[0].Addr,
-		"socket", s.op.api.Path(), "upstream", cfg.Upstream.URL)
-	return nil
+	s.op, err = startOperator(s, cfg, ln, mln)
+	return err
 }
 
-// resolveUpstream points an empty upstream URL at the embedded simulator,
-// starting it on first use.
-func (s *Supervisor) resolveUpstream(cfg config.Config) (config.Config, error) {
-	if cfg.Upstream.URL != "" {
-		return cfg, nil
-	}
-	if s.sim == nil {
-		sim, err := startSimulator(cfg.Simulator, nil)
-		if err != nil {
-			return cfg, err
-		}
-		s.sim = sim
-		s.log.Info("supervisor: embedded simulator started", "url", sim.url)
-	}
-	cfg.Upstream.URL = s.sim.url
-	return cfg, nil
-}
-
-func (s *Supervisor) closeResources() {
+// stopServing closes what startServing started.
+func (s *Supervisor) stopServing() {
 	if s.op != nil {
 		s.op.close()
 	}
@@ -191,17 +169,22 @@ func (s *Supervisor) closeResources() {
 		s.bridge.Close()
 	}
 	_ = s.redis.Close()
-	if s.sim != nil {
-		s.sim.close()
+}
+
+// closeResources closes what the workers inherited or used, once the loop
+// and its jobs have ended.
+func (o *owner) closeResources() {
+	if o.sim != nil {
+		o.sim.close()
 	}
-	for _, ln := range s.listeners {
+	for _, ln := range o.listeners {
 		ln.File.Close()
 	}
-	if s.table != nil {
-		s.table.Close()
+	if o.table != nil {
+		o.table.Close()
 	}
-	if s.tableFile != nil {
-		s.tableFile.Close()
+	if o.tableFile != nil {
+		o.tableFile.Close()
 	}
-	s.idem.close()
+	o.idem.close()
 }

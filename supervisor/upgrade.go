@@ -12,6 +12,7 @@ import (
 
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/operator"
+	buildversion "github.com/amexd/amexd/internal/version"
 )
 
 // ErrUpgradeRefused marks an upgrade refused before anything changed: the
@@ -30,6 +31,9 @@ const execDelay = 2 * time.Second
 
 // checkPrefix starts the line `amexd check` prints when it would start.
 const checkPrefix = "configuration ok for amexd "
+
+// version is the build's version and commit, as /status reports it.
+func version() string { return buildversion.String() }
 
 // CheckOK is the line `amexd check` prints when the configuration is good.
 func CheckOK() string { return checkPrefix + version() }
@@ -93,6 +97,16 @@ func (s *Supervisor) Upgrade(ctx context.Context) (operator.Upgraded, error) {
 	return up, err
 }
 
+// upgradeJob is the upgrade a SIGUSR2 starts: with no answer to send, the
+// re-execution follows at once.
+func (s *Supervisor) upgradeJob(ctx context.Context) error {
+	_, err := s.upgrade(ctx)
+	if err == nil {
+		s.in.tell(func(o *owner) { o.execNow() })
+	}
+	return err
+}
+
 func (s *Supervisor) upgrade(ctx context.Context) (operator.Upgraded, error) {
 	began := time.Now()
 	up, err := s.upgradeSteps(ctx)
@@ -127,7 +141,7 @@ func (s *Supervisor) upgradeSteps(ctx context.Context) (operator.Upgraded, error
 		gen      int
 		previous []config.Config
 	}
-	pr, ok := ask(s, func(o *owner) prepared {
+	pr, ok := ask(s.in, func(o *owner) prepared {
 		o.gen++
 		o.notify.send("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
 		pr := prepared{cfg: o.cfg, gen: o.gen}
@@ -142,7 +156,7 @@ func (s *Supervisor) upgradeSteps(ctx context.Context) (operator.Upgraded, error
 	up := operator.Upgraded{PID: os.Getpid(), Binary: bin, FromVersion: version(), Version: v, Generation: pr.gen}
 	pl := plan{what: "upgrade", canary: pr.cfg.Supervisor.Canary, back: step{cfg: pr.cfg, gen: pr.gen - 1, why: reasonRollback}}
 	for i := range pr.previous {
-		pl.steps = append(pl.steps, step{slot: i, cfg: pr.cfg, gen: pr.gen, binary: bin, why: "upgrade"})
+		pl.steps = append(pl.steps, step{slot: i, cfg: pr.cfg, gen: pr.gen, binary: bin, why: reasonUpgrade})
 	}
 	if done, err := s.roll(ctx, pl); err != nil {
 		if _, failed := errors.AsType[*stepError](err); failed {
@@ -154,10 +168,7 @@ func (s *Supervisor) upgradeSteps(ctx context.Context) (operator.Upgraded, error
 		s.readyAgain()
 		return up, err
 	}
-	execs, ok := ask(s, func(o *owner) int {
-		o.execAt, o.execBinary, o.execErr = time.Now().Add(execDelay), bin, ""
-		return o.execs + 1
-	})
+	execs, ok := ask(s.in, func(o *owner) int { return o.execDue(bin, time.Now().Add(execDelay)) })
 	if !ok {
 		return up, errShuttingDown
 	}
@@ -165,30 +176,23 @@ func (s *Supervisor) upgradeSteps(ctx context.Context) (operator.Upgraded, error
 	return up, nil
 }
 
-// execNow brings a due re-execution forward to the next tick.
-func (o *owner) execNow() {
-	if !o.execAt.IsZero() {
-		o.execAt = time.Now()
-	}
-}
-
 // rollBack puts the running binary's workers back in the slots an upgrade
 // replaced, each with the configuration it had.
 func (s *Supervisor) rollBack(ctx context.Context, previous []config.Config) {
-	gen, ok := ask(s, func(o *owner) int { o.gen++; return o.gen })
+	gen, ok := ask(s.in, func(o *owner) int { o.gen++; return o.gen })
 	if !ok {
 		return
 	}
 	pl := plan{what: "rollback", tolerant: true}
 	for i, cfg := range previous {
-		pl.steps = append(pl.steps, step{slot: i, cfg: cfg, gen: gen, why: "rollback"})
+		pl.steps = append(pl.steps, step{slot: i, cfg: cfg, gen: gen, why: reasonRollback})
 	}
 	_, _ = s.roll(ctx, pl)
 }
 
 // readyAgain ends the RELOADING=1 an upgrade began, unless shutting down.
 func (s *Supervisor) readyAgain() {
-	s.tell(func(o *owner) {
+	s.in.tell(func(o *owner) {
 		if !o.shutting {
 			o.notify.send("READY=1")
 		}

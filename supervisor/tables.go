@@ -3,10 +3,7 @@ package supervisor
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -14,7 +11,6 @@ import (
 	"github.com/amexd/amexd/internal/idempotency"
 	"github.com/amexd/amexd/internal/operator"
 	"github.com/amexd/amexd/internal/ratelimit"
-	"github.com/amexd/amexd/internal/simulator"
 )
 
 // ensureTable creates the shared rate-limit table the first time a
@@ -22,27 +18,27 @@ import (
 // the idempotency table the first time one keeps Idempotency-Keys on this
 // machine; each then lives as long as the supervisor, so counters and keys
 // survive reloads.
-func (s *Supervisor) ensureTable(cfg config.Config) error {
-	if err := s.ensureIdempotency(cfg); err != nil {
+func (o *owner) ensureTable(cfg config.Config) error {
+	if err := o.ensureIdempotency(cfg); err != nil {
 		return err
 	}
-	if !cfg.RateLimit.UsesTable() || s.tableFile != nil {
+	if !cfg.RateLimit.UsesTable() || o.tableFile != nil {
 		return nil
 	}
 	table, f, err := ratelimit.CreateTable(cfg.RateLimit.TableSlots)
 	if err != nil {
 		return fmt.Errorf("create shared rate-limit table: %w", err)
 	}
-	s.useTable(table, f)
+	o.useTable(table, f)
 	return nil
 }
 
 // useTable keeps the shared rate-limit table, created here or inherited
 // across a re-execution, and exports its gauges.
-func (s *Supervisor) useTable(table *ratelimit.Table, f *os.File) {
-	s.table, s.tableFile = table, f
+func (o *owner) useTable(table *ratelimit.Table, f *os.File) {
+	o.table, o.tableFile = table, f
 	slots := table.Stats().Slots
-	s.metrics.reg.MustRegister(
+	o.metrics.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "amexd_ratelimit_table_slots",
 			Help: "Slots of the shared rate-limit table (ratelimit.table_slots).",
@@ -59,11 +55,11 @@ func (s *Supervisor) useTable(table *ratelimit.Table, f *os.File) {
 }
 
 // rateLimitStatus describes the shared table, nil when there is none.
-func (s *Supervisor) rateLimitStatus() *operator.RateLimitStatus {
-	if s.table == nil {
+func (o *owner) rateLimitStatus() *operator.RateLimitStatus {
+	if o.table == nil {
 		return nil
 	}
-	st := s.table.Stats()
+	st := o.table.Stats()
 	return &operator.RateLimitStatus{TableSlots: st.Slots, TableUsed: st.Used, TableOverflow: st.Full}
 }
 
@@ -78,23 +74,23 @@ type idempotencyTable struct {
 
 // ensureIdempotency creates the idempotency table the first time a
 // configuration keeps keys on this machine.
-func (s *Supervisor) ensureIdempotency(cfg config.Config) error {
-	if cfg.RateLimit.Store == ratelimit.StoreRedis || s.idem.file != nil {
+func (o *owner) ensureIdempotency(cfg config.Config) error {
+	if cfg.RateLimit.Store == ratelimit.StoreRedis || o.idem.file != nil {
 		return nil
 	}
 	table, f, err := idempotency.NewTable(cfg.Idempotency)
 	if err != nil {
 		return fmt.Errorf("create idempotency table: %w", err)
 	}
-	s.useIdempotency(table, f)
+	o.useIdempotency(table, f)
 	return nil
 }
 
 // useIdempotency keeps the idempotency table, created here or inherited
 // across a re-execution, and exports its figures.
-func (s *Supervisor) useIdempotency(table *idempotency.Table, f *os.File) {
-	s.idem = idempotencyTable{file: f, table: table}
-	s.metrics.reg.MustRegister(idempotencyCollector{table})
+func (o *owner) useIdempotency(table *idempotency.Table, f *os.File) {
+	o.idem = idempotencyTable{file: f, table: table}
+	o.metrics.reg.MustRegister(idempotencyCollector{table})
 }
 
 // idempotencyCollector exports the idempotency table's figures from one
@@ -128,11 +124,11 @@ func (c idempotencyCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // idempotencyStatus describes the idempotency table, nil when there is none.
-func (s *Supervisor) idempotencyStatus() *operator.IdempotencyStatus {
-	if s.idem.table == nil {
+func (o *owner) idempotencyStatus() *operator.IdempotencyStatus {
+	if o.idem.table == nil {
 		return nil
 	}
-	st, err := s.idem.table.Stats(context.Background())
+	st, err := o.idem.table.Stats(context.Background())
 	if err != nil {
 		return nil
 	}
@@ -147,34 +143,3 @@ func (t *idempotencyTable) close() {
 		t.file.Close()
 	}
 }
-
-// simServer is the embedded Event API simulator, one for the whole cluster.
-type simServer struct {
-	srv *http.Server
-	ln  *net.TCPListener
-	url string
-}
-
-// startSimulator serves the simulator on ln, or on a fresh loopback port
-// when ln is nil.
-func startSimulator(cfg simulator.SimConfig, ln net.Listener) (*simServer, error) {
-	sim, err := simulator.NewSimulator(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("embedded simulator: %w", err)
-	}
-	if ln == nil {
-		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-			return nil, fmt.Errorf("embedded simulator: %w", err)
-		}
-	}
-	tln, ok := ln.(*net.TCPListener)
-	if !ok {
-		ln.Close()
-		return nil, fmt.Errorf("embedded simulator: %T is not a TCP listener", ln)
-	}
-	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	return &simServer{srv: srv, ln: tln, url: "http://" + ln.Addr().String()}, nil
-}
-
-func (s *simServer) close() { _ = s.srv.Close() }
