@@ -11,8 +11,13 @@ import (
 func TestNginxConfig(t *testing.T) {
 	dir := t.TempDir()
 	cfg := NginxConfig{Dir: dir, Listen: "127.0.0.1:18082", Upstream: "http://127.0.0.1:18081/", Workers: 2}
+	if strings.Contains(cfg.Config(), "user ") {
+		t.Error("a user directive without User")
+	}
+	cfg.User = "root"
 	conf := cfg.Config()
 	for _, want := range []string{
+		"user root;",
 		"daemon off;",
 		"worker_processes 2;",
 		"listen 127.0.0.1:18082 reuseport;",
