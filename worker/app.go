@@ -115,7 +115,7 @@ func New(cfg config.Config, deps Deps) (*App, error) {
 		securityHeaders(cfg.TLS.Enabled()),
 	}
 	if len(cfg.CORS.AllowOrigins) > 0 {
-		mws = append(mws, middleware.CORSWithConfig(middleware.CORSConfig{
+		mws = append(mws, sameOriginOrCORS(middleware.CORSWithConfig(middleware.CORSConfig{
 			AllowOrigins:     cfg.CORS.AllowOrigins,
 			AllowMethods:     cfg.CORS.AllowMethods,
 			AllowHeaders:     cfg.CORS.AllowHeaders,
@@ -123,7 +123,7 @@ func New(cfg config.Config, deps Deps) (*App, error) {
 			MaxAge:           cfg.CORS.MaxAge,
 			ExposeHeaders: []string{"X-Request-ID", "X-Cache", "ETag", "Retry-After", "Location", "WWW-Authenticate", "Idempotent-Replayed",
 				"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"},
-		}))
+		})))
 	}
 	authn, err := authentication(cfg.Auth, deps.Log)
 	if err != nil {

@@ -333,4 +333,18 @@ func TestCORS(t *testing.T) {
 	if got := other.header.Get("Access-Control-Allow-Origin"); got != "" {
 		t.Errorf("a foreign origin got Access-Control-Allow-Origin %q", got)
 	}
+	allowed := e.do(t, "GET", "/users", "", "Origin", "http://localhost:3000")
+	if got := allowed.header.Get("Access-Control-Allow-Origin"); got != "http://localhost:3000" {
+		t.Errorf("a GET from an allowed origin: allow-origin %q", got)
+	}
+	// Without an Origin (curl, another service) CORS has nothing to
+	// allow, but a cache between must still know the answer varies by it.
+	for _, a := range []answer{e.do(t, "GET", "/users", ""), e.do(t, "GET", "/users", "")} {
+		if got := a.header.Values("Vary"); len(got) != 1 || got[0] != "Origin" {
+			t.Errorf("a GET without Origin: Vary %q, want [Origin]", got)
+		}
+		if got := a.header.Get("Access-Control-Allow-Origin"); got != "" {
+			t.Errorf("a GET without Origin got Access-Control-Allow-Origin %q", got)
+		}
+	}
 }

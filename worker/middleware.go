@@ -110,8 +110,11 @@ func (a *App) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// securityHeaders sets the headers the Node backend's helmet set, plus HSTS
-// when the worker serves TLS.
+// securityHeaders sets the headers of the Node backend's helmet that
+// apply to a JSON API, plus HSTS when the worker serves TLS. helmet's
+// Cross-Origin-Opener-Policy is left out: it governs the windows a
+// document opens, and no answer here is a document that opens one; every
+// header costs each answer its share of net/http's clone, sort and write.
 func securityHeaders(tls bool) echo.MiddlewareFunc {
 	headers := [][2]string{
 		{"Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"},
@@ -119,7 +122,6 @@ func securityHeaders(tls bool) echo.MiddlewareFunc {
 		{"X-Frame-Options", "DENY"},
 		{"Referrer-Policy", "no-referrer"},
 		{"Cross-Origin-Resource-Policy", "same-origin"},
-		{"Cross-Origin-Opener-Policy", "same-origin"},
 	}
 	if tls {
 		headers = append(headers, [2]string{"Strict-Transport-Security", "max-age=31536000; includeSubDomains"})
@@ -247,6 +249,35 @@ func (a *App) limitRate(limits []rateLimit, v6Bits int) echo.MiddlewareFunc {
 					Message:    fmt.Sprintf("more than %d requests in the window; retry later", tightest.Limit),
 					RetryAfter: time.Duration(max(reset, 1)) * time.Second,
 				}
+			}
+			return next(c)
+		}
+	}
+}
+
+// varyOrigin is the Vary value of every answer when CORS is on, shared:
+// full to capacity, so an Add on one answer reallocates instead of
+// writing into it.
+var varyOrigin = []string{echo.HeaderOrigin}
+
+// sameOriginOrCORS runs cors only for the requests it has work for: a
+// preflight or a request naming its Origin. Any other request (every
+// non-browser client, and a browser's same-origin GET) gets only what cors
+// would have set on it, Vary: Origin, without cors's per-request
+// header parsing.
+func sameOriginOrCORS(cors echo.MiddlewareFunc) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		withCORS := cors(next)
+		return func(c echo.Context) error {
+			req := c.Request()
+			if req.Method == http.MethodOptions || len(req.Header[echo.HeaderOrigin]) > 0 {
+				return withCORS(c)
+			}
+			h := c.Response().Header()
+			if _, ok := h[echo.HeaderVary]; ok {
+				h.Add(echo.HeaderVary, echo.HeaderOrigin)
+			} else {
+				h[echo.HeaderVary] = varyOrigin
 			}
 			return next(c)
 		}

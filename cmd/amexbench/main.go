@@ -30,8 +30,8 @@ import (
 
 func main() {
 	// The wrk scenario's baseline, run by amexbench in a process of its own.
-	if len(os.Args) == 3 && os.Args[1] == "baseline-server" {
-		if err := serveBaseline(os.Args[2]); err != nil {
+	if len(os.Args) == 4 && os.Args[1] == "baseline-server" {
+		if err := serveBaseline(os.Args[2], os.Args[3]); err != nil {
 			fmt.Fprintln(os.Stderr, "amexbench baseline-server:", err)
 			os.Exit(1)
 		}
@@ -81,10 +81,12 @@ func parseFlags(args []string, stderr io.Writer) (options, string, error) {
 			"  writes    POST /events through the simulator's addEvent failure cycle\n"+
 			"  mixed     90% cached reads, 8% user events, 2% writes\n"+
 			"  baseline  the bare net/http server alone\n"+
-			"  wrk       wrk -t2 on GET /users/1: a bare net/http server (GOMAXPROCS=2) and two\n"+
-			"            amexd it builds and starts (2 workers; access log off, on), in\n"+
-			"            alternated rounds; prints req/s and p99 ratios against the targets\n"+
-			"            (default -duration 5s, -rounds 3: under 2 minutes). Needs wrk.\n"+
+			"  wrk       wrk -t2 on GET /users/1: nginx proxy_cache (2 workers) in front of the\n"+
+			"            same upstream, two net/http servers (GOMAXPROCS=2: minimal headers,\n"+
+			"            amexd's headers) and two amexd it builds and starts (2 workers;\n"+
+			"            access log off, on), in alternated rounds; prints req/s and p99\n"+
+			"            ratios against the targets (default -duration 5s, -rounds 3: about\n"+
+			"            2 minutes). Needs wrk and nginx.\n"+
 			"  chaos     with --spawn: under a steady mixed load, each fault in turn (kill -9\n"+
 			"            of workers, reloads, upstream down, upstream slow, addEvent failure\n"+
 			"            cycle) for --duration against a fresh amexd and upstream; a report\n"+

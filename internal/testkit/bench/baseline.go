@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"time"
 
 	"github.com/amexd/amexd/internal/eventapi"
@@ -105,4 +106,14 @@ func SimulatedEvents() ([]byte, http.Header, error) {
 	}
 	hdr := http.Header{"Content-Type": {"application/json"}}
 	return rec.Body.Bytes(), hdr, nil
+}
+
+// MinimalHeader keeps of hdr only Content-Type and adds body's
+// Content-Length: the least a JSON answer carries, for the minimal
+// baseline that sets amexd against net/http's own ceiling.
+func MinimalHeader(hdr http.Header, body []byte) http.Header {
+	return http.Header{
+		"Content-Type":   {hdr.Get("Content-Type")},
+		"Content-Length": {strconv.Itoa(len(body))},
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -64,5 +65,18 @@ func TestSimulatedEvents(t *testing.T) {
 	}
 	if hdr.Get("Content-Type") != "application/json" {
 		t.Errorf("Content-Type = %q", hdr.Get("Content-Type"))
+	}
+}
+
+func TestMinimalHeader(t *testing.T) {
+	body := []byte(`{"id":1}`)
+	got := MinimalHeader(http.Header{
+		"Content-Type":    {"application/json"},
+		"X-Request-Id":    {"abc"},
+		"X-Frame-Options": {"DENY"},
+	}, body)
+	want := http.Header{"Content-Type": {"application/json"}, "Content-Length": {"8"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("MinimalHeader = %v, want %v", got, want)
 	}
 }
