@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -158,21 +157,4 @@ func (n *Nginx) errorLog() string {
 
 // Stop asks nginx for a fast shutdown (SIGTERM) and kills it if it has not
 // exited after stopTimeout. Stop may be called more than once.
-func (n *Nginx) Stop() error {
-	select {
-	case <-n.exited:
-		return nil
-	default:
-	}
-	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("stop nginx: %w", err)
-	}
-	select {
-	case <-n.exited:
-		return nil
-	case <-time.After(stopTimeout):
-		n.cmd.Process.Kill() //nolint:errcheck // it may exit between the timeout and the kill
-		<-n.exited
-		return fmt.Errorf("stop nginx: still running %s after SIGTERM, killed", stopTimeout)
-	}
-}
+func (n *Nginx) Stop() error { return stopProcess("nginx", n.cmd.Process, n.exited) }

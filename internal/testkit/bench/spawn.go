@@ -169,21 +169,28 @@ func (d *Daemon) waitHealthy(ctx context.Context) error {
 // an error here. Stop may be called more than once.
 func (d *Daemon) Stop() error {
 	defer d.log.Close()
+	return stopProcess("amexd", d.cmd.Process, d.exited)
+}
+
+// stopProcess sends p SIGTERM unless exited is closed already, waits for
+// exited, and kills p if it is still running after stopTimeout; name is
+// for the error.
+func stopProcess(name string, p *os.Process, exited <-chan struct{}) error {
 	select {
-	case <-d.exited:
+	case <-exited:
 		return nil
 	default:
 	}
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("stop amexd: %w", err)
+	if err := p.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("stop %s: %w", name, err)
 	}
 	select {
-	case <-d.exited:
+	case <-exited:
 		return nil
 	case <-time.After(stopTimeout):
-		d.cmd.Process.Kill() //nolint:errcheck // it may exit between the timeout and the kill
-		<-d.exited
-		return fmt.Errorf("stop amexd: still running %s after SIGTERM, killed", stopTimeout)
+		p.Kill() //nolint:errcheck // it may exit between the timeout and the kill
+		<-exited
+		return fmt.Errorf("stop %s: still running %s after SIGTERM, killed", name, stopTimeout)
 	}
 }
 
