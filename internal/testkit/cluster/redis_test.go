@@ -87,7 +87,7 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 	}()
 
 	waitFor(t, "the over-limit client to be refused, a write to complete and a write to be read back on the other hosts", func() bool {
-		return r.limited.refusedSince(time.Time{}) >= 5 && r.writes.completed.Load() >= 3 && r.probes.passedSince(time.Time{}) >= 1
+		return r.limited.countSince(time.Time{}, refused) >= 5 && r.writes.completed.Load() >= 3 && r.probes.countSince(time.Time{}, passed) >= 1
 	})
 	killed := c.Sentinel.KillMaster()
 	promoted, err := c.Sentinel.AwaitFailover()
@@ -103,8 +103,8 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 	// back on the other hosts in a row, keyed writes complete again.
 	deadline := killed.Add(failoverDeadline)
 	for {
-		exactFor := r.limited.exactSince(killed)
-		passes := r.probes.streakSince(killed)
+		exactFor := r.limited.streakSince(killed, limitAnswer.exact)
+		passes := r.probes.streakSince(killed, passed)
 		if exactFor >= 20 && passes >= 3 && r.writes.completed.Load() >= completedAtRejoin+3 {
 			break
 		}
@@ -131,8 +131,8 @@ type failoverRun struct {
 
 	reads   statusCounts
 	writes  writeCounts
-	limited limitLog
-	probes  probeLog
+	limited timeline[limitAnswer]
+	probes  timeline[probe]
 }
 
 // statusCounts counts answers by status, 0 for no answer.
@@ -178,48 +178,10 @@ type limitAnswer struct {
 	limit int
 }
 
-type limitLog struct {
-	mu      sync.Mutex
-	answers []limitAnswer
-}
-
-func (l *limitLog) add(a limitAnswer) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.answers = append(l.answers, a)
-}
-
-func (l *limitLog) all() []limitAnswer {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.answers)
-}
-
-func (l *limitLog) refusedSince(t time.Time) int {
-	n := 0
-	for _, a := range l.all() {
-		if a.at.After(t) && a.status == http.StatusTooManyRequests {
-			n++
-		}
-	}
-	return n
-}
-
 // exact reports whether a is the answer of an exhausted budget counted on
 // Redis.
 func (a limitAnswer) exact() bool {
 	return a.status == http.StatusTooManyRequests && a.limit == failoverBudget
-}
-
-// exactSince counts the exact answers in a row at the end of the log,
-// among those after t.
-func (l *limitLog) exactSince(t time.Time) int {
-	answers := l.all()
-	n := 0
-	for i := len(answers) - 1; i >= 0 && answers[i].at.After(t) && answers[i].exact(); i-- {
-		n++
-	}
-	return n
 }
 
 // probe is one write on a host read back on the two others, done at at.
@@ -228,43 +190,51 @@ type probe struct {
 	passed bool
 }
 
-type probeLog struct {
-	mu     sync.Mutex
-	probes []probe
+func (p probe) when() time.Time       { return p.at }
+func (a limitAnswer) when() time.Time { return a.at }
+
+// timeline is what the run's goroutines record, in the order they do.
+type timeline[T interface{ when() time.Time }] struct {
+	mu    sync.Mutex
+	items []T
 }
 
-func (p *probeLog) add(pr probe) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.probes = append(p.probes, pr)
+func (l *timeline[T]) add(v T) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.items = append(l.items, v)
 }
 
-func (p *probeLog) all() []probe {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Clone(p.probes)
+func (l *timeline[T]) all() []T {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.items)
 }
 
-func (p *probeLog) passedSince(t time.Time) int {
+// countSince counts the items after t for which ok holds.
+func (l *timeline[T]) countSince(t time.Time, ok func(T) bool) int {
 	n := 0
-	for _, pr := range p.all() {
-		if pr.at.After(t) && pr.passed {
+	for _, v := range l.all() {
+		if v.when().After(t) && ok(v) {
 			n++
 		}
 	}
 	return n
 }
 
-// streakSince counts the passed probes in a row at the end of the log,
+// streakSince counts the items in a row at the end for which ok holds,
 // among those after t.
-func (p *probeLog) streakSince(t time.Time) int {
-	probes := p.all()
+func (l *timeline[T]) streakSince(t time.Time, ok func(T) bool) int {
+	items := l.all()
 	n := 0
-	for i := len(probes) - 1; i >= 0 && probes[i].at.After(t) && probes[i].passed; i-- {
+	for i := len(items) - 1; i >= 0 && items[i].when().After(t) && ok(items[i]); i-- {
 		n++
 	}
 	return n
 }
+
+func refused(a limitAnswer) bool { return a.status == http.StatusTooManyRequests }
+func passed(p probe) bool        { return p.passed }
 
 func newFailoverRun(c *Cluster) *failoverRun {
 	return &failoverRun{
