@@ -79,7 +79,15 @@ func runFaults(t *testing.T, cfg bench.ChaosConfig) {
 					t.Error(err)
 				}
 			})
-			d := start(t, append([]string{"-workers", faultWorkers}, bench.ChaosDaemonArgs(up.URL())...)...)
+			args := append([]string{"-workers", faultWorkers}, bench.ChaosDaemonArgs(up.URL())...)
+			if tc.fault != bench.FaultUpstreamSlow {
+				// The 300 ms upstream timeout makes the slow upstream a
+				// timeout; under the other faults it would only turn a
+				// write that a busy machine delays into a 503 that the
+				// fault did not cause. The last flag wins.
+				args = append(args, "-upstream.timeout", "5s")
+			}
+			d := start(t, args...)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute+3*cfg.Duration)
 			defer cancel()
 			rep, err := bench.RunFault(ctx, bench.ChaosTarget{URL: d.URL, Socket: d.Socket}, up, tc.fault, cfg)
