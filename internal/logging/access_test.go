@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -315,5 +316,22 @@ func TestAccessLogTimeAndMillisMatchTheStandardFormats(t *testing.T) {
 		if got, want := string(appendMillis(nil, d)), strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', -1, 64); got != want {
 			t.Errorf("%v: %q, want %q", d, got, want)
 		}
+	}
+}
+
+// BenchmarkAccessLogJSONLine is one request's line: encoded into the
+// buffer, written out (to io.Discard) every 4 KiB.
+func BenchmarkAccessLogJSONLine(b *testing.B) {
+	l, err := NewAccessLog(io.Discard, "json", time.Hour, nil, slog.Int("slot", 1), slog.Int("pid", 42))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	r := Request{ID: "5f3a9c0d1e2b4a68", Method: "GET", Path: "/users/1", Status: 200, Bytes: 84,
+		Duration: 137 * time.Microsecond, IP: "127.0.0.1", Cache: "HIT"}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Time = time.Now()
+		l.Log(&r)
 	}
 }

@@ -43,3 +43,20 @@ func TestRouteRecordsIntoTheRequestSeries(t *testing.T) {
 		t.Errorf("exposition lacks %s:\n%s", count, out)
 	}
 }
+
+// BenchmarkRequest records one answer by its labels (Worker.Request) and
+// through its route's series resolved once (Route.Request).
+func BenchmarkRequest(b *testing.B) {
+	w := NewWorker(func() CacheStats { return CacheStats{} })
+	b.Run("labels", func(b *testing.B) {
+		for b.Loop() {
+			w.Request("/users/:id", "GET", 200, time.Millisecond)
+		}
+	})
+	r := w.Route("/users/:id", "GET")
+	b.Run("route", func(b *testing.B) {
+		for b.Loop() {
+			r.Request(200, time.Millisecond)
+		}
+	})
+}
