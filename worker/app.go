@@ -65,6 +65,9 @@ type App struct {
 	requests   atomic.Uint64
 	rejections atomic.Uint64
 	inflight   atomic.Int64
+	// series are each route's request series, resolved once (read-only
+	// after New).
+	series map[routeMethod]*metrics.Route
 	// latency and serverErrors are the per-worker figures (requeststats.go).
 	latency      metrics.LatencyWindow
 	serverErrors atomic.Uint64
@@ -133,8 +136,15 @@ func New(cfg config.Config, deps Deps) (*App, error) {
 	mws = append(mws, limitBody(cfg.HTTP.MaxBodyBytes), a.limitRate(limits, cfg.RateLimit.IPv6Prefix), authn)
 	a.chain = compose(routed, mws)
 	a.routes()
+	a.series = make(map[routeMethod]*metrics.Route)
+	for _, r := range e.Routes() {
+		a.series[routeMethod{r.Path, r.Method}] = deps.Metrics.Route(r.Path, r.Method)
+	}
 	return a, nil
 }
+
+// routeMethod is a route's path, as Echo matched it, and a method.
+type routeMethod struct{ route, method string }
 
 // Handler is the application as an http.Handler.
 func (a *App) Handler() http.Handler { return a }

@@ -87,7 +87,11 @@ func (a *App) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		if route == "" {
 			route = "unmatched"
 		}
-		a.metrics.Request(route, req.Method, res.Status, d)
+		if rs := a.series[routeMethod{route, req.Method}]; rs != nil {
+			rs.Request(res.Status, d)
+		} else {
+			a.metrics.Request(route, req.Method, res.Status, d)
+		}
 		a.requests.Add(1)
 		a.observe(start.Add(d), d, res.Status)
 		if a.access != nil {

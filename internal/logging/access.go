@@ -42,8 +42,9 @@ type AccessLog struct {
 	slog   *slog.Logger // tint only
 	static []byte       // the fixed fields, encoded once
 
-	mu  sync.Mutex
-	buf []byte
+	mu    sync.Mutex
+	buf   []byte
+	stamp stamp // under mu
 
 	wmu  sync.Mutex // one flush at a time, in order
 	w    io.Writer
@@ -241,12 +242,12 @@ func (l *AccessLog) appendLine(b []byte, r *Request) []byte {
 	lv := level(r.Status)
 	if l.format == "json" {
 		b = append(b, `{"time":"`...)
-		b = r.Time.AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+		b = l.stamp.append(b, r.Time, true)
 		b = append(b, `","level":"`...)
 		b = append(b, lv.String()...)
 		b = append(b, `","msg":"request"`...)
 	} else {
-		b = r.Time.AppendFormat(b, time.TimeOnly+".000")
+		b = l.stamp.append(b, r.Time, false)
 		b = append(b, ' ')
 		b = append(b, shortLevel(lv)...)
 		b = append(b, " request"...)
@@ -260,13 +261,66 @@ func (l *AccessLog) appendLine(b []byte, r *Request) []byte {
 	b = l.appendKey(b, "bytes")
 	b = strconv.AppendInt(b, r.Bytes, 10)
 	b = l.appendKey(b, "ms")
-	b = strconv.AppendFloat(b, float64(r.Duration.Microseconds())/1000, 'f', -1, 64)
+	b = appendMillis(b, r.Duration)
 	b = l.appendField(b, "ip", r.IP, false)
 	b = l.appendField(b, "cache", r.Cache, false)
 	if l.format == "json" {
 		b = append(b, '}')
 	}
 	return append(b, '\n')
+}
+
+// stamp is the second of the last line's time, formatted once: the lines
+// of one second differ only in their milliseconds, and formatting a whole
+// time was most of a line's cost. One log has one format, so the format is
+// not part of what it remembers.
+type stamp struct {
+	sec  int64
+	loc  *time.Location
+	head []byte // up to the seconds: "2006-01-02T15:04:05", or "15:04:05" in text
+	zone []byte // after the milliseconds: "Z07:00" in json, nothing in text
+}
+
+// append appends t as "2006-01-02T15:04:05.000Z07:00" (json) or
+// "15:04:05.000" (text), the milliseconds truncated as time.Format does.
+func (s *stamp) append(b []byte, t time.Time, json bool) []byte {
+	if sec := t.Unix(); sec != s.sec || t.Location() != s.loc || s.head == nil {
+		s.sec, s.loc = sec, t.Location()
+		s.zone = s.zone[:0]
+		if json {
+			s.head = t.AppendFormat(s.head[:0], "2006-01-02T15:04:05")
+			s.zone = t.AppendFormat(s.zone, "Z07:00")
+		} else {
+			s.head = t.AppendFormat(s.head[:0], time.TimeOnly)
+		}
+	}
+	ms := t.Nanosecond() / int(time.Millisecond)
+	b = append(b, s.head...)
+	b = append(b, '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10))
+	return append(b, s.zone...)
+}
+
+// appendMillis appends d in milliseconds to the microsecond, as
+// strconv.AppendFloat(b, µs/1000, 'f', -1, 64) would: the decimal digits
+// of the microseconds with the point moved and trailing zeros dropped,
+// which is the shortest form for any duration below 10^15 µs (31 years).
+func appendMillis(b []byte, d time.Duration) []byte {
+	us := d.Microseconds()
+	if us < 0 || us >= 1e15 {
+		return strconv.AppendFloat(b, float64(us)/1000, 'f', -1, 64)
+	}
+	b = strconv.AppendInt(b, us/1000, 10)
+	frac := us % 1000
+	if frac == 0 {
+		return b
+	}
+	digits := [3]byte{byte('0' + frac/100), byte('0' + frac/10%10), byte('0' + frac%10)}
+	n := 3
+	for digits[n-1] == '0' {
+		n--
+	}
+	b = append(b, '.')
+	return append(b, digits[:n]...)
 }
 
 func (l *AccessLog) appendKey(b []byte, key string) []byte {

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -281,5 +283,55 @@ func TestAccessLogCountsDroppedLinesAndWarnsOnceAMinute(t *testing.T) {
 	}
 	if strings.Contains(got, "full-") {
 		t.Errorf("dropped lines were written later:\n%s", got)
+	}
+}
+
+// A line's time and milliseconds read as time.Format and strconv would
+// write them, across seconds, zones and the formats' edge cases.
+func TestAccessLogTimeAndMillisMatchTheStandardFormats(t *testing.T) {
+	zones := []*time.Location{time.UTC, time.FixedZone("east", 5*3600+30*60), time.FixedZone("west", -8*3600)}
+	base := time.Date(2026, 12, 31, 23, 59, 58, 0, time.UTC)
+	offsets := []time.Duration{0, time.Millisecond - 1, time.Millisecond, 999999999, time.Second, 1500 * time.Millisecond, 2*time.Second + 7*time.Millisecond}
+	for _, format := range []string{"json", "text"} {
+		l, _ := newTestAccessLog(t, format)
+		layout := "2006-01-02T15:04:05.000Z07:00"
+		if format == "text" {
+			layout = time.TimeOnly + ".000"
+		}
+		for _, off := range offsets {
+			for _, z := range zones {
+				at := base.Add(off).In(z)
+				if got, want := string(l.stamp.append(nil, at, format == "json")), at.Format(layout); got != want {
+					t.Errorf("%s %v: %q, want %q", format, at, got, want)
+				}
+			}
+		}
+	}
+	durations := []time.Duration{0, time.Microsecond, 999 * time.Microsecond, time.Millisecond, 1500 * time.Microsecond,
+		1010 * time.Microsecond, 1234567 * time.Microsecond, 20 * time.Millisecond, time.Hour + 3*time.Microsecond, -1500 * time.Microsecond, 1<<63 - 1}
+	for us := range 20000 {
+		durations = append(durations, time.Duration(us)*time.Microsecond)
+	}
+	for _, d := range durations {
+		if got, want := string(appendMillis(nil, d)), strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', -1, 64); got != want {
+			t.Errorf("%v: %q, want %q", d, got, want)
+		}
+	}
+}
+
+// BenchmarkAccessLogJSONLine is one request's line: encoded into the
+// buffer, written out (to io.Discard) every 4 KiB.
+func BenchmarkAccessLogJSONLine(b *testing.B) {
+	l, err := NewAccessLog(io.Discard, "json", time.Hour, nil, slog.Int("slot", 1), slog.Int("pid", 42))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	r := Request{ID: "5f3a9c0d1e2b4a68", Method: "GET", Path: "/users/1", Status: 200, Bytes: 84,
+		Duration: 137 * time.Microsecond, IP: "127.0.0.1", Cache: "HIT"}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Time = time.Now()
+		l.Log(&r)
 	}
 }

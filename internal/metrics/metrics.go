@@ -6,6 +6,7 @@ package metrics
 import (
 	"bytes"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,6 +86,53 @@ func NewWorker(cache func() CacheStats) *Worker {
 func (w *Worker) Request(route, method string, code int, d time.Duration) {
 	w.requests.WithLabelValues(route, method, codeLabel(code)).Inc()
 	w.duration.WithLabelValues(route, method).Observe(d.Seconds())
+}
+
+// Route is one route and method's request series, resolved once, so that
+// an answer does not hash its labels to find them. Each series is resolved
+// at its first answer, so a route nobody asked for exports none, as with
+// Request.
+type Route struct {
+	requests      *prometheus.CounterVec
+	durations     *prometheus.HistogramVec
+	route, method string
+	duration      atomic.Pointer[prometheus.Observer]
+	codes         [len(codeLabels)]atomic.Pointer[prometheus.Counter]
+}
+
+// Route returns the series of route and method, for a caller that keeps
+// them; Route.Request records into the same series as Request.
+func (w *Worker) Route(route, method string) *Route {
+	return &Route{requests: w.requests, durations: w.duration, route: route, method: method}
+}
+
+// Request records one answered request.
+func (r *Route) Request(code int, d time.Duration) {
+	r.counter(code).Inc()
+	r.observer().Observe(d.Seconds())
+}
+
+func (r *Route) observer() prometheus.Observer {
+	if o := r.duration.Load(); o != nil {
+		return *o
+	}
+	// Two first answers may both resolve it: the vector gives both the
+	// same series.
+	o := r.durations.WithLabelValues(r.route, r.method)
+	r.duration.Store(&o)
+	return o
+}
+
+func (r *Route) counter(code int) prometheus.Counter {
+	if code < 0 || code >= len(r.codes) {
+		return r.requests.WithLabelValues(r.route, r.method, codeLabel(code))
+	}
+	if c := r.codes[code].Load(); c != nil {
+		return *c
+	}
+	c := r.requests.WithLabelValues(r.route, r.method, codeLabels[code])
+	r.codes[code].Store(&c)
+	return c
 }
 
 // codeLabels are the status codes' label values, formatted once: a request

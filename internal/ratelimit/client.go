@@ -12,6 +12,12 @@ func ClientKey(ip string, v6Bits int) string {
 	if err != nil {
 		return ip
 	}
+	if addr.Is4() {
+		// ParseAddr takes IPv4 only in its one dotted-decimal form, so ip
+		// already reads as addr.String() would write it, without its
+		// allocation: every request passes here.
+		return ip
+	}
 	addr = addr.Unmap().WithZone("")
 	if addr.Is4() {
 		return addr.String()

@@ -18,6 +18,9 @@ func TestClientKey(t *testing.T) {
 		{"fe80::1%eth0", 64, "fe80::/64"},
 		{"::1", 64, "::/64"},
 		{"not-an-ip", 64, "not-an-ip"},
+		{"192.0.2.07", 64, "192.0.2.07"},
+		{"0.0.0.0", 64, "0.0.0.0"},
+		{"255.255.255.255", 64, "255.255.255.255"},
 	} {
 		if got := ClientKey(tc.ip, tc.bits); got != tc.want {
 			t.Errorf("ClientKey(%q, %d) = %q, want %q", tc.ip, tc.bits, got, tc.want)
