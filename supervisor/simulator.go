@@ -37,8 +37,8 @@ type simServer struct {
 
 // startSimulator serves the simulator on ln, or on a fresh loopback port
 // when ln is nil.
-func startSimulator(cfg simulator.SimConfig, ln net.Listener) (*simServer, error) {
-	sim, err := simulator.NewSimulator(cfg)
+func startSimulator(cfg simulator.Config, ln net.Listener) (*simServer, error) {
+	sim, err := simulator.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("embedded simulator: %w", err)
 	}

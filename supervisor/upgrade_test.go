@@ -252,9 +252,9 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	// in the supervisor's process, so calls in flight to it when the
 	// supervisor re-executes fail (see docs/service.md), which is not the
 	// upgrade of a real deployment.
-	simCfg := simulator.DefaultSimConfig()
+	simCfg := simulator.DefaultConfig()
 	simCfg.AddFail, simCfg.ListErrorRate = 0, 0
-	sim, err := simulator.NewSimulator(simCfg)
+	sim, err := simulator.New(simCfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func newEnv(t testing.TB, cfg config.Config) *env {
 // newEnvWith is newEnv with the application's logger.
 func newEnvWith(t testing.TB, cfg config.Config, log *slog.Logger) *env {
 	t.Helper()
-	sim, err := simulator.NewSimulator(cfg.Simulator)
+	sim, err := simulator.New(cfg.Simulator)
 	if err != nil {
 		t.Fatal(err)
 	}

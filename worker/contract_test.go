@@ -353,11 +353,11 @@ func TestContractUnderFailure(t *testing.T) {
 		e := newEnv(t, cfg)
 		ct := loadContract(t, nil)
 		// Fill the cache before the upstream lists start failing.
-		if err := e.sim.Update(func(c *simulator.SimConfig) { c.ListErrorRate = 0 }); err != nil {
+		if err := e.sim.Update(func(c *simulator.Config) { c.ListErrorRate = 0 }); err != nil {
 			t.Fatal(err)
 		}
 		ct.run(t, e, []contractCase{{"users while healthy", "GET", "/users", "", nil, true, 200}})
-		if err := e.sim.Update(func(c *simulator.SimConfig) { c.ListErrorRate = 1 }); err != nil {
+		if err := e.sim.Update(func(c *simulator.Config) { c.ListErrorRate = 1 }); err != nil {
 			t.Fatal(err)
 		}
 		failing := contractCase{"create while addEvent fails", "POST", "/events", `{"name":"x","userId":1}`, anyBearer, true, 503}

@@ -131,7 +131,7 @@ func TestHalfOpenAdmitsOneProbe(t *testing.T) {
 	// half-open again for a POST that a loaded machine had not sent yet. A
 	// probe that stays in flight until every POST has been answered keeps
 	// the half-open state for all 50, however slow the machine is.
-	if err := e.sim.Update(func(c *simulator.SimConfig) { c.AddFailDelay = 5 * time.Second }); err != nil {
+	if err := e.sim.Update(func(c *simulator.Config) { c.AddFailDelay = 5 * time.Second }); err != nil {
 		t.Fatal(err)
 	}
 	before := e.sim.Stats().Calls.AddEvent
@@ -161,7 +161,7 @@ func TestStaleWhileBreakerOpen(t *testing.T) {
 	if first.status != 200 {
 		t.Fatal(first.status)
 	}
-	if err := e.sim.Update(func(c *simulator.SimConfig) { c.ListErrorRate = 1 }); err != nil {
+	if err := e.sim.Update(func(c *simulator.Config) { c.ListErrorRate = 1 }); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)

@@ -36,7 +36,7 @@ func (r *runner) cluster(ctx context.Context) (reps []bench.Report, err error) {
 		Hosts:     r.opts.hosts,
 		Dir:       r.tmp,
 		Args:      args,
-		Simulator: simulator.DefaultSimConfig(),
+		Simulator: simulator.DefaultConfig(),
 		Log:       slog.New(slog.NewTextHandler(r.log, nil)),
 	})
 	if err != nil {

@@ -58,7 +58,7 @@ func (r *runner) wrkScenario(ctx context.Context, stdout io.Writer) (err error) 
 			return err
 		}
 	}
-	simCfg := simulator.DefaultSimConfig()
+	simCfg := simulator.DefaultConfig()
 	simCfg.ListErrorRate = 0
 	up, err := bench.StartUpstream(simCfg)
 	if err != nil {

@@ -47,7 +47,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			"Durations are Go durations (500ms, 1s).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	cfg := simulator.DefaultSimConfig()
+	cfg := simulator.DefaultConfig()
 	listen := fs.String("listen", "127.0.0.1:4000", "address to listen on (port 0 picks a free one)")
 	fs.DurationVar(&cfg.EventDelay, "event-delay", cfg.EventDelay, "how long getEventById waits before answering")
 	fs.IntVar(&cfg.AddOK, "add-ok", cfg.AddOK, "addEvent calls that succeed in each failure cycle")
@@ -65,7 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
-	sim, err := simulator.NewSimulator(cfg)
+	sim, err := simulator.New(cfg)
 	if err != nil {
 		return err
 	}

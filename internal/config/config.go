@@ -53,8 +53,8 @@ type Config struct {
 	// Idempotency keeps the answers of writes sent with an Idempotency-Key,
 	// in the shared table on one machine or, with ratelimit.store redis, in
 	// Redis across machines.
-	Idempotency idempotency.Config  `yaml:"idempotency"`
-	Simulator   simulator.SimConfig `yaml:"simulator"`
+	Idempotency idempotency.Config `yaml:"idempotency"`
+	Simulator   simulator.Config   `yaml:"simulator"`
 	// Redis is the one Redis setup (a node, a Sentinel master or a Redis
 	// Cluster) that every shared tier uses: ratelimit.store redis, the
 	// Idempotency-Keys that go with it, cache.shared redis and the bridge
@@ -204,7 +204,7 @@ func Default() Config {
 		Cache:       cache.DefaultConfig(),
 		RateLimit:   ratelimit.DefaultConfig(),
 		Idempotency: idempotency.DefaultConfig(),
-		Simulator:   simulator.DefaultSimConfig(),
+		Simulator:   simulator.DefaultConfig(),
 		Redis:       redisconn.DefaultConfig(),
 	}
 }

@@ -49,7 +49,7 @@ func TestReadYourWritesAcrossWorkers(t *testing.T) {
 
 // failingUpstream is a simulator whose addEvent always fails.
 func failingUpstream(t *testing.T) (*simulator.Simulator, string) {
-	return upstreamWith(t, func(c *simulator.SimConfig) { c.AddOK, c.AddFailDelay = 0, 0 })
+	return upstreamWith(t, func(c *simulator.Config) { c.AddOK, c.AddFailDelay = 0, 0 })
 }
 
 // TestBreakerPropagation: while addEvent fails, three workers with
@@ -90,11 +90,11 @@ func TestBreakerPropagation(t *testing.T) {
 // fetched is offered to the others, and a user's events fetched once are
 // not fetched again by another worker.
 func TestEventsSharedAcrossWorkers(t *testing.T) {
-	cfg := simulator.DefaultSimConfig()
+	cfg := simulator.DefaultConfig()
 	cfg.ListErrorRate = 0
 	cfg.EventDelay = 50 * time.Millisecond
 	cfg.PreloadUser, cfg.PreloadEvents = 2, 51 // and the 1 the seed gives user 2
-	sim, err := simulator.NewSimulator(cfg)
+	sim, err := simulator.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

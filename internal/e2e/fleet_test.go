@@ -84,12 +84,12 @@ func allReady(n int) func([]fleetWorker) bool {
 
 // upstreamWith starts an Event API simulator that never drops list calls,
 // edited by edit, and returns it with its URL.
-func upstreamWith(t *testing.T, edit func(*simulator.SimConfig)) (*simulator.Simulator, string) {
+func upstreamWith(t *testing.T, edit func(*simulator.Config)) (*simulator.Simulator, string) {
 	t.Helper()
-	cfg := simulator.DefaultSimConfig()
+	cfg := simulator.DefaultConfig()
 	cfg.ListErrorRate = 0
 	edit(&cfg)
-	sim, err := simulator.NewSimulator(cfg)
+	sim, err := simulator.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func upstreamWith(t *testing.T, edit func(*simulator.SimConfig)) (*simulator.Sim
 // preloadedSimulator starts an Event API simulator with a user 2 who has
 // 50 events.
 func preloadedSimulator(t *testing.T) (*simulator.Simulator, string) {
-	return upstreamWith(t, func(c *simulator.SimConfig) {
+	return upstreamWith(t, func(c *simulator.Config) {
 		c.PreloadUser, c.PreloadEvents = 2, 49 // and the 1 the seed gives user 2
 	})
 }
@@ -368,7 +368,7 @@ func TestHungWorkerExplainsItself(t *testing.T) {
 // back.
 func TestCanaryRollsBackABadReload(t *testing.T) {
 	sim, up := preloadedSimulator(t)
-	if err := sim.Update(func(c *simulator.SimConfig) { c.AddFail = 0 }); err != nil {
+	if err := sim.Update(func(c *simulator.Config) { c.AddFail = 0 }); err != nil {
 		t.Fatal(err)
 	}
 	cfgFile := filepath.Join(t.TempDir(), "amexd.yaml")

@@ -110,9 +110,9 @@ func TestOriginalAPIConformance(t *testing.T) {
 // userId as the string it got, reads "success", then reads the user's
 // events back one by one as the original did.
 func TestOriginalClientAgainstSimulator(t *testing.T) {
-	cfg := simulator.DefaultSimConfig()
+	cfg := simulator.DefaultConfig()
 	cfg.AddFail, cfg.ListErrorRate, cfg.EventDelay = 0, 0, time.Millisecond
-	sim, err := simulator.NewSimulator(cfg)
+	sim, err := simulator.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,11 +22,11 @@ import (
 // would call the one Event API.
 func sharedUpstream(t *testing.T) string {
 	t.Helper()
-	cfg := simulator.DefaultSimConfig()
+	cfg := simulator.DefaultConfig()
 	cfg.ListErrorRate = 0
 	cfg.EventDelay = 10 * time.Millisecond
 	cfg.AddFail = 0
-	sim, err := simulator.NewSimulator(cfg)
+	sim, err := simulator.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestRedisPausedLimitsLocally(t *testing.T) {
 // with Redis stopped it says the tier was not purged and fails.
 func TestCachePurgeReachesTheSharedTier(t *testing.T) {
 	rds := redistest.Start(t)
-	_, up := upstreamWith(t, func(c *simulator.SimConfig) { c.EventDelay = 10 * time.Millisecond })
+	_, up := upstreamWith(t, func(c *simulator.Config) { c.EventDelay = 10 * time.Millisecond })
 	d := start(t, "-workers", "2", "-upstream.url", up, "-cache.shared", "redis",
 		"-cache.redis_url", rds.URL, "-cache.redis_timeout", "2s")
 	c := fresh()

@@ -10,10 +10,10 @@ import (
 // maxPreloadEvents bounds preload_events so a typo cannot exhaust memory.
 const maxPreloadEvents = 1_000_000
 
-// SimConfig holds the simulator's knobs. Its yaml keys are those used under
+// Config holds the simulator's knobs. Its yaml keys are those used under
 // `simulator:` in the daemon's configuration; go.yaml.in/yaml/v3 decodes
 // durations from Go duration strings such as "500ms" and rejects bare numbers.
-type SimConfig struct {
+type Config struct {
 	// EventDelay is how long getEventById waits before answering.
 	EventDelay time.Duration `yaml:"event_delay"`
 	// AddOK and AddFail make addEvent succeed AddOK times and then answer
@@ -35,11 +35,11 @@ type SimConfig struct {
 	PreloadEvents int `yaml:"preload_events"`
 }
 
-// DefaultSimConfig returns the original mock's behaviour: a 500ms
+// DefaultConfig returns the original mock's behaviour: a 500ms
 // getEventById, addEvent failing 10 times after every 5 successes with a
 // 100ms delay, and 5% of list calls dropped.
-func DefaultSimConfig() SimConfig {
-	return SimConfig{
+func DefaultConfig() Config {
+	return Config{
 		EventDelay:    500 * time.Millisecond,
 		AddOK:         5,
 		AddFail:       10,
@@ -50,7 +50,7 @@ func DefaultSimConfig() SimConfig {
 
 // Validate reports every invalid knob, each error naming its yaml key under
 // `simulator.` and the offending value.
-func (c SimConfig) Validate() error {
+func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("simulator."+format, args...))
@@ -82,7 +82,7 @@ func (c SimConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// configJSON is SimConfig as /admin/config reads and writes it: the yaml key
+// configJSON is Config as /admin/config reads and writes it: the yaml key
 // names, durations as Go duration strings, and absent fields left unchanged.
 type configJSON struct {
 	EventDelay    *string  `json:"event_delay,omitempty"`
@@ -95,7 +95,7 @@ type configJSON struct {
 	PreloadEvents *int     `json:"preload_events,omitempty"`
 }
 
-func toConfigJSON(c SimConfig) configJSON {
+func toConfigJSON(c Config) configJSON {
 	eventDelay, failDelay := c.EventDelay.String(), c.AddFailDelay.String()
 	return configJSON{
 		EventDelay:    &eventDelay,
@@ -111,7 +111,7 @@ func toConfigJSON(c SimConfig) configJSON {
 
 // apply copies the present fields onto c. It parses durations but leaves
 // range checks to Validate.
-func (p configJSON) apply(c *SimConfig) error {
+func (p configJSON) apply(c *Config) error {
 	parse := func(key string, s *string, d *time.Duration) error {
 		if s == nil {
 			return nil

@@ -8,9 +8,9 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// appConfig mimics how the daemon's configuration embeds SimConfig.
+// appConfig mimics how the daemon's configuration embeds Config.
 type appConfig struct {
-	Simulator SimConfig `yaml:"simulator"`
+	Simulator Config `yaml:"simulator"`
 }
 
 func TestSimConfigYAML(t *testing.T) {
@@ -25,11 +25,11 @@ simulator:
   preload_user: 1
   preload_events: 100
 `
-	cfg := appConfig{Simulator: DefaultSimConfig()}
+	cfg := appConfig{Simulator: DefaultConfig()}
 	if err := yaml.Unmarshal([]byte(doc), &cfg); err != nil {
 		t.Fatalf("unmarshal: %v", err)
 	}
-	want := SimConfig{
+	want := Config{
 		EventDelay:    250 * time.Millisecond,
 		AddOK:         3,
 		AddFailDelay:  1500 * time.Millisecond,
@@ -42,7 +42,7 @@ simulator:
 		t.Errorf("decoded %+v, want %+v", cfg.Simulator, want)
 	}
 
-	partial := appConfig{Simulator: DefaultSimConfig()}
+	partial := appConfig{Simulator: DefaultConfig()}
 	if err := yaml.Unmarshal([]byte("simulator:\n  add_ok: 1\n"), &partial); err != nil {
 		t.Fatalf("unmarshal partial: %v", err)
 	}
@@ -50,7 +50,7 @@ simulator:
 		t.Errorf("absent keys must keep their defaults: %+v", partial.Simulator)
 	}
 
-	out, err := yaml.Marshal(appConfig{Simulator: DefaultSimConfig()})
+	out, err := yaml.Marshal(appConfig{Simulator: DefaultConfig()})
 	if err != nil {
 		t.Fatalf("marshal: %v", err)
 	}

@@ -71,7 +71,7 @@ type Simulator struct {
 
 	// mu guards the fault knobs and the state that drives them.
 	mu    sync.Mutex
-	cfg   SimConfig
+	cfg   Config
 	rng   *rand.Rand
 	cycle int64 // addEvent calls since the failure cycle (re)started
 
@@ -91,9 +91,9 @@ type storedEvent struct {
 	record []byte
 }
 
-// NewSimulator validates cfg and returns a simulator holding the seed data
+// New validates cfg and returns a simulator holding the seed data
 // plus cfg's preloaded events.
-func NewSimulator(cfg SimConfig) (*Simulator, error) {
+func New(cfg Config) (*Simulator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("eventapi: new simulator: %w", err)
 	}
@@ -139,7 +139,7 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Config returns the knobs in force.
-func (s *Simulator) Config() SimConfig {
+func (s *Simulator) Config() Config {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cfg
@@ -149,13 +149,13 @@ func (s *Simulator) Config() SimConfig {
 // configuration, which replaces it if valid. A new Seed reseeds the random
 // source; a change to AddOK or AddFail restarts the failure cycle.
 // PreloadUser and PreloadEvents are fixed at start and may not change.
-func (s *Simulator) Update(fn func(*SimConfig)) error {
-	return s.update(func(c *SimConfig) error { fn(c); return nil }, false)
+func (s *Simulator) Update(fn func(*Config)) error {
+	return s.update(func(c *Config) error { fn(c); return nil }, false)
 }
 
 // update is Update with an edit that may fail, and a reseed even when the
 // seed is unchanged.
-func (s *Simulator) update(edit func(*SimConfig) error, reseed bool) error {
+func (s *Simulator) update(edit func(*Config) error, reseed bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	next := s.cfg

@@ -18,19 +18,19 @@ import (
 
 // quietConfig is a configuration without delays or faults, seeded, so each
 // test turns on only the behaviour it checks.
-func quietConfig() SimConfig {
-	return SimConfig{Seed: 1}
+func quietConfig() Config {
+	return Config{Seed: 1}
 }
 
-func newSim(t testing.TB, mutate func(*SimConfig)) *Simulator {
+func newSim(t testing.TB, mutate func(*Config)) *Simulator {
 	t.Helper()
 	cfg := quietConfig()
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	s, err := NewSimulator(cfg)
+	s, err := New(cfg)
 	if err != nil {
-		t.Fatalf("NewSimulator: %v", err)
+		t.Fatalf("New: %v", err)
 	}
 	return s
 }
@@ -193,7 +193,7 @@ func TestAddEventUnknownUserStoresAnOrphan(t *testing.T) {
 }
 
 func TestAddEventFailureCycle(t *testing.T) {
-	s := newSim(t, func(c *SimConfig) {
+	s := newSim(t, func(c *Config) {
 		c.AddOK, c.AddFail, c.AddFailDelay = 5, 10, time.Millisecond
 	})
 	var got []int
@@ -235,7 +235,7 @@ func TestAddEventFailureCycle(t *testing.T) {
 }
 
 func TestAddEventNeverFailsWithAddFailZero(t *testing.T) {
-	s := newSim(t, func(c *SimConfig) { c.AddOK, c.AddFail = 1, 0 })
+	s := newSim(t, func(c *Config) { c.AddOK, c.AddFail = 1, 0 })
 	for i := range 30 {
 		if code := do(t, s, "POST", "/addEvent", fmt.Sprintf(`{"id":%d,"name":"x","userId":3}`, i)).Code; code != 200 {
 			t.Fatalf("call %d: status %d", i, code)
@@ -253,7 +253,7 @@ func TestDelays(t *testing.T) {
 		{"getEventById unknown", "GET", "/getEventById/nope", "", 200},
 		{"failing addEvent", "POST", "/addEvent", `{"id":1,"name":"x","userId":1}`, 503},
 	}
-	s := newSim(t, func(c *SimConfig) {
+	s := newSim(t, func(c *Config) {
 		c.EventDelay, c.AddOK, c.AddFail, c.AddFailDelay = delay, 0, 1, delay
 	})
 	for _, tt := range tests {
@@ -271,7 +271,7 @@ func TestDelays(t *testing.T) {
 }
 
 func TestCancellationAbortsDelay(t *testing.T) {
-	s := newSim(t, func(c *SimConfig) {
+	s := newSim(t, func(c *Config) {
 		c.EventDelay, c.AddOK, c.AddFail, c.AddFailDelay = time.Hour, 0, 1, time.Hour
 	})
 	for _, path := range []string{"/getEventById/event-1", "/addEvent"} {
@@ -372,7 +372,7 @@ func TestListErrorRate(t *testing.T) {
 	for _, rate := range []float64{0, 1} {
 		for _, path := range []string{eventapi.PathUsers, eventapi.PathEvents} {
 			t.Run(fmt.Sprintf("%v%s", rate, path), func(t *testing.T) {
-				s := newSim(t, func(c *SimConfig) { c.ListErrorRate = rate })
+				s := newSim(t, func(c *Config) { c.ListErrorRate = rate })
 				srv := httptest.NewServer(s)
 				defer srv.Close()
 				want := map[float64]int{0: 200, 1: -1}[rate]
@@ -399,7 +399,7 @@ func TestDropsReproducibleWithSeed(t *testing.T) {
 	}
 	var runs [][]int
 	for range 2 {
-		s := newSim(t, func(c *SimConfig) { c.Seed, c.ListErrorRate = 42, 0.5 })
+		s := newSim(t, func(c *Config) { c.Seed, c.ListErrorRate = 42, 0.5 })
 		srv := httptest.NewServer(s)
 		runs = append(runs, sequence(s, srv.URL))
 		// Reseeding through /admin/config replays the same sequence.
@@ -420,7 +420,7 @@ func TestDropsReproducibleWithSeed(t *testing.T) {
 }
 
 func TestPreload(t *testing.T) {
-	s := newSim(t, func(c *SimConfig) { c.PreloadUser, c.PreloadEvents = 2, 150 })
+	s := newSim(t, func(c *Config) { c.PreloadUser, c.PreloadEvents = 2, 150 })
 	us, evs := users(t, s), events(t, s)
 	if got := len(us[1].Events); got != 1+150 {
 		t.Errorf("user 2 has %d events, want 151", got)
@@ -435,7 +435,7 @@ func TestPreload(t *testing.T) {
 }
 
 func TestStatsAndReset(t *testing.T) {
-	s := newSim(t, func(c *SimConfig) { c.AddOK, c.AddFail = 1, 1 })
+	s := newSim(t, func(c *Config) { c.AddOK, c.AddFail = 1, 1 })
 	calls := []struct{ method, path, body string }{
 		{"GET", "/getUsers", ""},
 		{"GET", "/getUsers", ""},
@@ -490,7 +490,7 @@ func TestAdminConfig(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("POST config: status %d: %s", rec.Code, rec.Body)
 	}
-	applied := SimConfig{EventDelay: 20 * time.Millisecond, AddFail: 1, AddFailDelay: time.Millisecond, ListErrorRate: 0.25, Seed: 1}
+	applied := Config{EventDelay: 20 * time.Millisecond, AddFail: 1, AddFailDelay: time.Millisecond, ListErrorRate: 0.25, Seed: 1}
 	if got := s.Config(); got != applied {
 		t.Errorf("Config() = %+v, want %+v", got, applied)
 	}
@@ -523,49 +523,49 @@ func TestAdminConfig(t *testing.T) {
 }
 
 func TestUpdate(t *testing.T) {
-	s := newSim(t, func(c *SimConfig) { c.AddOK, c.AddFail = 1, 1 })
-	if err := s.Update(func(c *SimConfig) { c.AddFail = 0 }); err != nil {
+	s := newSim(t, func(c *Config) { c.AddOK, c.AddFail = 1, 1 })
+	if err := s.Update(func(c *Config) { c.AddFail = 0 }); err != nil {
 		t.Fatalf("Update: %v", err)
 	}
 	if s.Config().AddFail != 0 {
 		t.Errorf("Update not applied: %+v", s.Config())
 	}
-	err := s.Update(func(c *SimConfig) { c.ListErrorRate = -0.1 })
+	err := s.Update(func(c *Config) { c.ListErrorRate = -0.1 })
 	if err == nil || !strings.Contains(err.Error(), "simulator.list_error_rate: -0.1") {
 		t.Errorf("Update with a bad rate: %v", err)
 	}
-	if err := s.Update(func(c *SimConfig) { c.PreloadEvents = 3 }); err == nil {
+	if err := s.Update(func(c *Config) { c.PreloadEvents = 3 }); err == nil {
 		t.Error("Update changed preload_events")
 	}
 }
 
 func TestValidate(t *testing.T) {
-	if err := DefaultSimConfig().Validate(); err != nil {
+	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("defaults invalid: %v", err)
 	}
 	tests := []struct {
-		mutate  func(*SimConfig)
+		mutate  func(*Config)
 		wantErr string
 	}{
-		{func(c *SimConfig) { c.EventDelay = -time.Second }, "simulator.event_delay: -1s is negative"},
-		{func(c *SimConfig) { c.AddOK = -1 }, "simulator.add_ok: -1 is negative"},
-		{func(c *SimConfig) { c.AddFail = -1 }, "simulator.add_fail: -1 is negative"},
-		{func(c *SimConfig) { c.AddFailDelay = -time.Millisecond }, "simulator.add_fail_delay: -1ms is negative"},
-		{func(c *SimConfig) { c.ListErrorRate = 1.5 }, "simulator.list_error_rate: 1.5 is not in [0,1]"},
-		{func(c *SimConfig) { c.PreloadUser = 4 }, "simulator.preload_user: 4 is not a seed user"},
-		{func(c *SimConfig) { c.PreloadEvents = -1 }, "simulator.preload_events: -1 is not in"},
-		{func(c *SimConfig) { c.PreloadEvents = 5 }, "simulator.preload_events: 5 needs simulator.preload_user"},
+		{func(c *Config) { c.EventDelay = -time.Second }, "simulator.event_delay: -1s is negative"},
+		{func(c *Config) { c.AddOK = -1 }, "simulator.add_ok: -1 is negative"},
+		{func(c *Config) { c.AddFail = -1 }, "simulator.add_fail: -1 is negative"},
+		{func(c *Config) { c.AddFailDelay = -time.Millisecond }, "simulator.add_fail_delay: -1ms is negative"},
+		{func(c *Config) { c.ListErrorRate = 1.5 }, "simulator.list_error_rate: 1.5 is not in [0,1]"},
+		{func(c *Config) { c.PreloadUser = 4 }, "simulator.preload_user: 4 is not a seed user"},
+		{func(c *Config) { c.PreloadEvents = -1 }, "simulator.preload_events: -1 is not in"},
+		{func(c *Config) { c.PreloadEvents = 5 }, "simulator.preload_events: 5 needs simulator.preload_user"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.wantErr, func(t *testing.T) {
-			cfg := DefaultSimConfig()
+			cfg := DefaultConfig()
 			tt.mutate(&cfg)
 			err := cfg.Validate()
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("Validate() = %v, want %q", err, tt.wantErr)
 			}
-			if _, err := NewSimulator(cfg); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("NewSimulator accepted an invalid config: %v", err)
+			if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("New accepted an invalid config: %v", err)
 			}
 		})
 	}

@@ -29,7 +29,7 @@ func TestAccessLogLineCarriesTheAnswer(t *testing.T) {
 	cfg := testConfig()
 	cfg.Log.Access = true
 	cfg.Log.Format = "json"
-	sim, err := simulator.NewSimulator(cfg.Simulator)
+	sim, err := simulator.New(cfg.Simulator)
 	if err != nil {
 		t.Fatal(err)
 	}

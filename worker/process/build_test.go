@@ -42,7 +42,7 @@ func testConfig() config.Config {
 // simulator as its upstream.
 func newEnv(t testing.TB, cfg config.Config) *env {
 	t.Helper()
-	sim, err := simulator.NewSimulator(cfg.Simulator)
+	sim, err := simulator.New(cfg.Simulator)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,9 +93,9 @@ func Fetch(ctx context.Context, client *http.Client, url string) ([]byte, http.H
 // at start, as JSON: the bytes the baseline serves when no target is up to
 // provide amexd's own.
 func SimulatedEvents() ([]byte, http.Header, error) {
-	cfg := simulator.DefaultSimConfig()
+	cfg := simulator.DefaultConfig()
 	cfg.ListErrorRate = 0
-	sim, err := simulator.NewSimulator(cfg)
+	sim, err := simulator.New(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("simulated events: %w", err)
 	}

@@ -46,8 +46,8 @@ func AllFaults() []Fault {
 // ChaosSimConfig returns the simulator knobs a chaos run starts from:
 // getEventById answers after 20 ms, addEvent never fails and no list call
 // is dropped, so that the injected fault is the only one in play.
-func ChaosSimConfig() simulator.SimConfig {
-	cfg := simulator.DefaultSimConfig()
+func ChaosSimConfig() simulator.Config {
+	cfg := simulator.DefaultConfig()
 	cfg.EventDelay = 20 * time.Millisecond
 	cfg.AddFail = 0
 	cfg.ListErrorRate = 0
@@ -113,10 +113,10 @@ func inject(ctx context.Context, fault Fault, cfg ChaosConfig, op *operator.Clie
 			rep.Timeline.Mark("cache purged")
 			return nil
 		}
-		return hold(ctx, cfg, up.Sim, rep.Timeline, "upstream slow", injections, func(c *simulator.SimConfig) { c.EventDelay = cfg.SlowDelay }, purge)
+		return hold(ctx, cfg, up.Sim, rep.Timeline, "upstream slow", injections, func(c *simulator.Config) { c.EventDelay = cfg.SlowDelay }, purge)
 	default: // FaultAddEventCycle, the list being checked by RunFault
-		return hold(ctx, cfg, up.Sim, rep.Timeline, "addEvent failure cycle", injections, func(c *simulator.SimConfig) {
-			orig := simulator.DefaultSimConfig()
+		return hold(ctx, cfg, up.Sim, rep.Timeline, "addEvent failure cycle", injections, func(c *simulator.Config) {
+			orig := simulator.DefaultConfig()
 			c.AddOK, c.AddFail = orig.AddOK, orig.AddFail
 		}, nil)
 	}
@@ -144,7 +144,7 @@ func repeat(ctx context.Context, cfg ChaosConfig, injections *atomic.Int64, once
 // them back as they were, marking both moments on tl as what and its end.
 // then, when set, runs once the knobs are changed.
 func hold(ctx context.Context, cfg ChaosConfig, sim *simulator.Simulator, tl *Timeline, what string,
-	injections *atomic.Int64, edit func(*simulator.SimConfig), then func() error) (time.Time, error) {
+	injections *atomic.Int64, edit func(*simulator.Config), then func() error) (time.Time, error) {
 	saved := sim.Config()
 	tl.Mark(what)
 	if err := sim.Update(edit); err != nil {
@@ -152,12 +152,12 @@ func hold(ctx context.Context, cfg ChaosConfig, sim *simulator.Simulator, tl *Ti
 	}
 	if then != nil {
 		if err := then(); err != nil {
-			return time.Time{}, errors.Join(fmt.Errorf("inject: %w", err), sim.Update(func(c *simulator.SimConfig) { *c = saved }))
+			return time.Time{}, errors.Join(fmt.Errorf("inject: %w", err), sim.Update(func(c *simulator.Config) { *c = saved }))
 		}
 	}
 	injections.Add(1)
 	held := sleepCtx(ctx, cfg.Duration)
-	if err := sim.Update(func(c *simulator.SimConfig) { *c = saved }); err != nil {
+	if err := sim.Update(func(c *simulator.Config) { *c = saved }); err != nil {
 		return time.Time{}, errors.Join(held, fmt.Errorf("restore: %w", err))
 	}
 	tl.Mark(what + " over")

@@ -148,7 +148,7 @@ func TestTrackerRecovery(t *testing.T) {
 // one missing from its user's list and one the upstream never got are each
 // reported; a 503 is retried.
 func TestCheckData(t *testing.T) {
-	sim, err := simulator.NewSimulator(ChaosSimConfig())
+	sim, err := simulator.New(ChaosSimConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

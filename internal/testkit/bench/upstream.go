@@ -25,8 +25,8 @@ type Upstream struct {
 }
 
 // StartUpstream starts a simulator with cfg on a free 127.0.0.1 port.
-func StartUpstream(cfg simulator.SimConfig) (*Upstream, error) {
-	sim, err := simulator.NewSimulator(cfg)
+func StartUpstream(cfg simulator.Config) (*Upstream, error) {
+	sim, err := simulator.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start upstream: %w", err)
 	}

@@ -82,7 +82,7 @@ type Options struct {
 	// Redis is the kind of Redis the hosts share; one node by default.
 	Redis RedisSetup
 	// Simulator configures the one upstream the hosts share.
-	Simulator simulator.SimConfig
+	Simulator simulator.Config
 	// Log receives progress lines; nil discards them.
 	Log *slog.Logger
 }
@@ -393,7 +393,7 @@ func (c *Cluster) makeHosts(context.Context) error {
 }
 
 func (c *Cluster) startSimulator(context.Context) error {
-	sim, err := simulator.NewSimulator(c.opts.Simulator)
+	sim, err := simulator.New(c.opts.Simulator)
 	if err != nil {
 		return err
 	}

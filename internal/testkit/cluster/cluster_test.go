@@ -50,8 +50,8 @@ func TestMain(m *testing.M) {
 // simConfig is the simulator of these tests: no random list failures (they
 // would make counts of answers depend on luck), addEvent always succeeding,
 // getEventById slow enough that concurrent misses overlap.
-func simConfig() simulator.SimConfig {
-	cfg := simulator.DefaultSimConfig()
+func simConfig() simulator.Config {
+	cfg := simulator.DefaultConfig()
 	cfg.ListErrorRate = 0
 	cfg.AddFail = 0
 	cfg.EventDelay = 200 * time.Millisecond
@@ -67,13 +67,13 @@ var baseArgs = []string{"-workers", "2", "-ratelimit.redis_timeout", "2s", "-cac
 // and tears it down when the test ends, showing the hosts' logs if it
 // failed. Where the machine cannot run one the test skips, except in CI
 // (CI=true), where it fails.
-func start(t *testing.T, n int, sim simulator.SimConfig, args ...string) *Cluster {
+func start(t *testing.T, n int, sim simulator.Config, args ...string) *Cluster {
 	t.Helper()
 	return startOn(t, RedisNode, n, sim, args...)
 }
 
 // startOn is start with the Redis setup r.
-func startOn(t *testing.T, r RedisSetup, n int, sim simulator.SimConfig, args ...string) *Cluster {
+func startOn(t *testing.T, r RedisSetup, n int, sim simulator.Config, args ...string) *Cluster {
 	t.Helper()
 	if err := errors.Join(Check(), CheckRedis(r)); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -262,7 +262,7 @@ func TestSharedTierColdHosts(t *testing.T) {
 }
 
 // coldSim is the simulator of coldHosts: user 1 with 20 events.
-func coldSim() simulator.SimConfig {
+func coldSim() simulator.Config {
 	sim := simConfig()
 	sim.PreloadUser, sim.PreloadEvents = 1, 20
 	return sim
