@@ -68,8 +68,9 @@ bench:
 	$(GO) test -run x -bench . -benchtime 1x ./worker/
 	$(GO) test -run x -bench . -benchmem ./internal/cache/ ./internal/ratelimit/
 
-# amexd (2 workers, access log off and on) against bare net/http with wrk;
-# prints the ratios against the targets. Under 2 minutes.
+# amexd (2 workers, access log off and on) against nginx proxy_cache and
+# two bare net/http servers with wrk, 3 alternated rounds; prints the
+# ratios against the targets. Under 2 minutes; needs wrk and nginx-light.
 bench-wrk:
 	$(GO) run ./cmd/amexbench wrk
 
