@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/amexd/amexd/internal/cache"
 	"github.com/amexd/amexd/internal/catalog"
@@ -19,6 +18,7 @@ import (
 	"github.com/amexd/amexd/internal/metrics"
 	"github.com/amexd/amexd/internal/ratelimit"
 	"github.com/amexd/amexd/internal/simulator"
+	"github.com/amexd/amexd/internal/testkit/workertest"
 	"github.com/amexd/amexd/internal/upstream"
 )
 
@@ -36,21 +36,8 @@ type env struct {
 	http   *http.Client
 }
 
-// testConfig is the default configuration made deterministic and quick:
-// no random drops, short delays, a memory rate-limit store.
-func testConfig() config.Config {
-	cfg := config.Default()
-	cfg.Simulator.Seed = 1
-	cfg.Simulator.ListErrorRate = 0
-	cfg.Simulator.EventDelay = 20 * time.Millisecond
-	cfg.Simulator.AddFailDelay = time.Millisecond
-	cfg.RateLimit.Store = "memory"
-	cfg.RateLimit.Rate = "100000-M"
-	cfg.Log.Access = false
-	cfg.Upstream.RetryBase = time.Millisecond
-	cfg.Upstream.RetryMax = 5 * time.Millisecond
-	return cfg
-}
+// testConfig is the configuration the worker tests run on.
+func testConfig() config.Config { return workertest.Config() }
 
 func newEnv(t testing.TB, cfg config.Config) *env {
 	t.Helper()
@@ -60,16 +47,7 @@ func newEnv(t testing.TB, cfg config.Config) *env {
 // newEnvWith is newEnv with the application's logger.
 func newEnvWith(t testing.TB, cfg config.Config, log *slog.Logger) *env {
 	t.Helper()
-	sim, err := simulator.New(cfg.Simulator)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up := httptest.NewServer(sim)
-	t.Cleanup(up.Close)
-	cfg.Upstream.URL = up.URL
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	sim, cfg := workertest.Upstream(t, cfg)
 	e, err := build(cfg, log)
 	if err != nil {
 		t.Fatal(err)

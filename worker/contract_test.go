@@ -19,6 +19,7 @@ import (
 
 	"github.com/amexd/amexd/internal/idempotency"
 	"github.com/amexd/amexd/internal/simulator"
+	"github.com/amexd/amexd/internal/testkit/workertest"
 )
 
 // contract checks exchanges with a worker against the OpenAPI document and
@@ -62,26 +63,12 @@ type exchange struct {
 
 func (e *env) exchange(t testing.TB, method, path, body string, headers ...string) exchange {
 	t.Helper()
-	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
+	req := workertest.NewRequest(t, method, e.srv.URL+path, body)
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	res, err := e.http.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return exchange{req: req, body: []byte(body), answer: answer{status: res.StatusCode, header: res.Header, body: b}}
+	status, header, b := workertest.Do(t, e.http, req)
+	return exchange{req: req, body: []byte(body), answer: answer{status: status, header: header, body: b}}
 }
 
 // conformance is what a check expects of the request itself.

@@ -2,15 +2,13 @@ package process
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/amexd/amexd/internal/config"
 	"github.com/amexd/amexd/internal/simulator"
+	"github.com/amexd/amexd/internal/testkit/workertest"
 )
 
 // env is a built worker in front of a simulator, both on loopback.
@@ -22,36 +20,14 @@ type env struct {
 	http *http.Client
 }
 
-// testConfig is the default configuration made deterministic and quick:
-// no random drops, short delays, a memory rate-limit store.
-func testConfig() config.Config {
-	cfg := config.Default()
-	cfg.Simulator.Seed = 1
-	cfg.Simulator.ListErrorRate = 0
-	cfg.Simulator.EventDelay = 20 * time.Millisecond
-	cfg.Simulator.AddFailDelay = time.Millisecond
-	cfg.RateLimit.Store = "memory"
-	cfg.RateLimit.Rate = "100000-M"
-	cfg.Log.Access = false
-	cfg.Upstream.RetryBase = time.Millisecond
-	cfg.Upstream.RetryMax = 5 * time.Millisecond
-	return cfg
-}
+// testConfig is the configuration the worker tests run on.
+func testConfig() config.Config { return workertest.Config() }
 
 // newEnv builds a worker for cfg, as a worker process does, with a
 // simulator as its upstream.
 func newEnv(t testing.TB, cfg config.Config) *env {
 	t.Helper()
-	sim, err := simulator.New(cfg.Simulator)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up := httptest.NewServer(sim)
-	t.Cleanup(up.Close)
-	cfg.Upstream.URL = up.URL
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	sim, cfg := workertest.Upstream(t, cfg)
 	w, err := Build(context.Background(), cfg, Options{Slot: 0, PID: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -72,21 +48,6 @@ type answer struct {
 // answer.
 func (e *env) do(t testing.TB, method, path, body string) answer {
 	t.Helper()
-	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	res, err := e.http.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return answer{status: res.StatusCode, header: res.Header, body: b}
+	status, header, b := workertest.Do(t, e.http, workertest.NewRequest(t, method, e.srv.URL+path, body))
+	return answer{status: status, header: header, body: b}
 }
