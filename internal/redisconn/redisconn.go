@@ -155,29 +155,23 @@ func hostPort(a string) bool {
 // deadline bounds it. Calls that fail on a broken connection are retried
 // (go-redis's default) within that deadline.
 func New(c Config) (redis.UniversalClient, error) {
-	switch c.Mode() {
-	case "sentinel":
-		return redis.NewFailoverClient(&redis.FailoverOptions{
-			MasterName:            c.Sentinel.Master,
-			SentinelAddrs:         c.Sentinel.Addrs,
-			SentinelPassword:      c.Sentinel.Password,
+	if mode := c.Mode(); mode != "url" {
+		// go-redis picks the client from the options: a master name is
+		// Sentinel, IsClusterMode a cluster (even from one seed address).
+		opts := &redis.UniversalOptions{
 			Password:              c.Password,
 			DialTimeout:           c.DialTimeout,
 			ReadTimeout:           c.ReadTimeout,
 			WriteTimeout:          c.WriteTimeout,
 			PoolSize:              c.PoolSize,
 			ContextTimeoutEnabled: true,
-		}), nil
-	case "cluster":
-		return redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:                 c.Cluster.Addrs,
-			Password:              c.Password,
-			DialTimeout:           c.DialTimeout,
-			ReadTimeout:           c.ReadTimeout,
-			WriteTimeout:          c.WriteTimeout,
-			PoolSize:              c.PoolSize,
-			ContextTimeoutEnabled: true,
-		}), nil
+		}
+		if mode == "sentinel" {
+			opts.MasterName, opts.Addrs, opts.SentinelPassword = c.Sentinel.Master, c.Sentinel.Addrs, c.Sentinel.Password
+		} else {
+			opts.Addrs, opts.IsClusterMode = c.Cluster.Addrs, true
+		}
+		return redis.NewUniversalClient(opts), nil
 	}
 	url := c.URL
 	if url == "" {
