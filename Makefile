@@ -14,8 +14,12 @@ VERSION_LDFLAGS := -X github.com/amexd/amexd/internal/version.Version=$(VERSION)
 run:
 	$(GO) run ./cmd/amexd
 
+# The local cluster's tests run last and verbose, so that their figures
+# (Redis failover: reads failed, events per key, admitted above the limit,
+# seconds to recover) are in the output.
 test: deps tidy vet staticcheck units package-check
-	$(GO) test -race -count=1 -timeout 12m ./...
+	$(GO) test -race -count=1 -timeout 12m $$($(GO) list ./... | grep -v '/internal/testkit/cluster$$')
+	$(GO) test -race -count=1 -timeout 5m -v ./internal/testkit/cluster/
 
 # The tests on a real local cluster (internal/testkit/cluster): three hosts in
 # their own network namespaces behind HAProxy, one Redis, one simulator.
