@@ -32,8 +32,15 @@ func (s *Supervisor) fanOut(from *proc, targets []*proc, m control.Message) {
 	}
 	wg.Wait()
 	if err := from.out.Send(control.Message{Type: control.TypeAck, ID: m.ID}); err != nil {
-		go s.in.tell(func(o *owner) { o.overflowed(from, control.TypeAck) }) // the loop may be waiting for this fan-out
+		s.reportOverflow(from, control.TypeAck)
 	}
+}
+
+// reportOverflow has the loop replace p, whose queue was full when a
+// fan-out sent it what; it does not wait, as the loop may be waiting for
+// this fan-out (a hand-over's pause does).
+func (s *Supervisor) reportOverflow(p *proc, what string) {
+	go s.in.tell(func(o *owner) { o.overflowed(p, what) })
 }
 
 // invalidateLocal drops keys in every live worker, for the cluster bridge.
@@ -54,7 +61,7 @@ func (s *Supervisor) invalidate(ctx context.Context, targets []*proc, keys []str
 			if _, err := request(ctx, p, control.Message{Type: control.TypeInvalidate, Keys: keys}); err != nil {
 				s.log.Warn("supervisor: invalidation not applied", "slot", p.slot, "pid", p.pid, "err", err)
 				if errors.Is(err, errQueueFull) {
-					s.in.tell(func(o *owner) { o.overflowed(p, control.TypeInvalidate) })
+					s.reportOverflow(p, control.TypeInvalidate)
 				}
 			}
 		})
