@@ -126,7 +126,6 @@ func (o *owner) listenerFor(i int) (*reuseport.Listener, error) {
 // slot still accepts on its socket.
 func (s *Supervisor) scaleDown(ctx context.Context, n int) error {
 	type plan struct {
-		procs   []*proc
 		queues  []*reuseport.Listener
 		steered bool
 		err     error
@@ -144,11 +143,6 @@ func (s *Supervisor) scaleDown(ctx context.Context, n int) error {
 				pl.queues = o.listeners[n:]
 			}
 		}
-		for i := len(o.slots) - 1; i >= n; i-- {
-			if p := o.slots[i].cur; p != nil {
-				pl.procs = append(pl.procs, p)
-			}
-		}
 		return pl
 	})
 	switch {
@@ -162,24 +156,26 @@ func (s *Supervisor) scaleDown(ctx context.Context, n int) error {
 	for _, ln := range pl.queues {
 		waitQueueEmpty(ctx, ln)
 	}
-	if _, ok := ask(s.in, func(o *owner) bool {
-		for _, p := range pl.procs {
-			o.retire(p, o.cfg.ShutdownTimeout)
-		}
+	// The workers are taken only now: one that crashed while the queues
+	// emptied has been restarted, and its successor must go too.
+	procs, ok := ask(s.in, func(o *owner) []*proc {
+		var procs []*proc
 		for _, sl := range o.slots[n:] {
 			pid := 0
-			if sl.cur != nil {
-				pid = sl.cur.pid
+			if p := sl.cur; p != nil {
+				o.retire(p, o.cfg.ShutdownTimeout)
+				procs, pid = append(procs, p), p.pid
 			}
 			o.agg.Forget(sl.index, pid)
 			o.metrics.restarts.DeleteLabelValues(strconv.Itoa(sl.index))
 		}
 		o.closeSlots(n)
-		return true
-	}); !ok {
+		return procs
+	})
+	if !ok {
 		return errShuttingDown
 	}
-	for _, p := range pl.procs {
+	for _, p := range procs {
 		select {
 		case <-p.exited:
 		case <-s.in.done:
