@@ -78,6 +78,25 @@ func TestClaimNotReplicatedIsReleased(t *testing.T) {
 	}
 }
 
+// TestClaimLostWaitIsReleased: a claim whose WAIT answer never arrives
+// (the connection's read timeout ends first) is released too, not left to
+// answer every retry "in flight" until its lease ends.
+func TestClaimLostWaitIsReleased(t *testing.T) {
+	s := redisha.StartSentinel(t)
+	ctx := context.Background()
+	fp := FingerprintOf([]byte("body"))
+	cfg := s.Config()
+	cfg.ReadTimeout = 100 * time.Millisecond
+	deaf := storeOn(t, cfg, Wait{Replicas: 2, Timeout: 2 * time.Second})
+	if c, err := deaf.Begin(ctx, "k", fp, "ref-1"); err == nil {
+		t.Fatalf("claim whose WAIT outlasts the read timeout: %v, want an error", c.Outcome)
+	}
+	plain := storeOn(t, s.Config(), Wait{})
+	if c, err := plain.Begin(ctx, "k", fp, "ref-2"); err != nil || c.Outcome != Started || c.Ref != "ref-2" {
+		t.Errorf("the key after a claim that lost its WAIT: %v %q %v, want started afresh", c.Outcome, c.Ref, err)
+	}
+}
+
 // TestRedisStoreOnRedisCluster: claims, answers and replays work on a
 // Redis Cluster, and a WAIT goes to the master that holds the key (this
 // cluster has no replica, so it is refused rather than misrouted).

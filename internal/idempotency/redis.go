@@ -197,6 +197,14 @@ func (r *Redis) claim(ctx context.Context, k string, old, raw []byte) (bool, err
 		return nil
 	})
 	if err != nil {
+		// The write may have been applied without its answer arriving
+		// (the WAIT's read timed out, say), and the caller's deadline may
+		// be spent: the claim, unique to this call, is put back in any case.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), redisTimeout)
+		defer cancel()
+		if _, rerr := r.cas(rctx, k, raw, old); rerr != nil {
+			return false, fmt.Errorf("idempotency: redis claim: %w, and releasing it failed: %w", err, rerr)
+		}
 		return false, fmt.Errorf("idempotency: redis claim: %w", err)
 	}
 	var won bool
