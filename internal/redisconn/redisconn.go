@@ -9,7 +9,7 @@ import (
 	"errors"
 	"fmt"
 	neturl "net/url"
-	"slices"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -137,8 +137,10 @@ func (c Config) Validate(prefix string) error {
 	if c.WaitReplicas < 0 {
 		bad("wait_replicas", "%d must not be negative (0 does not wait)", c.WaitReplicas)
 	}
-	if c.WaitReplicas > 0 && c.WaitTimeout <= 0 {
-		bad("wait_timeout", "%v must be positive when wait_replicas is set", c.WaitTimeout)
+	// WAIT takes whole milliseconds, 0 waiting for ever, and its answer is
+	// read under read_timeout: a longer wait would fail as a lost answer.
+	if c.WaitReplicas > 0 && (c.WaitTimeout < time.Millisecond || c.WaitTimeout >= c.ReadTimeout) {
+		bad("wait_timeout", "%v must be at least 1ms and shorter than read_timeout (%v) when wait_replicas is set", c.WaitTimeout, c.ReadTimeout)
 	}
 	return errors.Join(errs...)
 }
@@ -233,11 +235,12 @@ func (s *Clients) Get(c Config) (redis.UniversalClient, error) {
 	return rdb, nil
 }
 
+// same reports whether a and b make the same client: every field counts
+// but the Wait ones, which are the Idempotency store's, not the client's.
 func same(a, b Config) bool {
-	return a.URL == b.URL && a.Sentinel.Master == b.Sentinel.Master && slices.Equal(a.Sentinel.Addrs, b.Sentinel.Addrs) &&
-		a.Sentinel.Password == b.Sentinel.Password && slices.Equal(a.Cluster.Addrs, b.Cluster.Addrs) &&
-		a.Password == b.Password && a.DialTimeout == b.DialTimeout && a.ReadTimeout == b.ReadTimeout &&
-		a.WriteTimeout == b.WriteTimeout && a.PoolSize == b.PoolSize
+	a.WaitReplicas, a.WaitTimeout = 0, 0
+	b.WaitReplicas, b.WaitTimeout = 0, 0
+	return reflect.DeepEqual(a, b)
 }
 
 // Close closes every client the set made.

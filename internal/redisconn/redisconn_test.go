@@ -78,6 +78,9 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.PoolSize = -1 }, "redis.pool_size"},
 		{func(c *Config) { c.WaitReplicas = -1 }, "redis.wait_replicas"},
 		{func(c *Config) { c.WaitReplicas, c.WaitTimeout = 1, 0 }, "redis.wait_timeout"},
+		{func(c *Config) { c.WaitReplicas, c.WaitTimeout = 1, 500*time.Microsecond }, "redis.wait_timeout"},
+		{func(c *Config) { c.WaitReplicas, c.WaitTimeout = 1, c.ReadTimeout }, "redis.wait_timeout"},
+		{func(c *Config) { c.WaitReplicas = 1 }, ""},
 	} {
 		cfg := DefaultConfig()
 		tc.edit(&cfg)
@@ -96,7 +99,7 @@ func TestClientsSharePerServer(t *testing.T) {
 	a := DefaultConfig()
 	a.URL = "redis://127.0.0.1:1/0"
 	b := a
-	b.Cluster.Addrs = nil // a copy naming the same server
+	b.WaitReplicas = 1 // the same server, for a store that waits for a replica
 	c := a
 	c.URL = "redis://127.0.0.1:2/0"
 	ra, err := set.Get(a)
