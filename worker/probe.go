@@ -15,7 +15,7 @@ func (a *App) Probe() {
 		panic(err) // a constant request cannot fail to build
 	}
 	req.RemoteAddr = probeAddr
-	a.echo.ServeHTTP(&probeWriter{header: http.Header{}}, req)
+	a.ServeHTTP(&probeWriter{header: http.Header{}}, req)
 }
 
 // probeWriter takes a probe's answer and drops it.
