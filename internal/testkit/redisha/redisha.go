@@ -49,6 +49,8 @@ type Node struct {
 	args []string
 	dir  string
 	cmd  *exec.Cmd
+	// exited is closed once cmd has been reaped.
+	exited chan struct{}
 }
 
 // Kill sends SIGKILL to the node's PID and waits for it; a killed node
@@ -58,7 +60,7 @@ func (n *Node) Kill() {
 		return
 	}
 	_ = n.cmd.Process.Kill()
-	_ = n.cmd.Wait()
+	<-n.exited
 	n.cmd = nil
 }
 
@@ -137,32 +139,55 @@ func (n *Node) run(extra ...string) error {
 	if err != nil {
 		return fmt.Errorf("redisha: start %s: %w", n.bin, err)
 	}
-	n.cmd = cmd
+	n.cmd, n.exited = cmd, make(chan struct{})
+	go func(exited chan struct{}) {
+		_ = cmd.Wait()
+		close(exited)
+	}(n.exited)
 	return nil
 }
 
-// waitPing waits for the node to answer PING; a node that cannot bind its
-// port exits, and is not waited for long.
+// waitPing waits until the node's own process answers on its address. A
+// node that cannot bind its port exits, and is not waited for; a server
+// of someone else's that took the port is told apart by its process ID.
 func (n *Node) waitPing() error {
 	c, err := client(n.Addr)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	return pollFor(10*time.Second, func(ctx context.Context) error { return c.Ping(ctx).Err() })
+	want := "process_id:" + strconv.Itoa(n.cmd.Process.Pid)
+	return pollFor(10*time.Second, func(ctx context.Context) error {
+		select {
+		case <-n.exited:
+			return fmt.Errorf("%s %w", n.bin, errExited)
+		default:
+		}
+		info, err := c.Info(ctx, "server").Result()
+		switch {
+		case err != nil:
+			return err
+		case !strings.Contains(info, want+"\r\n"):
+			return fmt.Errorf("another server than %s's answers on %s", n.bin, n.Addr)
+		}
+		return nil
+	})
 }
 
 // poll calls f until it succeeds or startTimeout passes.
 func poll(f func(ctx context.Context) error) error { return pollFor(startTimeout, f) }
 
-// pollFor calls f until it succeeds or d passes.
+// errExited ends a poll: the process polled for has exited.
+var errExited = errors.New("exited")
+
+// pollFor calls f until it succeeds, d passes or f reports errExited.
 func pollFor(d time.Duration, f func(ctx context.Context) error) error {
 	deadline := time.Now().Add(d)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		err := f(ctx)
 		cancel()
-		if err == nil || time.Now().After(deadline) {
+		if err == nil || errors.Is(err, errExited) || time.Now().After(deadline) {
 			return err
 		}
 		time.Sleep(20 * time.Millisecond) // polling a process's state, bounded by the deadline

@@ -61,3 +61,25 @@ func TestClusterServesEverySlot(t *testing.T) {
 		t.Errorf("%d slot ranges covering %d slots, want 3 covering 16384", len(slots), covered)
 	}
 }
+
+// TestNodeOnATakenPort: a node whose port another server took between
+// choosing and binding is not taken for ready, although PING there is
+// answered.
+func TestNodeOnATakenPort(t *testing.T) {
+	binaries(t, "redis-server")
+	bins, _ := Binaries("redis-server")
+	dir := t.TempDir()
+	first, err := start("127.0.0.1", dir, bins[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Kill()
+	late := &Node{Addr: first.Addr, bin: bins[0], dir: dir}
+	if err := late.run(); err != nil {
+		t.Fatal(err)
+	}
+	defer late.Kill()
+	if err := late.waitPing(); err == nil {
+		t.Errorf("a node that could not bind %s was taken for ready: the server there is another's", first.Addr)
+	}
+}
