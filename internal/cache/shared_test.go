@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/amexd/amexd/internal/redisconn"
+	"github.com/amexd/amexd/internal/testkit/freeport"
 	"github.com/amexd/amexd/internal/testkit/redistest"
 )
 
@@ -288,12 +289,11 @@ func unanswering(t *testing.T) string {
 
 func TestSharedTierRedisDownOrHanging(t *testing.T) {
 	closed := func(t *testing.T) string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		addr, err := freeport.Loopback()
 		if err != nil {
 			t.Fatal(err)
 		}
-		ln.Close()
-		return "redis://" + ln.Addr().String() + "/0"
+		return "redis://" + addr + "/0"
 	}
 	for name, url := range map[string]func(*testing.T) string{"down": closed, "hanging": unanswering} {
 		t.Run(name, func(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/amexd/amexd/internal/control"
 	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/testkit/freeport"
 )
 
 // TestConformance runs amexd with 2 workers in front of each upstream that
@@ -306,12 +306,10 @@ func startSeedUpstream(t *testing.T) string {
 		t.Fatalf(".ci/seed-upstream: %v", err)
 	}
 	dir := strings.TrimSpace(string(out))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.On("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
 	cmd := exec.Command("node", "serve.js", strconv.Itoa(port))
 	cmd.Dir = dir
 	cmd.Stderr = os.Stderr

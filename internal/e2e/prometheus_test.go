@@ -24,6 +24,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/amexd/amexd/internal/operator"
+	"github.com/amexd/amexd/internal/testkit/freeport"
 )
 
 // The shipped monitoring files.
@@ -629,10 +630,9 @@ func promGet(ctx context.Context, base, path string, v any) error {
 // for programs that cannot report the port they got for ":0".
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Loopback()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/amexd/amexd/internal/eventapi"
+	"github.com/amexd/amexd/internal/testkit/freeport"
 	"go.uber.org/goleak"
 )
 
@@ -515,12 +515,10 @@ func TestClientReachable(t *testing.T) {
 		t.Fatalf("Reachable to a live server: %v", err)
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Loopback()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	cfg.URL = "http://" + addr
 	dead := newTestClient(t, cfg, bcfg)
 	if err := dead.Reachable(context.Background()); err == nil {

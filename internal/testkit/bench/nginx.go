@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/amexd/amexd/internal/testkit/freeport"
 )
 
 // NginxConfig is what the nginx configuration made by Config holds.
@@ -97,7 +99,7 @@ func StartNginx(ctx context.Context, dir, upstream string, workers int) (*Nginx,
 			return nil, errors.New("nginx: not on PATH nor in /usr/sbin (Debian: apt-get install nginx-light)")
 		}
 	}
-	port, err := freePort()
+	port, err := freeport.On("127.0.0.1")
 	if err != nil {
 		return nil, fmt.Errorf("start nginx: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/amexd/amexd/internal/operator"
+	"github.com/amexd/amexd/internal/testkit/freeport"
 )
 
 // Spawn timings: how long amexd may take to answer /healthz, and to exit
@@ -93,7 +94,7 @@ type Daemon struct {
 // every slot serving. If amexd exits or does not answer in time
 // it is stopped and the error carries the end of its log.
 func Spawn(ctx context.Context, opts SpawnOptions) (*Daemon, error) {
-	port, err := freePort()
+	port, err := freeport.On("127.0.0.1") // taken meanwhile, Spawn fails with amexd's log
 	if err != nil {
 		return nil, fmt.Errorf("spawn amexd: %w", err)
 	}
@@ -217,15 +218,4 @@ func (d *Daemon) LogTail() string {
 		}
 	}
 	return string(b)
-}
-
-// freePort asks the kernel for a free 127.0.0.1 port. Another process may
-// take it before amexd binds it; Spawn then fails with amexd's log.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

@@ -35,6 +35,7 @@ import (
 
 	"github.com/amexd/amexd/internal/redisconn"
 	"github.com/amexd/amexd/internal/simulator"
+	"github.com/amexd/amexd/internal/testkit/freeport"
 	"github.com/amexd/amexd/internal/testkit/redisha"
 )
 
@@ -408,17 +409,6 @@ func (c *Cluster) startSimulator(context.Context) error {
 	return nil
 }
 
-// freePortOn returns a port that was free on addr a moment ago; addr is
-// this run's own, so nothing else is expected to take it.
-func freePortOn(addr netip.Addr) (int, error) {
-	ln, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // startRedis starts the Redis setup the options ask for on the gateway
 // address, which every namespace reaches.
 func (c *Cluster) startRedis(ctx context.Context) error {
@@ -448,7 +438,7 @@ func (c *Cluster) startRedis(ctx context.Context) error {
 		c.RedisNodes, c.Redis = rc, rc.Config()
 		return nil
 	}
-	port, err := freePortOn(c.Gateway)
+	port, err := freeport.On(c.Gateway.String()) // the gateway address is this run's own: nothing else is expected to take it
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/amexd/amexd/internal/testkit/freeport"
 )
 
 // haproxyConfig is the load balancer in front of the hosts: round robin,
@@ -63,7 +65,7 @@ func (c *Cluster) startHAProxy(ctx context.Context) error {
 	// so try a few.
 	var lastErr error
 	for range 5 {
-		bind, err := freeLoopbackPort()
+		bind, err := freeport.Loopback()
 		if err != nil {
 			return err
 		}
@@ -102,15 +104,6 @@ func (c *Cluster) startHAProxy(ctx context.Context) error {
 		p.kill()
 	}
 	return lastErr
-}
-
-func freeLoopbackPort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // ServerStates returns HAProxy's view of each host, by host index: "UP",

@@ -25,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/amexd/amexd/internal/redisconn"
+	"github.com/amexd/amexd/internal/testkit/freeport"
 )
 
 // MasterName is the name the sentinels know the master by.
@@ -90,24 +91,14 @@ func binaries(tb testing.TB, names ...string) {
 	}
 }
 
-// freePort returns a port nobody listens on now on host.
-func freePort(host string) (int, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, fmt.Errorf("redisha: free port on %s: %w", host, err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // start runs bin with args on host at a free port, and returns once it
 // answers PING. A port taken between choosing and binding is retried.
 func start(host, dir, bin string, args ...string) (*Node, error) {
 	var lastErr error
 	for range 5 {
-		port, err := freePort(host)
+		port, err := freeport.On(host)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("redisha: %w", err)
 		}
 		n := &Node{Addr: net.JoinHostPort(host, strconv.Itoa(port)), bin: bin, args: args, dir: dir}
 		if err := n.run(); err != nil {
