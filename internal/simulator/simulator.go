@@ -95,7 +95,7 @@ type storedEvent struct {
 // plus cfg's preloaded events.
 func New(cfg Config) (*Simulator, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("eventapi: new simulator: %w", err)
+		return nil, fmt.Errorf("simulator: new: %w", err)
 	}
 	s := &Simulator{
 		cfg:   cfg,
@@ -106,7 +106,7 @@ func New(cfg Config) (*Simulator, error) {
 	for _, u := range seedUsers {
 		var rec eventapi.User
 		if err := json.Unmarshal([]byte(u.record), &rec); err != nil {
-			return nil, fmt.Errorf("eventapi: seed user %s: %w", u.key, err)
+			return nil, fmt.Errorf("simulator: seed user %s: %w", u.key, err)
 		}
 		s.userKeys = append(s.userKeys, u.key)
 		s.users[u.key] = &rec
@@ -160,13 +160,13 @@ func (s *Simulator) update(edit func(*Config) error, reseed bool) error {
 	defer s.mu.Unlock()
 	next := s.cfg
 	if err := edit(&next); err != nil {
-		return fmt.Errorf("eventapi: update config: %w", err)
+		return fmt.Errorf("simulator: update config: %w", err)
 	}
 	if err := next.Validate(); err != nil {
-		return fmt.Errorf("eventapi: update config: %w", err)
+		return fmt.Errorf("simulator: update config: %w", err)
 	}
 	if next.PreloadUser != s.cfg.PreloadUser || next.PreloadEvents != s.cfg.PreloadEvents {
-		return errors.New("eventapi: update config: simulator.preload_user and simulator.preload_events are fixed at start")
+		return errors.New("simulator: update config: simulator.preload_user and simulator.preload_events are fixed at start")
 	}
 	if reseed || next.Seed != s.cfg.Seed {
 		s.rng = newRand(next.Seed)
