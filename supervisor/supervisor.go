@@ -15,6 +15,7 @@ import (
 
 	"github.com/amexd/amexd/internal/bridge"
 	"github.com/amexd/amexd/internal/config"
+	"github.com/amexd/amexd/internal/ratelimit"
 	"github.com/amexd/amexd/internal/redisconn"
 	"github.com/amexd/amexd/internal/reuseport"
 	"github.com/amexd/amexd/internal/slotmetrics"
@@ -145,7 +146,7 @@ func (s *Supervisor) startServing(cfg config.Config, ln, mln net.Listener) error
 	for _, w := range cfg.Warnings() {
 		s.log.Warn("supervisor: configuration: " + w)
 	}
-	if cfg.RateLimit.Store == "redis" {
+	if cfg.RateLimit.Store == ratelimit.StoreRedis {
 		forced := func(name, state string) { s.in.tell(func(o *owner) { o.forceBreaker(nil, name, state) }) }
 		resync := func() { s.in.tell(func(o *owner) { o.purge() }) }
 		rdb, err := s.redis.Get(cfg.Redis)

@@ -227,20 +227,14 @@ func (c Config) Warnings() []string {
 	return nil
 }
 
-// UsesRedis reports whether some tier uses Redis.
-func (c Config) UsesRedis() bool {
-	return c.RateLimit.Store == ratelimit.StoreRedis || c.Cache.Shared == cache.SharedRedis
-}
-
 // CacheRedis is the Redis of the shared cache tier: the redis section, or
 // the one node cache.redis_url names, with the section's timeouts.
 func (c Config) CacheRedis() redisconn.Config {
 	if c.Cache.RedisURL == "" {
 		return c.Redis
 	}
-	r := redisconn.DefaultConfig()
-	r.URL = c.Cache.RedisURL
-	r.DialTimeout, r.ReadTimeout, r.WriteTimeout, r.PoolSize = c.Redis.DialTimeout, c.Redis.ReadTimeout, c.Redis.WriteTimeout, c.Redis.PoolSize
+	r := c.Redis
+	r.URL, r.Sentinel, r.Cluster, r.Password = c.Cache.RedisURL, redisconn.Sentinel{}, redisconn.Cluster{}, ""
 	return r
 }
 
