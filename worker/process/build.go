@@ -51,7 +51,6 @@ type Worker struct {
 	cache    *cache.Cache
 	warm     *warmStart
 	proc     *procfs.Proc
-	shared   *cache.Shared
 	idem     idempotency.Store
 	// redis holds the worker's Redis clients: one per server, shared by
 	// the tiers that use it.
@@ -75,7 +74,6 @@ func Build(ctx context.Context, cfg config.Config, o Options) (*Worker, error) {
 		return nil, fmt.Errorf("build shared cache tier: %w", err)
 	}
 	if shared != nil {
-		w.shared = shared
 		cacheOpts = append(cacheOpts, cache.WithShared(shared))
 	}
 	c, err := cache.New(cfg.Cache, cacheOpts...)
