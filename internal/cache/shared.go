@@ -302,7 +302,8 @@ func (s *Shared) store(ctx context.Context, key string, guard fillGuard, f fille
 		return
 	}
 	err := s.call(ctx, func(ctx context.Context) error {
-		value := append([]byte(guard.purged+"\n"), f.enc...)
+		value := make([]byte, 0, len(guard.purged)+1+len(f.enc))
+		value = append(append(append(value, guard.purged...), '\n'), f.enc...)
 		return storeIfGen.Run(ctx, s.rdb, []string{sharedKey(key, "value"), sharedKey(key, "gen")},
 			guard.gen, value, strconv.FormatInt(ttl.Milliseconds(), 10)).Err()
 	})
