@@ -89,15 +89,25 @@ type Nginx struct {
 	dir    string
 }
 
+// NginxBinary returns the path of nginx: on PATH, or /usr/sbin/nginx
+// (where Debian puts it, outside a user's PATH).
+func NginxBinary() (string, error) {
+	if bin, err := exec.LookPath("nginx"); err == nil {
+		return bin, nil
+	}
+	if bin, err := exec.LookPath("/usr/sbin/nginx"); err == nil {
+		return bin, nil
+	}
+	return "", errors.New("nginx: not on PATH nor in /usr/sbin (Debian: apt-get install nginx-light)")
+}
+
 // StartNginx starts nginx (on PATH, or /usr/sbin/nginx) with workers
 // processes on a free 127.0.0.1 port in front of upstream, with its files
 // in a new directory under dir, and returns once it answers.
 func StartNginx(ctx context.Context, dir, upstream string, workers int) (*Nginx, error) {
-	bin, err := exec.LookPath("nginx")
+	bin, err := NginxBinary()
 	if err != nil {
-		if bin, err = exec.LookPath("/usr/sbin/nginx"); err != nil {
-			return nil, errors.New("nginx: not on PATH nor in /usr/sbin (Debian: apt-get install nginx-light)")
-		}
+		return nil, err
 	}
 	port, err := freeport.On("127.0.0.1")
 	if err != nil {

@@ -43,15 +43,12 @@ func TestNginxConfig(t *testing.T) {
 	}
 
 	// nginx itself accepts it, where it is installed (CI installs it).
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		bin, err = exec.LookPath("/usr/sbin/nginx")
-	}
+	bin, err := NginxBinary()
 	if err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatal("nginx is not installed (.ci/packages lists nginx-light)")
+			t.Fatalf("%v; .ci/packages lists nginx-light", err)
 		}
-		t.Skip("nginx is not installed")
+		t.Skip(err)
 	}
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
