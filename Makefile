@@ -19,13 +19,14 @@ run:
 # seconds to recover) are in the output.
 test: deps tidy vet staticcheck units package-check
 	$(GO) test -race -count=1 -timeout 12m $$($(GO) list ./... | grep -v '/internal/testkit/cluster$$')
-	$(GO) test -race -count=1 -timeout 5m -v ./internal/testkit/cluster/
+	$(CLUSTER_TEST)
 
 # The tests on a real local cluster (internal/testkit/cluster): three hosts in
 # their own network namespaces behind HAProxy, one Redis, one simulator.
 # Needs root; `make test` runs them too.
+CLUSTER_TEST = $(GO) test -race -count=1 -timeout 5m -v ./internal/testkit/cluster/
 cluster-test: deps
-	$(GO) test -race -count=1 -timeout 5m -v ./internal/testkit/cluster/
+	$(CLUSTER_TEST)
 
 # go.mod and go.sum must be what `go mod tidy` makes them.
 tidy:
