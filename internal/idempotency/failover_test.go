@@ -45,7 +45,7 @@ func TestClaimSurvivesFailover(t *testing.T) {
 		claims[key] = c.Ref
 	}
 	s.KillMaster()
-	s.WaitFailover()
+	s.WaitFailover(t)
 	retry := storeOn(t, s.Config(), wait)
 	for key := range claims {
 		var c Claim

@@ -43,7 +43,7 @@ func TestFollowsSentinelFailover(t *testing.T) {
 	// The old master is dead, so the write landed on the promoted replica,
 	// which also kept the key replicated before the kill. (One sentinel may
 	// learn of the promotion after the client did.)
-	s.WaitFailover()
+	s.WaitFailover(t)
 	for _, key := range []string{"before", "after"} {
 		if got, err := rdb.Get(ctx, key).Result(); err != nil || got != "1" {
 			t.Errorf("%s on the new master: %q %v, want 1", key, got, err)

@@ -203,7 +203,6 @@ var serverArgs = []string{"--save", "", "--appendonly", "no", "--repl-diskless-s
 type Sentinel struct {
 	Master, Replica *Node
 	Sentinels       []*Node
-	tb              testing.TB
 }
 
 // StartSentinel starts the setup on loopback for tb, stopped when the test
@@ -219,7 +218,6 @@ func StartSentinel(tb testing.TB) *Sentinel {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s.tb = tb
 	return s
 }
 
@@ -364,13 +362,13 @@ func (s *Sentinel) KillMaster() time.Time {
 }
 
 // WaitFailover waits until the sentinels name the replica as the master
-// and it accepts writes, and returns when that was seen; it ends the test
-// of a setup StartSentinel made if that takes longer than 30 s.
-func (s *Sentinel) WaitFailover() time.Time {
-	s.tb.Helper()
+// and it accepts writes, and returns when that was seen; it ends tb if
+// that takes longer than 30 s.
+func (s *Sentinel) WaitFailover(tb testing.TB) time.Time {
+	tb.Helper()
 	at, err := s.AwaitFailover()
 	if err != nil {
-		s.tb.Fatal(err)
+		tb.Fatal(err)
 	}
 	return at
 }

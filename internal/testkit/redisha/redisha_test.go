@@ -12,7 +12,7 @@ func TestSentinelFailsOver(t *testing.T) {
 		t.Fatalf("master before the kill: %q %v, want %s", addr, err, s.Master.Addr)
 	}
 	killed := s.KillMaster()
-	took := s.WaitFailover().Sub(killed)
+	took := s.WaitFailover(t).Sub(killed)
 	t.Logf("sentinel failover after kill -9 of the master: %.1f s", took.Seconds())
 	if took < DownAfter {
 		t.Errorf("failover in %v, before down-after-milliseconds %v: the kill was not seen", took, DownAfter)
