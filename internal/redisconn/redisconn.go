@@ -96,14 +96,17 @@ func (c Config) Validate(prefix string) error {
 	bad := func(key string, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s%s: "+format, append([]any{prefix, key}, args...)...))
 	}
-	set := 0
-	for _, on := range []bool{c.URL != "", c.Sentinel.Master != "" || len(c.Sentinel.Addrs) > 0, len(c.Cluster.Addrs) > 0} {
-		if on {
-			set++
+	var set []string
+	for _, k := range []struct {
+		key string
+		on  bool
+	}{{"url", c.URL != ""}, {"sentinel", c.Sentinel.Master != "" || len(c.Sentinel.Addrs) > 0}, {"cluster", len(c.Cluster.Addrs) > 0}} {
+		if k.on {
+			set = append(set, prefix+k.key)
 		}
 	}
-	if set > 1 {
-		bad("url", "%q: set only one of url, sentinel.master and cluster.addrs", c.URL)
+	if len(set) > 1 {
+		errs = append(errs, fmt.Errorf("%s: set only one of url, sentinel and cluster", strings.Join(set, " and ")))
 	}
 	if c.URL != "" {
 		if _, err := redis.ParseURL(c.URL); err != nil {

@@ -70,7 +70,10 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.Sentinel = Sentinel{Master: "m", Addrs: []string{"10.0.0.1:26379"}} }, ""},
 		{func(c *Config) { c.Cluster.Addrs = []string{"10.0.0.1:7000", "10.0.0.2:7000"} }, ""},
 		{func(c *Config) { c.URL = "http://x" }, `redis.url: "http://x" is not a Redis URL`},
-		{func(c *Config) { c.URL, c.Cluster.Addrs = "redis://x:1", []string{"a:1"} }, "set only one of"},
+		{func(c *Config) { c.URL, c.Cluster.Addrs = "redis://x:1", []string{"a:1"} }, "redis.url and redis.cluster: set only one of"},
+		{func(c *Config) {
+			c.Sentinel, c.Cluster.Addrs = Sentinel{Master: "m", Addrs: []string{"a:1"}}, []string{"a:1"}
+		}, "redis.sentinel and redis.cluster: set only one of"},
 		{func(c *Config) { c.Sentinel.Master = "m" }, "redis.sentinel.master"},
 		{func(c *Config) { c.Sentinel = Sentinel{Master: "m", Addrs: []string{"nohost"}} }, "redis.sentinel.addrs[0]"},
 		{func(c *Config) { c.Cluster.Addrs = []string{"a:1", "b"} }, "redis.cluster.addrs[1]"},
