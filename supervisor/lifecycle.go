@@ -471,7 +471,7 @@ func (o *owner) takeExec() string {
 // re-execution is due and nothing starts any more.
 func (o *owner) stop() {
 	o.shutting = true
-	o.execAt, o.execBinary = time.Time{}, ""
+	o.takeExec()
 	if o.job != nil {
 		o.job.cancel()
 	}
